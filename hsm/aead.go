@@ -1,0 +1,139 @@
+package hsm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Sealed record layout. The header is authenticated with the caller's AAD,
+// so a record cannot be replayed under another key version or format.
+//
+//	[0]      format, sealFormatV1
+//	[1:5]    card KEK version, big-endian
+//	[5:17]   GCM IV (12 bytes)
+//	[17:]    ciphertext || 16-byte tag
+const (
+	sealFormatV1  = 0x01
+	sealHeaderLen = 5
+	gcmIVLen      = 12
+	gcmTagLen     = 16
+	sealOverhead  = sealHeaderLen + gcmIVLen + gcmTagLen
+)
+
+// SealedKeyVersion returns the card KEK version a sealed record names, for
+// rewrap and retire bookkeeping. It does not authenticate the record.
+func SealedKeyVersion(sealed []byte) (uint32, error) {
+	if len(sealed) < sealOverhead || sealed[0] != sealFormatV1 {
+		return 0, ErrCrypto
+	}
+	return binary.BigEndian.Uint32(sealed[1:5]), nil
+}
+
+// Seal encrypts plaintext with AES-256-GCM under the active card KEK inside
+// the token, binding aad and the key version. IVs are random: 96 bits per
+// record is safe for far more records than one KEK version will ever seal
+// before rotation.
+func (m *Module) Seal(ctx context.Context, aad, plaintext []byte) ([]byte, error) {
+	var out []byte
+	err := m.do(ctx, "seal", func(c *conn) error {
+		version, err := c.activeVersion(CardKEK)
+		if err != nil {
+			return err
+		}
+		out, err = m.sealWith(c, version, aad, plaintext)
+		return err
+	})
+	return out, err
+}
+
+// SealWithVersion seals under a named card KEK version; rewrap uses it.
+func (m *Module) SealWithVersion(ctx context.Context, version uint32, aad, plaintext []byte) ([]byte, error) {
+	var out []byte
+	err := m.do(ctx, "seal", func(c *conn) error {
+		var err error
+		out, err = m.sealWith(c, version, aad, plaintext)
+		return err
+	})
+	return out, err
+}
+
+func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byte, error) {
+	header := make([]byte, sealHeaderLen, sealOverhead+len(plaintext))
+	header[0] = sealFormatV1
+	binary.BigEndian.PutUint32(header[1:5], version)
+	iv := make([]byte, gcmIVLen)
+	if _, err := io.ReadFull(m.rand, iv); err != nil {
+		return nil, fmt.Errorf("hsm: IV: %w", err)
+	}
+	fullAAD := append(header[:sealHeaderLen:sealHeaderLen], aad...)
+	var ct []byte
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		key, err := c.handle(sh, Label(CardKEK, version), classSecret)
+		if err != nil {
+			return err
+		}
+		params := pkcs11.NewGCMParams(iv, fullAAD, gcmTagLen*8)
+		defer params.Free()
+		if err := c.p.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
+			return describe("C_EncryptInit(AES_GCM)", err)
+		}
+		ct, err = c.p.Encrypt(sh, plaintext)
+		if err != nil {
+			return describe("C_Encrypt(AES_GCM)", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := append(header, iv...)
+	return append(out, ct...), nil
+}
+
+// Open authenticates and decrypts a sealed record inside the token. Every
+// failure rooted in the record or the AAD (a flipped byte, another card's
+// AAD, an unknown or wrong key version) is ErrCrypto; token faults are
+// ErrUnavailable. The caller owns the plaintext and clears it.
+func (m *Module) Open(ctx context.Context, aad, sealed []byte) ([]byte, error) {
+	version, err := SealedKeyVersion(sealed)
+	if err != nil {
+		return nil, err
+	}
+	fullAAD := append(sealed[:sealHeaderLen:sealHeaderLen], aad...)
+	iv := sealed[sealHeaderLen : sealHeaderLen+gcmIVLen]
+	var pt []byte
+	err = m.do(ctx, "open", func(c *conn) error {
+		return c.withSession(func(sh pkcs11.SessionHandle) error {
+			key, err := c.handle(sh, Label(CardKEK, version), classSecret)
+			if err != nil {
+				return err
+			}
+			params := pkcs11.NewGCMParams(iv, fullAAD, gcmTagLen*8)
+			defer params.Free()
+			if err := c.p.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
+				return describe("C_DecryptInit(AES_GCM)", err)
+			}
+			pt, err = c.p.Decrypt(sh, sealed[sealHeaderLen+gcmIVLen:])
+			return decryptFault("C_Decrypt(AES_GCM)", err)
+		})
+	})
+	return pt, opaque(err)
+}
+
+// opaque turns every input fault into ErrCrypto, keeping ErrUnavailable
+// and context errors as they are.
+func opaque(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	default:
+		return ErrCrypto
+	}
+}

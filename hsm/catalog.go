@@ -1,0 +1,255 @@
+package hsm
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Purpose names what a key is for. Together with a version it forms the
+// key's label, "purpose/vN", which is how the adapter finds keys.
+type Purpose string
+
+// The purposes of DESIGN.md's key table.
+const (
+	CardKEK Purpose = "card-kek" // AES-256-GCM seal/open of card records
+	PANHMAC Purpose = "pan-hmac" // HMAC-SHA256 PAN fingerprints
+	SetPIN  Purpose = "set-pin"  // RSA-4096 pair clients encrypt PINs to
+	PEK     Purpose = "pek"      // AES-256 PIN encryption key, ISO 9564 format 4
+	Audit   Purpose = "audit"    // HMAC-SHA256 audit chain checkpoints
+)
+
+// Purposes lists every purpose in the order a ceremony creates them.
+var Purposes = []Purpose{CardKEK, PANHMAC, SetPIN, PEK, Audit}
+
+// Kind is the key type behind a purpose.
+type Kind string
+
+// Key kinds.
+const (
+	KindAES  Kind = "AES-256"
+	KindHMAC Kind = "HMAC-SHA256"
+	KindRSA  Kind = "RSA-4096"
+)
+
+// Kind returns the key type a purpose uses.
+func (p Purpose) Kind() Kind {
+	switch p {
+	case CardKEK, PEK:
+		return KindAES
+	case PANHMAC, Audit:
+		return KindHMAC
+	case SetPIN:
+		return KindRSA
+	}
+	return ""
+}
+
+// ParsePurpose validates a purpose name against the allow-list.
+func ParsePurpose(s string) (Purpose, error) {
+	for _, p := range Purposes {
+		if string(p) == s {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("unknown key purpose %q (want one of %s)", s, purposeNames())
+}
+
+func purposeNames() string {
+	names := make([]string, len(Purposes))
+	for i, p := range Purposes {
+		names[i] = string(p)
+	}
+	return strings.Join(names, ", ")
+}
+
+// Label is the CKA_LABEL of a purpose's version.
+func Label(p Purpose, version uint32) string {
+	return fmt.Sprintf("%s/v%d", p, version)
+}
+
+// parseLabel is the inverse of Label; ok is false for labels the vault did
+// not make.
+func parseLabel(label string) (p Purpose, version uint32, ok bool) {
+	name, v, found := strings.Cut(label, "/v")
+	if !found {
+		return "", 0, false
+	}
+	purpose, err := ParsePurpose(name)
+	if err != nil {
+		return "", 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != v {
+		return "", 0, false
+	}
+	return purpose, uint32(n), true
+}
+
+// KeyInfo describes one key object in the token. It carries no key material.
+type KeyInfo struct {
+	Label       string
+	Purpose     Purpose
+	Version     uint32
+	Kind        Kind
+	Class       string // "secret", "private", "public"
+	Sensitive   bool
+	Extractable bool
+	Usages      []string // the CKA_ usage flags that are true
+	Active      bool     // the highest version of its purpose
+}
+
+// usageAttrs are the usage flags the catalog reports.
+var usageAttrs = []struct {
+	attr uint
+	name string
+}{
+	{pkcs11.CKA_ENCRYPT, "encrypt"},
+	{pkcs11.CKA_DECRYPT, "decrypt"},
+	{pkcs11.CKA_SIGN, "sign"},
+	{pkcs11.CKA_VERIFY, "verify"},
+	{pkcs11.CKA_WRAP, "wrap"},
+	{pkcs11.CKA_UNWRAP, "unwrap"},
+	{pkcs11.CKA_DERIVE, "derive"},
+}
+
+// listKeys reads every object whose label follows the vault's scheme.
+func (c *conn) listKeys() ([]KeyInfo, error) {
+	var out []KeyInfo
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		handles, err := c.findObjects(sh, nil)
+		if err != nil {
+			return err
+		}
+		for _, h := range handles {
+			info, ok, err := c.describeObject(sh, h)
+			if err != nil {
+				return err
+			}
+			if ok {
+				out = append(out, info)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Purpose != out[j].Purpose {
+			return purposeIndex(out[i].Purpose) < purposeIndex(out[j].Purpose)
+		}
+		if out[i].Version != out[j].Version {
+			return out[i].Version < out[j].Version
+		}
+		return out[i].Class < out[j].Class
+	})
+	active := map[Purpose]uint32{}
+	for _, k := range out {
+		active[k.Purpose] = max(active[k.Purpose], k.Version)
+	}
+	for i := range out {
+		out[i].Active = out[i].Version == active[out[i].Purpose]
+	}
+	return out, nil
+}
+
+func purposeIndex(p Purpose) int {
+	for i, q := range Purposes {
+		if p == q {
+			return i
+		}
+	}
+	return len(Purposes)
+}
+
+func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (KeyInfo, bool, error) {
+	attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, nil),
+	})
+	if err != nil {
+		return KeyInfo{}, false, describe("C_GetAttributeValue", err)
+	}
+	purpose, version, ok := parseLabel(string(attrs[0].Value))
+	if !ok {
+		return KeyInfo{}, false, nil
+	}
+	info := KeyInfo{Label: string(attrs[0].Value), Purpose: purpose, Version: version, Kind: purpose.Kind()}
+	switch bytesToUint(attrs[1].Value) {
+	case pkcs11.CKO_SECRET_KEY:
+		info.Class = "secret"
+	case pkcs11.CKO_PRIVATE_KEY:
+		info.Class = "private"
+	case pkcs11.CKO_PUBLIC_KEY:
+		info.Class = "public"
+	default:
+		return KeyInfo{}, false, nil
+	}
+	info.Sensitive = c.boolAttr(sh, h, pkcs11.CKA_SENSITIVE)
+	info.Extractable = c.boolAttr(sh, h, pkcs11.CKA_EXTRACTABLE)
+	for _, u := range usageAttrs {
+		if c.boolAttr(sh, h, u.attr) {
+			info.Usages = append(info.Usages, u.name)
+		}
+	}
+	return info, true, nil
+}
+
+// boolAttr reads one boolean attribute; an attribute the object type does
+// not have reads as false.
+func (c *conn) boolAttr(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, attr uint) bool {
+	attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(attr, nil)})
+	if err != nil || len(attrs) == 0 || len(attrs[0].Value) == 0 {
+		return false
+	}
+	return attrs[0].Value[0] != 0
+}
+
+func bytesToUint(b []byte) uint {
+	var n uint
+	for i := len(b) - 1; i >= 0; i-- { // PKCS#11 CK_ULONG is host order, little-endian here
+		n = n<<8 | uint(b[i])
+	}
+	return n
+}
+
+// findObjects returns every object matching the template.
+func (c *conn) findObjects(sh pkcs11.SessionHandle, template []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	if err := c.p.FindObjectsInit(sh, template); err != nil {
+		return nil, describe("C_FindObjectsInit", err)
+	}
+	var all []pkcs11.ObjectHandle
+	for {
+		hs, _, err := c.p.FindObjects(sh, 64)
+		if err != nil {
+			_ = c.p.FindObjectsFinal(sh)
+			return nil, describe("C_FindObjects", err)
+		}
+		all = append(all, hs...)
+		if len(hs) < 64 {
+			break
+		}
+	}
+	if err := c.p.FindObjectsFinal(sh); err != nil {
+		return nil, describe("C_FindObjectsFinal", err)
+	}
+	return all, nil
+}
+
+// PublicKeyFingerprint is the SHA-256 of the DER SubjectPublicKeyInfo, in
+// hex: the figure a transcript records for an RSA key.
+func PublicKeyFingerprint(pub any) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("marshal public key: %w", err)
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
+}

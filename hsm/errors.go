@@ -1,0 +1,123 @@
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/miekg/pkcs11"
+)
+
+// ErrCrypto is the one error a caller sees when a cryptographic operation
+// fails for a reason rooted in its input: a tag mismatch, bad padding, an
+// unknown key version, a malformed ciphertext. It never says which, so that
+// no caller can build an oracle on the difference.
+var ErrCrypto = errors.New("hsm: cryptographic operation failed")
+
+// ErrUnavailable reports that the token could not serve the operation even
+// after the adapter re-opened its sessions and logged in again. Callers fail
+// closed (HTTP 503); nothing about the input is implied.
+var ErrUnavailable = errors.New("hsm: token unavailable")
+
+// ErrKeyNotFound reports that no key with the requested purpose and version
+// exists in the token. It is never answered by generating one.
+var ErrKeyNotFound = errors.New("hsm: key not found")
+
+// fault is how the adapter classifies a PKCS#11 return code.
+type fault int
+
+const (
+	faultNone    fault = iota
+	faultInput         // the input or the key: surfaces as ErrCrypto
+	faultSession       // the session or login is gone: reconnect and retry
+	faultDevice        // the device itself failed: fail closed
+)
+
+// ckrPattern recovers a return code from an error that crypto11 flattened
+// to text with %v; its GCM and HMAC paths do that, and recovery depends on
+// the code.
+var ckrPattern = regexp.MustCompile(`pkcs11: 0x([0-9A-Fa-f]+):`)
+
+// returnCode extracts the PKCS#11 CKR_ code from err, if it carries one.
+func returnCode(err error) (uint, bool) {
+	var p11err pkcs11.Error
+	if errors.As(err, &p11err) {
+		return uint(p11err), true
+	}
+	if err == nil {
+		return 0, false
+	}
+	m := ckrPattern.FindStringSubmatch(err.Error())
+	if m == nil {
+		return 0, false
+	}
+	code, perr := strconv.ParseUint(m[1], 16, 64)
+	if perr != nil {
+		return 0, false
+	}
+	return uint(code), true
+}
+
+// classify maps an error from the token onto the adapter's fault classes.
+// Decryption calls first pass their error through decryptFault, because a
+// failed authentication is not a device fault.
+func classify(err error) fault {
+	if err == nil {
+		return faultNone
+	}
+	code, ok := returnCode(err)
+	if !ok {
+		return faultInput
+	}
+	switch code {
+	case pkcs11.CKR_SESSION_HANDLE_INVALID,
+		pkcs11.CKR_SESSION_CLOSED,
+		pkcs11.CKR_USER_NOT_LOGGED_IN,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_OBJECT_HANDLE_INVALID,
+		pkcs11.CKR_KEY_HANDLE_INVALID,
+		pkcs11.CKR_DEVICE_REMOVED,
+		pkcs11.CKR_TOKEN_NOT_PRESENT,
+		pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
+		pkcs11.CKR_SESSION_COUNT:
+		return faultSession
+	case pkcs11.CKR_DEVICE_ERROR,
+		pkcs11.CKR_DEVICE_MEMORY,
+		pkcs11.CKR_HOST_MEMORY,
+		pkcs11.CKR_GENERAL_ERROR,
+		pkcs11.CKR_FUNCTION_FAILED:
+		return faultDevice
+	default:
+		return faultInput
+	}
+}
+
+// describe names a PKCS#11 failure for operators' logs. It carries the call
+// and the return code, never data.
+func describe(call string, err error) error {
+	return fmt.Errorf("%s: %w", call, err)
+}
+
+// describeIf is describe for a possibly nil error.
+func describeIf(call string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return describe(call, err)
+}
+
+// decryptFault classifies the error of C_Decrypt itself. SoftHSM2 reports a
+// GCM tag mismatch as CKR_GENERAL_ERROR (measured on 2.6.1), and other
+// tokens use CKR_ENCRYPTED_DATA_INVALID or CKR_ENCRYPTED_DATA_LEN_RANGE, so
+// once C_DecryptInit has accepted the key, anything but a lost session is
+// taken as the input's fault: ErrCrypto, never a reconnect or a 503.
+func decryptFault(call string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if classify(err) == faultSession {
+		return describe(call, err)
+	}
+	return ErrCrypto
+}

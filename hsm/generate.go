@@ -1,0 +1,177 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
+)
+
+// ErrKeyExists reports that a label is already taken; ceremonies never
+// overwrite a key.
+var ErrKeyExists = errors.New("hsm: key already exists")
+
+// secretTemplate is the attribute set of a purpose's secret key. Usages are
+// limited to what the purpose needs.
+func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
+	label := Label(p, version)
+	aes := p.Kind() == KindAES
+	keyType := uint(pkcs11.CKK_GENERIC_SECRET)
+	if aes {
+		keyType = pkcs11.CKK_AES
+	}
+	return []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(label)),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+		// The value never leaves the token, in clear or wrapped.
+		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		// AES keys seal (card KEK) or encipher PIN blocks (PEK).
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, aes),
+		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, aes),
+		// Sign is the HMAC for HMAC keys, and only the KCV (CMAC of a zero
+		// block) for AES keys.
+		pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, false),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+	}
+}
+
+// Generate creates version of a purpose's key inside the token. It refuses
+// (ErrKeyExists) if the label is taken. It is not retried on a session
+// fault; the existence check makes a second attempt by the caller safe.
+func (m *Module) Generate(ctx context.Context, p Purpose, version uint32) error {
+	if p.Kind() == "" {
+		return fmt.Errorf("hsm: unknown purpose %q", p)
+	}
+	c, err := m.current()
+	if err != nil {
+		return err
+	}
+	c.inflight.RLock()
+	defer c.inflight.RUnlock()
+	label := Label(p, version)
+	if exists, err := c.exists(label); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("%w: %s", ErrKeyExists, label)
+	}
+	if p.Kind() == KindRSA {
+		err = c.generateRSA(label)
+	} else {
+		err = c.generateSecret(p, version)
+	}
+	if err != nil {
+		return fmt.Errorf("hsm: generate %s: %w", label, err)
+	}
+	return c.loadActive()
+}
+
+func (c *conn) exists(label string) (bool, error) {
+	var found bool
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		hs, err := c.findObjects(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+		found = len(hs) > 0
+		return err
+	})
+	return found, err
+}
+
+func (c *conn) generateSecret(p Purpose, version uint32) error {
+	template := crypto11.NewAttributeSet()
+	for _, a := range secretTemplate(p, version) {
+		if a.Type == pkcs11.CKA_CLASS || a.Type == pkcs11.CKA_KEY_TYPE {
+			continue // crypto11 sets these from the cipher
+		}
+		if err := template.Set(a.Type, a.Value); err != nil {
+			return err
+		}
+	}
+	cipher := crypto11.CipherAES
+	if p.Kind() == KindHMAC {
+		// CKK_GENERIC_SECRET: the type SoftHSM2 and most HSMs accept for
+		// CKM_SHA256_HMAC.
+		cipher = crypto11.CipherGeneric
+	}
+	_, err := c.c11.GenerateSecretKeyWithAttributes(template, 256, cipher)
+	return err
+}
+
+func (c *conn) generateRSA(label string) error {
+	public, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(label), []byte(label))
+	if err != nil {
+		return err
+	}
+	private := public.Copy()
+	for _, kv := range []struct {
+		t uint
+		v any
+	}{
+		{pkcs11.CKA_ENCRYPT, true},
+		{pkcs11.CKA_VERIFY, false},
+		{pkcs11.CKA_WRAP, false},
+	} {
+		if err := public.Set(kv.t, kv.v); err != nil {
+			return err
+		}
+	}
+	for _, kv := range []struct {
+		t uint
+		v any
+	}{
+		{pkcs11.CKA_PRIVATE, true},
+		{pkcs11.CKA_DECRYPT, true},
+		// Decrypt only: the set_pin key never signs or unwraps.
+		{pkcs11.CKA_SIGN, false},
+		{pkcs11.CKA_UNWRAP, false},
+		{pkcs11.CKA_SENSITIVE, true},
+		{pkcs11.CKA_EXTRACTABLE, false},
+	} {
+		if err := private.Set(kv.t, kv.v); err != nil {
+			return err
+		}
+	}
+	_, err = c.c11.GenerateRSAKeyPairWithAttributes(public, private, 4096)
+	return err
+}
+
+// ImportSecret creates a purpose's secret key from a clear value, for
+// split-knowledge component import and for tests with known keys. The value
+// is the caller's to clear.
+func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, value []byte) error {
+	if p.Kind() != KindAES && p.Kind() != KindHMAC {
+		return fmt.Errorf("hsm: %s is not a secret-key purpose", p)
+	}
+	if len(value) != 32 {
+		return fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
+	}
+	c, err := m.current()
+	if err != nil {
+		return err
+	}
+	c.inflight.RLock()
+	defer c.inflight.RUnlock()
+	label := Label(p, version)
+	if exists, err := c.exists(label); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("%w: %s", ErrKeyExists, label)
+	}
+	template := append(secretTemplate(p, version), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
+	err = c.withSession(func(sh pkcs11.SessionHandle) error {
+		_, err := c.p.CreateObject(sh, template)
+		return describeIf("C_CreateObject", err)
+	})
+	if err != nil {
+		return fmt.Errorf("hsm: import %s: %w", label, err)
+	}
+	return c.loadActive()
+}

@@ -1,0 +1,88 @@
+package hsm
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// MAC computes HMAC-SHA256 of data inside the token with the active key of
+// an HMAC purpose (pan-hmac or audit), and returns the version it used.
+func (m *Module) MAC(ctx context.Context, p Purpose, data []byte) (sum []byte, version uint32, err error) {
+	if p.Kind() != KindHMAC {
+		return nil, 0, fmt.Errorf("hsm: %s is not an HMAC purpose", p)
+	}
+	err = m.do(ctx, "hmac", func(c *conn) error {
+		var err error
+		if version, err = c.activeVersion(p); err != nil {
+			return err
+		}
+		sum, err = c.sign(Label(p, version), pkcs11.CKM_SHA256_HMAC, data)
+		return err
+	})
+	return sum, version, err
+}
+
+// MACWithVersion computes HMAC-SHA256 with a named version, for verifying
+// values made under an older key.
+func (m *Module) MACWithVersion(ctx context.Context, p Purpose, version uint32, data []byte) ([]byte, error) {
+	if p.Kind() != KindHMAC {
+		return nil, fmt.Errorf("hsm: %s is not an HMAC purpose", p)
+	}
+	var sum []byte
+	err := m.do(ctx, "hmac", func(c *conn) error {
+		var err error
+		sum, err = c.sign(Label(p, version), pkcs11.CKM_SHA256_HMAC, data)
+		return err
+	})
+	return sum, err
+}
+
+func (c *conn) sign(label string, mech uint, data []byte) ([]byte, error) {
+	var out []byte
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		key, err := c.handle(sh, label, classSecret)
+		if err != nil {
+			return err
+		}
+		if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, key); err != nil {
+			return describe("C_SignInit", err)
+		}
+		out, err = c.p.Sign(sh, data)
+		if err != nil {
+			return describe("C_Sign", err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// KCV returns the key check value of a secret key, computed in the token:
+// for AES keys AES-CMAC over one zero block (ANSI X9.24-1), for HMAC keys
+// HMAC-SHA256 over the same block; the first 3 bytes in upper-case hex.
+func (m *Module) KCV(ctx context.Context, p Purpose, version uint32) (string, error) {
+	var mech uint
+	switch p.Kind() {
+	case KindAES:
+		mech = pkcs11.CKM_AES_CMAC
+	case KindHMAC:
+		mech = pkcs11.CKM_SHA256_HMAC
+	default:
+		return "", fmt.Errorf("hsm: %s keys have no KCV; use the public key fingerprint", p)
+	}
+	return m.kcvOf(ctx, Label(p, version), mech)
+}
+
+func (m *Module) kcvOf(ctx context.Context, label string, mech uint) (string, error) {
+	var sum []byte
+	err := m.do(ctx, "kcv", func(c *conn) error {
+		var err error
+		sum, err = c.sign(label, mech, make([]byte, 16))
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%X", sum[:3]), nil
+}

@@ -1,0 +1,377 @@
+// Package hsm is cardvault's PKCS#11 adapter. Keys never leave the token:
+// the adapter finds them by label ("purpose/vN"), and every operation on
+// them runs inside the token.
+//
+// crypto11 owns the module and the login: it loads the library, finds the
+// token by label, logs in on a long-lived session and generates keys. The
+// operations run on sessions of the adapter's own through miekg/pkcs11,
+// because crypto11 either has no call for them (CMAC, ECB, RSA_X_509, OAEP
+// with a separate MGF1 hash, object creation and destruction), panics on a
+// device error (cipher.AEAD.Seal, hash.Hash.Sum), or flattens the PKCS#11
+// return code the recovery logic needs.
+//
+// Recovery: crypto11's pool keeps dead sessions after a token restart. When
+// any call fails with a session-class code the adapter closes the whole
+// connection, configures a new one (which logs in again), and retries the
+// call once. Every operation the adapter retries is idempotent. Input faults
+// (a GCM tag mismatch, bad padding) never trigger a reconnect.
+package hsm
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
+)
+
+// Config selects and unlocks a token.
+type Config struct {
+	Module      string // path of the PKCS#11 library
+	TokenLabel  string
+	PIN         string // user PIN; from a file or the environment, never a flag
+	MaxSessions int    // sessions the adapter keeps open; 0 means 32
+	Logger      *slog.Logger
+}
+
+func (c *Config) validate() error {
+	var missing []string
+	if c.Module == "" {
+		missing = append(missing, "module")
+	}
+	if c.TokenLabel == "" {
+		missing = append(missing, "token label")
+	}
+	if c.PIN == "" {
+		missing = append(missing, "PIN")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("hsm config: missing %s", strings.Join(missing, ", "))
+	}
+	if c.MaxSessions == 0 {
+		c.MaxSessions = 32
+	}
+	if c.MaxSessions < 2 {
+		return fmt.Errorf("hsm config: max sessions %d, want at least 2", c.MaxSessions)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Module is a connection to one token. It is safe for concurrent use.
+type Module struct {
+	cfg  Config
+	raw  *pkcs11.Ctx
+	p    p11 // raw, or a fault-injecting wrapper in tests
+	rand io.Reader
+	log  *slog.Logger
+
+	mu  sync.Mutex // serialises connect and reconnect
+	cur atomic.Pointer[conn]
+
+	// oaepSHA256 records whether the token decrypts OAEP with SHA-256
+	// itself: 0 unknown, 1 yes, 2 no (use RSA_X_509 plus the local decode).
+	oaepSHA256 atomic.Int32
+
+	reconnects atomic.Int64
+}
+
+// conn is one generation of the connection: a crypto11 context, the slot,
+// a pool of the adapter's own sessions and the handles found so far.
+type conn struct {
+	c11  *crypto11.Context
+	p    p11
+	slot uint
+	pool *sessionPool
+
+	handleMu sync.RWMutex
+	handles  map[string]pkcs11.ObjectHandle // label + "#" + class
+	active   map[Purpose]uint32              // highest version per purpose
+
+	// inflight lets close wait for calls running on this generation.
+	inflight sync.RWMutex
+}
+
+// Open loads the module, logs in to the token and probes its mechanisms.
+func Open(cfg Config) (*Module, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	raw := pkcs11.New(cfg.Module)
+	if raw == nil {
+		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s", cfg.Module)
+	}
+	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger}
+	if _, err := m.current(); err != nil {
+		raw.Destroy()
+		return nil, err
+	}
+	if err := m.Probe(context.Background()); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close logs out and unloads the module. It is safe to call once.
+func (m *Module) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.cur.Swap(nil); c != nil {
+		c.close()
+	}
+	m.raw.Destroy()
+}
+
+// Reconnects counts how often the adapter re-established its connection.
+func (m *Module) Reconnects() int64 { return m.reconnects.Load() }
+
+// current returns the live connection, making one if there is none.
+func (m *Module) current() (*conn, error) {
+	if c := m.cur.Load(); c != nil {
+		return c, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.cur.Load(); c != nil {
+		return c, nil
+	}
+	c, err := m.connect()
+	if err != nil {
+		return nil, err
+	}
+	m.cur.Store(c)
+	return c, nil
+}
+
+func (m *Module) connect() (*conn, error) {
+	c11, err := crypto11.Configure(&crypto11.Config{
+		Path:        m.cfg.Module,
+		TokenLabel:  m.cfg.TokenLabel,
+		Pin:         m.cfg.PIN,
+		MaxSessions: m.cfg.MaxSessions,
+		GCMIVLength: 12, // crypto11 defaults to 16; the vault's format uses 12
+	})
+	if err != nil {
+		// crypto11's message names the token and the return code, not the PIN.
+		return nil, fmt.Errorf("hsm: open token %q: %w", m.cfg.TokenLabel, err)
+	}
+	// crypto11 initialised the library; ours shares it.
+	if err := m.p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		_ = c11.Close()
+		return nil, fmt.Errorf("hsm: C_Initialize: %w", err)
+	}
+	slot, err := findSlot(m.p, m.cfg.TokenLabel)
+	if err != nil {
+		_ = c11.Close()
+		return nil, err
+	}
+	c := &conn{
+		c11:     c11,
+		p:       m.p,
+		slot:    slot,
+		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
+		handles: map[string]pkcs11.ObjectHandle{},
+	}
+	if err := c.loadActive(); err != nil {
+		c.close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// loadActive records the highest version of each purpose.
+func (c *conn) loadActive() error {
+	keys, err := c.listKeys()
+	if err != nil {
+		return err
+	}
+	active := map[Purpose]uint32{}
+	for _, k := range keys {
+		active[k.Purpose] = max(active[k.Purpose], k.Version)
+	}
+	c.handleMu.Lock()
+	c.active = active
+	c.handleMu.Unlock()
+	return nil
+}
+
+func (c *conn) activeVersion(p Purpose) (uint32, error) {
+	c.handleMu.RLock()
+	v := c.active[p]
+	c.handleMu.RUnlock()
+	if v == 0 {
+		return 0, fmt.Errorf("%w: no %s key", ErrKeyNotFound, p)
+	}
+	return v, nil
+}
+
+func findSlot(p p11, label string) (uint, error) {
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return 0, fmt.Errorf("hsm: C_GetSlotList: %w", err)
+	}
+	for _, s := range slots {
+		info, err := p.GetTokenInfo(s)
+		if err != nil {
+			continue
+		}
+		if strings.TrimRight(info.Label, " \x00") == label {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("hsm: no token labelled %q", label)
+}
+
+func (c *conn) close() {
+	c.inflight.Lock() // wait for calls on this generation to return
+	defer c.inflight.Unlock()
+	c.pool.drain()
+	_ = c.c11.Close()
+}
+
+// reconnect replaces the broken generation, unless another caller already
+// has.
+func (m *Module) reconnect(broken *conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur.Load() != broken {
+		return
+	}
+	m.cur.Store(nil)
+	broken.close()
+	m.reconnects.Add(1)
+	c, err := m.connect()
+	if err != nil {
+		m.log.Warn("hsm reconnect failed", "error", err)
+		return
+	}
+	m.cur.Store(c)
+	m.log.Info("hsm reconnected", "reconnects", m.reconnects.Load())
+}
+
+// do runs an idempotent operation, reconnecting and retrying once when the
+// session or login was lost. Device faults fail closed as ErrUnavailable.
+func (m *Module) do(ctx context.Context, op string, fn func(*conn) error) error {
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		c, err := m.current()
+		if err != nil {
+			m.log.Warn("hsm unavailable", "op", op, "error", err)
+			return ErrUnavailable
+		}
+		c.inflight.RLock()
+		err = fn(c)
+		c.inflight.RUnlock()
+		switch classify(err) {
+		case faultNone, faultInput:
+			return err
+		case faultSession:
+			if attempt == 0 {
+				m.log.Warn("hsm session lost; reconnecting", "op", op, "error", err)
+				m.reconnect(c)
+				continue
+			}
+		}
+		m.log.Error("hsm operation failed", "op", op, "error", err)
+		return ErrUnavailable
+	}
+}
+
+// withSession runs fn on one of the connection's own sessions.
+func (c *conn) withSession(fn func(pkcs11.SessionHandle) error) error {
+	sh, err := c.pool.get()
+	if err != nil {
+		return describe("C_OpenSession", err)
+	}
+	err = fn(sh)
+	c.pool.put(sh, err)
+	return err
+}
+
+// Object classes as the handle cache names them.
+const (
+	classSecret  = pkcs11.CKO_SECRET_KEY
+	classPrivate = pkcs11.CKO_PRIVATE_KEY
+	classPublic  = pkcs11.CKO_PUBLIC_KEY
+)
+
+// handle finds a key object by label and class, caching the answer for the
+// life of the connection. A missing key is ErrKeyNotFound.
+func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
+	cacheKey := fmt.Sprintf("%s#%d", label, class)
+	c.handleMu.RLock()
+	h, ok := c.handles[cacheKey]
+	c.handleMu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	hs, err := c.findObjects(sh, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+	})
+	if err != nil {
+		return 0, err
+	}
+	switch len(hs) {
+	case 0:
+		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, label)
+	case 1:
+	default:
+		return 0, fmt.Errorf("hsm: %d objects labelled %s", len(hs), label)
+	}
+	c.handleMu.Lock()
+	c.handles[cacheKey] = hs[0]
+	c.handleMu.Unlock()
+	return hs[0], nil
+}
+
+func (c *conn) forgetAll() {
+	c.handleMu.Lock()
+	defer c.handleMu.Unlock()
+	clear(c.handles)
+}
+
+// Keys lists the vault's keys in the token.
+func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
+	var out []KeyInfo
+	err := m.do(ctx, "list", func(c *conn) error {
+		var err error
+		out, err = c.listKeys()
+		return err
+	})
+	return out, err
+}
+
+// ActiveVersion returns the highest version of a purpose present in the
+// token, which is the one new writes use. It is ErrKeyNotFound when the
+// purpose has no key.
+func (m *Module) ActiveVersion(ctx context.Context, p Purpose) (uint32, error) {
+	var v uint32
+	err := m.do(ctx, "active", func(c *conn) error {
+		var err error
+		v, err = c.activeVersion(p)
+		return err
+	})
+	return v, err
+}
+
+// Refresh re-reads the catalog, so that a process sees versions another
+// process (a ceremony) created or retired since it connected.
+func (m *Module) Refresh(ctx context.Context) error {
+	return m.do(ctx, "refresh", func(c *conn) error {
+		c.forgetAll()
+		return c.loadActive()
+	})
+}

@@ -1,0 +1,209 @@
+package hsm
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"math/big"
+
+	"github.com/miekg/pkcs11"
+)
+
+// RSAPadding is the allow-list of RSA decryption schemes.
+type RSAPadding int
+
+// RSA decryption schemes.
+const (
+	PKCS1v15           RSAPadding = iota + 1 // RSAES-PKCS1-v1_5
+	OAEPSHA1                                 // OAEP, SHA-1, MGF1-SHA-1
+	OAEPSHA256                               // OAEP, SHA-256, MGF1-SHA-256
+	OAEPSHA256MGF1SHA1                       // OAEP, SHA-256, MGF1-SHA-1 (Android Keystore's default)
+)
+
+func (p RSAPadding) String() string {
+	switch p {
+	case PKCS1v15:
+		return "RSA-PKCS1-v1_5"
+	case OAEPSHA1:
+		return "RSA-OAEP-SHA1"
+	case OAEPSHA256:
+		return "RSA-OAEP-SHA256"
+	case OAEPSHA256MGF1SHA1:
+		return "RSA-OAEP-SHA256-MGF1SHA1"
+	}
+	return fmt.Sprintf("RSAPadding(%d)", int(p))
+}
+
+// oaepParams returns the OAEP hash and MGF1 hash of a padding.
+func (p RSAPadding) oaepParams() (h, mgf crypto.Hash, ok bool) {
+	switch p {
+	case OAEPSHA1:
+		return crypto.SHA1, crypto.SHA1, true
+	case OAEPSHA256:
+		return crypto.SHA256, crypto.SHA256, true
+	case OAEPSHA256MGF1SHA1:
+		return crypto.SHA256, crypto.SHA1, true
+	}
+	return 0, 0, false
+}
+
+func newHash(h crypto.Hash) hash.Hash {
+	if h == crypto.SHA1 {
+		return sha1.New()
+	}
+	return sha256.New()
+}
+
+func p11Hash(h crypto.Hash) (mech, mgf uint) {
+	if h == crypto.SHA1 {
+		return pkcs11.CKM_SHA_1, pkcs11.CKG_MGF1_SHA1
+	}
+	return pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256
+}
+
+// OAEP-with-SHA-256 support, learned on first use.
+const (
+	oaepUnknown int32 = iota
+	oaepInToken
+	oaepRawFallback
+)
+
+// PublicKey returns the public half of a set_pin version.
+func (m *Module) PublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, error) {
+	var pub *rsa.PublicKey
+	err := m.do(ctx, "public key", func(c *conn) error {
+		return c.withSession(func(sh pkcs11.SessionHandle) error {
+			h, err := c.handle(sh, Label(SetPIN, version), classPublic)
+			if err != nil {
+				return err
+			}
+			attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
+				pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
+			})
+			if err != nil {
+				return describe("C_GetAttributeValue", err)
+			}
+			e := new(big.Int).SetBytes(attrs[1].Value)
+			if !e.IsInt64() || e.Int64() > 1<<31 {
+				return fmt.Errorf("hsm: %s has an unusable public exponent", Label(SetPIN, version))
+			}
+			pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
+			return nil
+		})
+	})
+	return pub, err
+}
+
+// DecryptRSA decrypts ciphertext with a set_pin private key inside the
+// token. Every failure rooted in the ciphertext (wrong length, bad padding)
+// is ErrCrypto.
+//
+// OAEP with SHA-256 runs inside the token where the token supports it. A
+// token that refuses the parameters (SoftHSM2 2.6.1 answers
+// CKR_ARGUMENTS_BAD, SoftHSMv2#474) gets the RSA_X_509 path instead: the raw
+// private-key operation runs inside the token and the constant-time EME-OAEP
+// decoding runs here. The key never leaves the token either way.
+func (m *Module) DecryptRSA(ctx context.Context, version uint32, pad RSAPadding, ciphertext []byte) ([]byte, error) {
+	label := Label(SetPIN, version)
+	var out []byte
+	err := m.do(ctx, "rsa decrypt", func(c *conn) error {
+		var err error
+		switch pad {
+		case PKCS1v15:
+			out, err = c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil), ciphertext)
+		case OAEPSHA1, OAEPSHA256, OAEPSHA256MGF1SHA1:
+			out, err = m.decryptOAEP(c, label, pad, ciphertext)
+		default:
+			err = fmt.Errorf("hsm: padding %v not allowed", pad)
+		}
+		return err
+	})
+	return out, opaque(err)
+}
+
+func (m *Module) decryptOAEP(c *conn, label string, pad RSAPadding, ciphertext []byte) ([]byte, error) {
+	h, mgf, _ := pad.oaepParams()
+	if h == crypto.SHA1 || m.oaepSHA256.Load() != oaepRawFallback {
+		hashMech, _ := p11Hash(h)
+		_, mgfMech := p11Hash(mgf)
+		params := pkcs11.NewOAEPParams(hashMech, mgfMech, pkcs11.CKZ_DATA_SPECIFIED, nil)
+		out, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, params), ciphertext)
+		if h == crypto.SHA1 || !refusesParams(err) {
+			if err == nil {
+				m.oaepSHA256.CompareAndSwap(oaepUnknown, oaepInToken)
+			}
+			return out, err
+		}
+		if m.oaepSHA256.CompareAndSwap(oaepUnknown, oaepRawFallback) {
+			m.log.Info("token refuses OAEP with SHA-256; using RSA_X_509 with local OAEP decoding")
+		}
+	}
+	em, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil), ciphertext)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(em)
+	msg, ok := decodeOAEP(newHash(h), newHash(mgf), em, nil)
+	if !ok {
+		return nil, ErrCrypto
+	}
+	return msg, nil
+}
+
+// refusesParams reports a token that does not accept the mechanism
+// parameters, as opposed to one that rejected the ciphertext.
+func refusesParams(err error) bool {
+	code, ok := returnCode(err)
+	return ok && (code == pkcs11.CKR_ARGUMENTS_BAD || code == pkcs11.CKR_MECHANISM_PARAM_INVALID || code == pkcs11.CKR_MECHANISM_INVALID)
+}
+
+func (c *conn) decryptRSA(label string, mech *pkcs11.Mechanism, ciphertext []byte) ([]byte, error) {
+	var out []byte
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		priv, err := c.handle(sh, label, classPrivate)
+		if err != nil {
+			return err
+		}
+		k, err := c.modulusLen(sh, label)
+		if err != nil {
+			return err
+		}
+		if len(ciphertext) != k {
+			return ErrCrypto
+		}
+		if err := c.p.DecryptInit(sh, []*pkcs11.Mechanism{mech}, priv); err != nil {
+			return describe("C_DecryptInit(RSA)", err)
+		}
+		out, err = c.p.Decrypt(sh, ciphertext)
+		if err != nil {
+			return decryptFault("C_Decrypt(RSA)", err)
+		}
+		if mech.Mechanism == pkcs11.CKM_RSA_X_509 && len(out) < k {
+			// Some tokens strip leading zeros of the raw result.
+			padded := make([]byte, k)
+			copy(padded[k-len(out):], out)
+			clear(out)
+			out = padded
+		}
+		return nil
+	})
+	return out, err
+}
+
+// modulusLen reads the modulus size of a key pair from its public half.
+func (c *conn) modulusLen(sh pkcs11.SessionHandle, label string) (int, error) {
+	pub, err := c.handle(sh, label, classPublic)
+	if err != nil {
+		return 0, err
+	}
+	attrs, err := c.p.GetAttributeValue(sh, pub, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil)})
+	if err != nil {
+		return 0, describe("C_GetAttributeValue(CKA_MODULUS)", err)
+	}
+	return len(new(big.Int).SetBytes(attrs[0].Value).Bytes()), nil
+}
