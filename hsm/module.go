@@ -326,6 +326,13 @@ func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11
 	}
 	switch len(hs) {
 	case 0:
+		// Private objects are invisible to a session that lost its login;
+		// that is a session fault to recover from, not a missing key.
+		if info, err := c.p.GetSessionInfo(sh); err != nil {
+			return 0, describe("C_GetSessionInfo", err)
+		} else if info.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+			return 0, describe("C_FindObjects", pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN))
+		}
 		return 0, fmt.Errorf("%w: %s", ErrKeyNotFound, label)
 	case 1:
 	default:

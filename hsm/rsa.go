@@ -133,7 +133,10 @@ func (m *Module) decryptOAEP(c *conn, label string, pad RSAPadding, ciphertext [
 		_, mgfMech := p11Hash(mgf)
 		params := pkcs11.NewOAEPParams(hashMech, mgfMech, pkcs11.CKZ_DATA_SPECIFIED, nil)
 		out, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, params), ciphertext)
-		if h == crypto.SHA1 || !refusesParams(err) {
+		if h == crypto.SHA1 {
+			return out, err
+		}
+		if !refusesParams(err) {
 			if err == nil {
 				m.oaepSHA256.CompareAndSwap(oaepUnknown, oaepInToken)
 			}
