@@ -95,7 +95,7 @@ type conn struct {
 
 	handleMu sync.RWMutex
 	handles  map[string]pkcs11.ObjectHandle // label + "#" + class
-	active   map[Purpose]uint32              // highest version per purpose
+	active   map[Purpose]uint32             // highest version per purpose
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex
@@ -381,4 +381,24 @@ func (m *Module) Refresh(ctx context.Context) error {
 		c.forgetAll()
 		return c.loadActive()
 	})
+}
+
+// TokenInfo identifies the token for transcripts.
+type TokenInfo struct {
+	Label, Serial, Model, Manufacturer string
+}
+
+// Token reads the token's identity.
+func (m *Module) Token(ctx context.Context) (TokenInfo, error) {
+	var ti TokenInfo
+	err := m.do(ctx, "token info", func(c *conn) error {
+		info, err := c.p.GetTokenInfo(c.slot)
+		if err != nil {
+			return describe("C_GetTokenInfo", err)
+		}
+		trim := func(s string) string { return strings.TrimRight(s, " \x00") }
+		ti = TokenInfo{trim(info.Label), trim(info.SerialNumber), trim(info.Model), trim(info.ManufacturerID)}
+		return nil
+	})
+	return ti, err
 }

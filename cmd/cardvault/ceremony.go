@@ -1,0 +1,298 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cardvault/cardvault/hsm"
+)
+
+func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	if len(args) == 0 {
+		return errors.New("want a subcommand: init, list")
+	}
+	switch args[0] {
+	case "init":
+		return ceremonyInit(ctx, args[1:], stdout, log)
+	case "list":
+		return ceremonyList(ctx, args[1:], stdout, log)
+	default:
+		return fmt.Errorf("unknown ceremony %q (want init, list)", args[0])
+	}
+}
+
+// transcript collects a ceremony's record: printed as it goes, written to
+// a file at the end, and closed with its own SHA-256 so it can be signed
+// off.
+type transcript struct {
+	buf bytes.Buffer
+	out io.Writer
+}
+
+func (t *transcript) printf(format string, a ...any) {
+	line := fmt.Sprintf(format, a...)
+	t.buf.WriteString(line)
+	io.WriteString(t.out, line)
+}
+
+// save writes the transcript to path, refusing to overwrite, and prints
+// its hash.
+func (t *transcript) save(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if err != nil {
+		return fmt.Errorf("transcript: %w", err)
+	}
+	if _, err := f.Write(t.buf.Bytes()); err != nil {
+		f.Close()
+		return fmt.Errorf("transcript: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("transcript: %w", err)
+	}
+	sum := sha256.Sum256(t.buf.Bytes())
+	fmt.Fprintf(t.out, "transcript: %s\ntranscript sha256: %x\n", path, sum)
+	return nil
+}
+
+func operatorName() string {
+	if u, err := user.Current(); err == nil {
+		return u.Username
+	}
+	return "unknown"
+}
+
+func defaultTranscript(ceremony string, now time.Time) string {
+	return filepath.Join(getenv(envTranscripts, "transcripts"),
+		fmt.Sprintf("ceremony-%s-%s.txt", ceremony, now.UTC().Format("20060102T150405Z")))
+}
+
+// ceremonyInit creates version 1 of every purpose that has no key yet. It
+// never touches an existing key; a second run creates nothing and says so.
+func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("ceremony init", flag.ContinueOnError)
+	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
+	path := fs.String("transcript", "", "transcript file (default $CARDVAULT_TRANSCRIPT_DIR or ./transcripts, timestamped)")
+	operator := fs.String("operator", operatorName(), "operator name for the transcript")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	now := time.Now()
+	if *path == "" {
+		*path = defaultTranscript("init", now)
+	}
+	if _, err := os.Stat(*path); err == nil {
+		return fmt.Errorf("transcript %s exists; refusing to overwrite", *path)
+	}
+	cfg, err := hsmConfig(log)
+	if err != nil {
+		return err
+	}
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tok, err := m.Token(ctx)
+	if err != nil {
+		return err
+	}
+	existing, err := m.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	has := map[hsm.Purpose]bool{}
+	for _, k := range existing {
+		has[k.Purpose] = true
+	}
+
+	t := &transcript{out: stdout}
+	t.printf("cardvault key ceremony: init\n")
+	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
+	t.printf("operator: %s\n", *operator)
+	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
+	if *dryRun {
+		t.printf("mode:     dry run (nothing is written)\n")
+	}
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nLABEL\tVERSION\tTYPE\tCHECK\tRESULT\tTIME\n")
+	created := 0
+	for _, p := range hsm.Purposes {
+		version, result := uint32(1), "exists, unchanged"
+		switch {
+		case has[p]:
+			if version, err = m.ActiveVersion(ctx, p); err != nil {
+				return err
+			}
+		case *dryRun:
+			result = "would create"
+		default:
+			if err := m.Generate(ctx, p, version); err != nil {
+				return err
+			}
+			if err := verifyKey(ctx, m, p, version); err != nil {
+				return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, version), err)
+			}
+			result = "created, verified"
+			created++
+		}
+		check := "-"
+		if result != "would create" {
+			if check, err = keyCheck(ctx, m, p, version); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", hsm.Label(p, version), version, p.Kind(), check, result, time.Now().UTC().Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	t.printf("%s", table.String())
+	switch {
+	case *dryRun:
+		t.printf("\nresult: dry run complete; %d key(s) would be created\n", countMissing(has))
+		return nil // a dry run writes nothing, not even a transcript
+	case created == 0:
+		t.printf("\nresult: nothing to do; every key already exists\n")
+	default:
+		t.printf("\nresult: created %d key(s)\n", created)
+	}
+	return t.save(*path)
+}
+
+func countMissing(has map[hsm.Purpose]bool) int {
+	n := 0
+	for _, p := range hsm.Purposes {
+		if !has[p] {
+			n++
+		}
+	}
+	return n
+}
+
+// keyCheck is a key's check value: the KCV of a secret key, or the SHA-256
+// fingerprint of the public half of a key pair.
+func keyCheck(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32) (string, error) {
+	if p.Kind() == hsm.KindRSA {
+		pub, err := m.PublicKey(ctx, version)
+		if err != nil {
+			return "", err
+		}
+		fp, err := hsm.PublicKeyFingerprint(pub)
+		if err != nil {
+			return "", err
+		}
+		return "sha256:" + fp, nil
+	}
+	kcv, err := m.KCV(ctx, p, version)
+	if err != nil {
+		return "", err
+	}
+	return "KCV " + kcv, nil
+}
+
+// verifyKey proves a new key works with a round trip of its purpose.
+func verifyKey(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32) error {
+	probe := []byte("cardvault ceremony round trip")
+	switch p {
+	case hsm.CardKEK:
+		sealed, err := m.SealWithVersion(ctx, version, probe, probe)
+		if err != nil {
+			return err
+		}
+		got, err := m.Open(ctx, probe, sealed)
+		if err != nil || !bytes.Equal(got, probe) {
+			return fmt.Errorf("seal/open round trip: %v", err)
+		}
+	case hsm.PEK:
+		block := probe[:16]
+		enc, err := m.EncryptBlock(ctx, version, block)
+		if err != nil {
+			return err
+		}
+		dec, err := m.DecryptBlock(ctx, version, enc)
+		if err != nil || !bytes.Equal(dec, block) || bytes.Equal(enc, block) {
+			return fmt.Errorf("block round trip: %v", err)
+		}
+	case hsm.PANHMAC, hsm.Audit:
+		a, err := m.MACWithVersion(ctx, p, version, probe)
+		if err != nil {
+			return err
+		}
+		b, err := m.MACWithVersion(ctx, p, version, probe)
+		if err != nil || !bytes.Equal(a, b) || len(a) != 32 {
+			return fmt.Errorf("HMAC is not deterministic: %v", err)
+		}
+	case hsm.SetPIN:
+		pub, err := m.PublicKey(ctx, version)
+		if err != nil {
+			return err
+		}
+		if pub.N.BitLen() != 4096 || pub.E != 65537 {
+			return fmt.Errorf("public key is %d bits, e=%d", pub.N.BitLen(), pub.E)
+		}
+		ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, probe)
+		if err != nil {
+			return err
+		}
+		got, err := m.DecryptRSA(ctx, version, hsm.PKCS1v15, ct)
+		if err != nil || !bytes.Equal(got, probe) {
+			return fmt.Errorf("encrypt/decrypt round trip: %v", err)
+		}
+	}
+	return nil
+}
+
+// ceremonyList prints the catalog: every key, its version, type, usages,
+// attributes and check value.
+func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("ceremony list", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := hsmConfig(log)
+	if err != nil {
+		return err
+	}
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXTRACTABLE\tUSAGES\tCHECK\n")
+	for _, k := range keys {
+		check := "-"
+		if k.Class != "public" {
+			if check, err = keyCheck(ctx, m, k.Purpose, k.Version); err != nil {
+				return err
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%v\t%v\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
+			k.Active, k.Sensitive, k.Extractable, k.Usages, check)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,54 @@
+// Command cardvault is the card-data vault: the HTTP service, the key
+// ceremonies, API token management, audit verification and the bench tool.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: cardvault <command> [flags]
+
+commands:
+  serve                 run the HTTP service (configured from CARDVAULT_* variables)
+  ceremony init         create every missing key, version 1; writes a transcript
+  ceremony list         print the key catalog
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a command line and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serveCmd(ctx, args[1:], log)
+	case "ceremony":
+		err = ceremonyCmd(ctx, args[1:], stdout, log)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "cardvault: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cardvault %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

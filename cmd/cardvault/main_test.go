@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cardvault/cardvault/softhsm"
+)
+
+// binary is the real cardvault binary, built once for the package's tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cardvault-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "cardvault")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// vaultEnv is a fresh token and the environment the binary reads it from.
+type vaultEnv struct {
+	tok *softhsm.Token
+	dir string
+	env []string
+}
+
+func newVaultEnv(t *testing.T) *vaultEnv {
+	t.Helper()
+	tok := softhsm.TestToken(t)
+	dir := t.TempDir()
+	pinFile := filepath.Join(dir, "pin")
+	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &vaultEnv{tok: tok, dir: dir, env: append(os.Environ(),
+		"SOFTHSM2_CONF="+tok.Conf,
+		envModule+"="+tok.Module,
+		envTokenLabel+"="+tok.Label,
+		envPINFile+"="+pinFile,
+		envTranscripts+"="+filepath.Join(dir, "transcripts"),
+	)}
+}
+
+func (v *vaultEnv) run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = v.env
+	cmd.Dir = v.dir
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func TestCeremonyInitCreatesEveryKeyOnce(t *testing.T) {
+	v := newVaultEnv(t)
+
+	out, err := v.run(t, "ceremony", "init", "--dry-run")
+	if err != nil {
+		t.Fatalf("dry run: %v\n%s", err, out)
+	}
+	if got := strings.Count(out, "would create"); got != 5 {
+		t.Fatalf("dry run would create %d keys, want 5:\n%s", got, out)
+	}
+	if list, _ := v.run(t, "ceremony", "list"); strings.Contains(list, "/v1") {
+		t.Fatalf("dry run wrote keys:\n%s", list)
+	}
+
+	out, err = v.run(t, "ceremony", "init", "--operator", "alice")
+	if err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`card-kek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`pan-hmac/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`set-pin/v1\s+1\s+RSA-4096\s+sha256:[0-9a-f]{64}\s+created, verified`),
+		regexp.MustCompile(`pek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`audit/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`operator: alice`),
+		regexp.MustCompile(`token:    label=cardvault-test serial=\S+`),
+		regexp.MustCompile(`result: created 5 key\(s\)`),
+		regexp.MustCompile(`transcript sha256: [0-9a-f]{64}`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("init output lacks %s:\n%s", want, out)
+		}
+	}
+	transcripts, _ := filepath.Glob(filepath.Join(v.dir, "transcripts", "ceremony-init-*.txt"))
+	if len(transcripts) != 1 {
+		t.Fatalf("%d transcripts written, want 1", len(transcripts))
+	}
+	written, _ := os.ReadFile(transcripts[0])
+	if !strings.Contains(string(written), "card-kek/v1") || strings.Contains(string(written), v.tok.PIN) {
+		t.Fatalf("transcript is wrong or holds the PIN:\n%s", written)
+	}
+	firstKCV := regexp.MustCompile(`card-kek/v1.*(KCV [0-9A-F]{6})`).FindStringSubmatch(out)[1]
+
+	time.Sleep(1100 * time.Millisecond) // transcripts are named by the second
+	out, err = v.run(t, "ceremony", "init")
+	if err != nil {
+		t.Fatalf("second init: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "nothing to do") || strings.Count(out, "exists, unchanged") != 5 || strings.Contains(out, "created,") {
+		t.Fatalf("second init changed something:\n%s", out)
+	}
+	if !strings.Contains(out, firstKCV) {
+		t.Fatalf("second init shows another card KEK (want %s):\n%s", firstKCV, out)
+	}
+
+	list, err := v.run(t, "ceremony", "list")
+	if err != nil {
+		t.Fatalf("list: %v\n%s", err, list)
+	}
+	for _, label := range []string{"card-kek/v1", "pan-hmac/v1", "set-pin/v1", "pek/v1", "audit/v1"} {
+		if !regexp.MustCompile(regexp.QuoteMeta(label) + `.*true\s+true\s+false`).MatchString(list) {
+			t.Errorf("list does not show %s as active, sensitive and not extractable:\n%s", label, list)
+		}
+	}
+	if !regexp.MustCompile(`set-pin/v1\s+set-pin\s+1\s+RSA-4096\s+private\s+true\s+true\s+false\s+\[decrypt\]`).MatchString(list) {
+		t.Errorf("set_pin private key has other usages than decrypt:\n%s", list)
+	}
+}
+
+func TestCeremonyRefusesExistingTranscript(t *testing.T) {
+	v := newVaultEnv(t)
+	path := filepath.Join(v.dir, "t.txt")
+	os.WriteFile(path, []byte("earlier"), 0o600)
+	out, err := v.run(t, "ceremony", "init", "--transcript", path)
+	if err == nil || !strings.Contains(out, "refusing to overwrite") {
+		t.Fatalf("init over an existing transcript: err=%v\n%s", err, out)
+	}
+	if list, _ := v.run(t, "ceremony", "list"); strings.Contains(list, "/v1") {
+		t.Fatalf("refused init still wrote keys:\n%s", list)
+	}
+}
+
+func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
+	v := newVaultEnv(t)
+	var env []string
+	for _, e := range v.env {
+		if !strings.HasPrefix(e, envPINFile+"=") && !strings.HasPrefix(e, envPIN+"=") {
+			env = append(env, e)
+		}
+	}
+	v.env = env
+	out, err := v.run(t, "ceremony", "list")
+	if err == nil || !strings.Contains(out, envPINFile) {
+		t.Fatalf("list without a PIN: err=%v\n%s", err, out)
+	}
+	out, _ = v.run(t, "serve", "--pin", "x")
+	if !strings.Contains(out, "flag provided but not defined: -pin") {
+		t.Fatalf("serve accepted a --pin flag:\n%s", out)
+	}
+}
+
+// startServer runs `cardvault serve` on a free loopback port and returns
+// its base URL.
+func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(binary, "serve")
+	cmd.Env = append(append(v.env, envListen+"="+addr), extraEnv...)
+	cmd.Dir = v.dir
+	logs := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			t.Errorf("serve did not stop on SIGINT")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs)
+		}
+	})
+	base := "http://" + addr
+	for i := 0; i < 100; i++ {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return base
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("server did not come up:\n%s", logs)
+	return ""
+}
+
+func TestServeHealthAndReadiness(t *testing.T) {
+	v := newVaultEnv(t)
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	base := startServer(t, v)
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/nope": 404} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := new(bytes.Buffer)
+		body.ReadFrom(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d: %s", path, resp.StatusCode, want, body)
+		}
+		if path == "/readyz" && !strings.Contains(body.String(), `"hsm":"ok"`) {
+			t.Errorf("readyz does not report the HSM: %s", body)
+		}
+		if path == "/metrics" && !strings.Contains(body.String(), `cardvault_http_requests_total{method="GET",route="/readyz",status="200"}`) {
+			t.Errorf("metrics lack the request counter: %.300s", body)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/httpapi"
+)
+
+// serveCmd runs the HTTP service until ctx ends, then drains in-flight
+// requests and closes the HSM once.
+func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	listen := fs.String("listen", getenv(envListen, "127.0.0.1:8080"), "listen address ($"+envListen+")")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := hsmConfig(log)
+	if err != nil {
+		return err
+	}
+	m, err := hsm.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	srv := httpapi.New(httpapi.Config{
+		Logger: log,
+		Ready:  []httpapi.Check{{Name: "hsm", Check: m.Probe}},
+	})
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
+	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", cfg.TokenLabel)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

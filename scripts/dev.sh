@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what is missing, makes a dev token under .dev/, runs the key
+# ceremony and serves on SQLite. Safe to run twice: an existing token and
+# existing keys are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+install_missing
+
+DEV="$PWD/.dev"
+mkdir -p "$DEV/softhsm/tokens" "$DEV/bin" "$DEV/transcripts"
+chmod 700 "$DEV"
+
+# The token config comes from the same template the tests use.
+sed "s#@TOKENDIR@#$DEV/softhsm/tokens#" softhsm/softhsm2.conf.tmpl > "$DEV/softhsm/softhsm2.conf"
+export SOFTHSM2_CONF="$DEV/softhsm/softhsm2.conf"
+export CARDVAULT_TOKEN_LABEL="${CARDVAULT_TOKEN_LABEL:-cardvault}"
+export CARDVAULT_PKCS11_MODULE="${CARDVAULT_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}"
+export CARDVAULT_PKCS11_PIN_FILE="$DEV/pin"
+export CARDVAULT_TRANSCRIPT_DIR="$DEV/transcripts"
+export CARDVAULT_DB="${CARDVAULT_DB:-sqlite:$DEV/cardvault.db}"
+export CARDVAULT_LISTEN="${CARDVAULT_LISTEN:-127.0.0.1:8080}"
+
+if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKEN_LABEL\b"; then
+  umask 077
+  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/pin"
+  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/so-pin"
+  # softhsm2-util takes PINs as arguments; acceptable for a dev token only.
+  softhsm2-util --init-token --free --label "$CARDVAULT_TOKEN_LABEL" \
+    --so-pin "$(cat "$DEV/so-pin")" --pin "$(cat "$DEV/pin")" >/dev/null
+  echo "made dev token '$CARDVAULT_TOKEN_LABEL' in $DEV/softhsm"
+fi
+
+go build -o "$DEV/bin/cardvault" ./cmd/cardvault
+"$DEV/bin/cardvault" ceremony init
+
+echo
+echo "cardvault on http://$CARDVAULT_LISTEN  (health: /healthz, readiness: /readyz)"
+exec "$DEV/bin/cardvault" serve
