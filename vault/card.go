@@ -1,0 +1,76 @@
+package vault
+
+import "time"
+
+// Status is a card's lifecycle state.
+type Status string
+
+// Card statuses (Jiko's names).
+const (
+	StatusOpen         Status = "OPEN"
+	StatusLocked       Status = "LOCKED"
+	StatusClosed       Status = "CLOSED"
+	StatusNotActivated Status = "NOT_ACTIVATED"
+	StatusFrozen       Status = "FROZEN"
+)
+
+// ParseStatus validates a status against the allow-list.
+func ParseStatus(s string) (Status, bool) {
+	switch st := Status(s); st {
+	case StatusOpen, StatusLocked, StatusClosed, StatusNotActivated, StatusFrozen:
+		return st, true
+	}
+	return "", false
+}
+
+// CardType says whether a card is virtual or physical.
+type CardType string
+
+// Card types.
+const (
+	TypeVirtual  CardType = "VIRTUAL"
+	TypePhysical CardType = "PHYSICAL"
+)
+
+// ClosureReason is why a card was closed (Jiko's allow-list).
+type ClosureReason string
+
+// Closure reasons.
+var closureReasons = map[string]bool{
+	"LOST": true, "STOLEN": true, "DAMAGED": true, "NEVER_RECEIVED": true, "EXPIRED": true, "CANCELED": true,
+}
+
+// ParseClosureReason validates a closure reason.
+func ParseClosureReason(s string) (ClosureReason, bool) {
+	return ClosureReason(s), closureReasons[s]
+}
+
+// Card is a card's metadata and its sealed secret record. Nothing in it is
+// clear card data: Last4 and the expiry are printed on statements and are
+// outside PCI DSS's protection requirements for the PAN.
+type Card struct {
+	ID          string
+	OwnerID     string // the Jiko account id, which is also the Solaris person id
+	Type        CardType
+	Status      Status
+	Last4       string
+	ExpiryMonth int // 1..12
+	ExpiryYear  int // four digits
+	Name        string
+	Fingerprint []byte // HMAC-SHA256 of the PAN under pan-hmac
+	FPVersion   uint32 // pan-hmac version of Fingerprint
+	Sealed      []byte // the sealed record; nil once the card is closed
+	KeyVersion  uint32 // card KEK version of Sealed
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	ClosedAt    *time.Time
+	Closure     ClosureReason
+}
+
+// CardFilter selects cards of one owner for listing.
+type CardFilter struct {
+	OwnerID string
+	Status  Status // empty for any
+	After   string // cursor: list cards with ids after this one
+	Limit   int
+}

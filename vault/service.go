@@ -1,0 +1,338 @@
+package vault
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Config holds the service's settings.
+type Config struct {
+	// BIN is the 6–8 digit issuer prefix of sandbox-issued PANs.
+	BIN string
+	// ExpiryYears is how far ahead issued cards expire.
+	ExpiryYears int
+	// Rand and Now are injectable for deterministic tests.
+	Rand io.Reader
+	Now  func() time.Time
+}
+
+// Service holds the narrow paths: the only code that handles clear card
+// data. Each path opens or makes the data, re-encrypts or seals it, and
+// clears its buffers before returning.
+type Service struct {
+	keys  Keys
+	store Store
+	cfg   Config
+}
+
+var binPattern = regexp.MustCompile(`^[0-9]{6,8}$`)
+
+// NewService validates the configuration and builds the service.
+func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
+	if !binPattern.MatchString(cfg.BIN) {
+		return nil, fmt.Errorf("vault: BIN %q must be 6 to 8 digits", cfg.BIN)
+	}
+	if cfg.ExpiryYears < 1 || cfg.ExpiryYears > 10 {
+		return nil, fmt.Errorf("vault: expiry years %d must be 1 to 10", cfg.ExpiryYears)
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{keys: keys, store: store, cfg: cfg}, nil
+}
+
+// Caller identifies who asks, for the audit trail.
+type Caller struct {
+	Name      string // API token name
+	RequestID string
+}
+
+// IdemKey names an idempotent request: within Scope, a repeated Key with
+// the same RequestHash gets the first result back.
+type IdemKey struct {
+	Scope       string
+	Key         string
+	RequestHash []byte
+}
+
+// RSAReveal is card data encrypted to a client's single-use RSA key with
+// RSAES-PKCS1-v1_5: the PAN digits, the CVV digits and the expiry as MM/YY.
+// encoding/json writes the ciphertexts as standard padded base64.
+type RSAReveal struct {
+	CardID              string `json:"card_id"`
+	EncryptedPAN        []byte `json:"encrypted_pan"`
+	EncryptedCVV        []byte `json:"encrypted_cvv"`
+	EncryptedExpiration []byte `json:"encrypted_expiration"`
+}
+
+var ownerPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateOwnerID checks an account or person id from a path or body.
+func ValidateOwnerID(field, id string) error {
+	if !ownerPattern.MatchString(id) {
+		return Invalid(field, "must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	return nil
+}
+
+// replay returns the stored result of an idempotent request, if there is
+// one. A key reused with a different request is a conflict.
+func (s *Service) replay(ctx context.Context, idem *IdemKey, out any) (bool, error) {
+	if idem == nil {
+		return false, nil
+	}
+	prev, err := s.store.Idempotent(ctx, idem.Scope, idem.Key)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if subtle.ConstantTimeCompare(prev.RequestHash, idem.RequestHash) != 1 {
+		return false, Conflict("Idempotency-Key", "was used with a different request")
+	}
+	if err := json.Unmarshal(prev.Result, out); err != nil {
+		return false, Internal(fmt.Errorf("stored idempotent result: %w", err))
+	}
+	return true, nil
+}
+
+func (s *Service) idempotent(idem *IdemKey, result any) (*IdempotentResult, error) {
+	if idem == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(result)
+	if err != nil {
+		return nil, Internal(err)
+	}
+	return &IdempotentResult{Scope: idem.Scope, Key: idem.Key, RequestHash: idem.RequestHash, Result: b, CreatedAt: s.cfg.Now().UTC()}, nil
+}
+
+// afterDuplicate answers a request that lost an idempotency race with the
+// winner's result.
+func (s *Service) afterDuplicate(ctx context.Context, idem *IdemKey, out any) error {
+	ok, err := s.replay(ctx, idem, out)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return Internal(errors.New("idempotent result vanished"))
+	}
+	return nil
+}
+
+func (s *Service) audit(c Caller, action, cardID, ownerID, outcome string, detail map[string]string) AuditEntry {
+	return AuditEntry{At: s.cfg.Now().UTC(), Actor: c.Name, Action: action, CardID: cardID, OwnerID: ownerID,
+		Outcome: outcome, RequestID: c.RequestID, Detail: detail}
+}
+
+// refuse records a refusal on its own and returns the refusal.
+func (s *Service) refuse(ctx context.Context, c Caller, action, cardID, ownerID string, err error) error {
+	outcome := "refused: " + err.Error()
+	if e := new(Error); errors.As(err, &e) && (e.Kind == KindInternal || e.Kind == KindCrypto || e.Kind == KindUnavailable) {
+		outcome = "failed: " + e.Msg
+	}
+	_ = s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, nil))
+	return err
+}
+
+// IssueVirtual is the sandbox issuing path: it makes a PAN under the BIN,
+// a CVV and an expiry, seals them, and returns them encrypted to the
+// client's single-use key.
+func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return nil, err
+	}
+	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	out := new(RSAReveal)
+	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
+		return out, err
+	}
+	// A fresh PAN collides with an existing one about once in 10^9 for a
+	// six-digit BIN; try a few times before calling it a conflict.
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err = s.issueOnce(ctx, c, ownerID, key, TypeVirtual, StatusOpen, "", idem)
+		var e *Error
+		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
+			continue
+		}
+		break
+	}
+	if errors.Is(err, ErrDuplicateRequest) {
+		out = new(RSAReveal)
+		return out, s.afterDuplicate(ctx, idem, out)
+	}
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "public_key" {
+			return nil, s.refuse(ctx, c, "card.issue", "", ownerID, err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, typ CardType, status Status, name string, idem *IdemKey) (*RSAReveal, error) {
+	pan, err := generatePAN(s.cfg.Rand, s.cfg.BIN)
+	if err != nil {
+		return nil, Internal(err)
+	}
+	defer clear(pan)
+	cvv := make([]byte, 3)
+	defer clear(cvv)
+	if err := randomDigits(s.cfg.Rand, cvv); err != nil {
+		return nil, Internal(err)
+	}
+	month, year := expiryAfter(s.cfg.Now(), s.cfg.ExpiryYears)
+	rec := &secretRecord{PAN: pan, CVV: cvv, ExpiryMonth: month, ExpiryYear: year, Name: []byte(name)}
+	card, err := s.sealNew(ctx, ownerID, typ, status, rec)
+	if err != nil {
+		return nil, err
+	}
+	reveal, err := encryptToClient(s.cfg.Rand, key, card.ID, rec)
+	if err != nil {
+		return nil, err
+	}
+	var w Write
+	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(typ), "key_version": fmt.Sprint(card.KeyVersion)})
+	w.UsedKey = key.Fingerprint
+	if w.Idempotent, err = s.idempotent(idem, reveal); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateCard(ctx, card, w); err != nil {
+		return nil, err
+	}
+	return reveal, nil
+}
+
+// sealNew fingerprints and seals a record into a new card. The AAD is the
+// card id; the sealed format adds the key version.
+func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, status Status, rec *secretRecord) (*Card, error) {
+	fp, fpVersion, err := s.keys.FingerprintPAN(ctx, rec.PAN)
+	if err != nil {
+		return nil, err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, Internal(err)
+	}
+	plain, err := rec.encode()
+	if err != nil {
+		return nil, Invalid("name", "is too long")
+	}
+	defer clear(plain)
+	sealed, err := s.keys.Seal(ctx, []byte(id.String()), plain)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	return &Card{
+		ID: id.String(), OwnerID: ownerID, Type: typ, Status: status,
+		Last4:       string(rec.PAN[len(rec.PAN)-4:]),
+		ExpiryMonth: rec.ExpiryMonth, ExpiryYear: rec.ExpiryYear, Name: string(rec.Name),
+		Fingerprint: fp, FPVersion: fpVersion,
+		Sealed: sealed, KeyVersion: sealedVersion(sealed),
+		CreatedAt: now, UpdatedAt: now,
+	}, nil
+}
+
+// sealedVersion reads the key version the HSM's sealed format records in
+// bytes 1..4.
+func sealedVersion(sealed []byte) uint32 {
+	if len(sealed) < 5 {
+		return 0
+	}
+	return uint32(sealed[1])<<24 | uint32(sealed[2])<<16 | uint32(sealed[3])<<8 | uint32(sealed[4])
+}
+
+// encryptToClient encrypts the PAN, CVV and MM/YY expiry to the client key.
+func encryptToClient(r io.Reader, key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
+	exp := []byte(fmt.Sprintf("%02d/%02d", rec.ExpiryMonth, rec.ExpiryYear%100))
+	defer clear(exp)
+	out := &RSAReveal{CardID: cardID}
+	for _, f := range []struct {
+		dst   *[]byte
+		plain []byte
+	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
+		ct, err := rsa.EncryptPKCS1v15(r, key.Public, f.plain)
+		if err != nil {
+			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
+		}
+		*f.dst = ct
+	}
+	return out, nil
+}
+
+// RevealRSA is the Jiko read path: one HSM open of the card's record,
+// re-encrypted at once to the client's single-use key.
+func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return nil, err
+	}
+	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	out := new(RSAReveal)
+	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
+		return out, err
+	}
+	card, err := s.store.Card(ctx, ownerID, cardID)
+	if err != nil {
+		return nil, err
+	}
+	if card.Status == StatusClosed || card.Sealed == nil {
+		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, Conflict("card_id", "card is closed"))
+	}
+	out, err = s.revealOnce(ctx, card, key)
+	if err != nil {
+		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+	}
+	w := Write{
+		Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
+		UsedKey: key.Fingerprint,
+	}
+	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
+		return nil, err
+	}
+	switch err := s.store.RecordReveal(ctx, w); {
+	case errors.Is(err, ErrDuplicateRequest):
+		out = new(RSAReveal)
+		return out, s.afterDuplicate(ctx, idem, out)
+	case err != nil:
+		if KindOf(err) == KindConflict {
+			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
+	plain, err := s.keys.Open(ctx, []byte(card.ID), card.Sealed)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(plain)
+	rec, err := decodeRecord(plain)
+	if err != nil {
+		return nil, ErrCrypto
+	}
+	return encryptToClient(s.cfg.Rand, key, card.ID, rec)
+}

@@ -1,0 +1,360 @@
+// Package sqlstore implements vault.Store on database/sql, with one set of
+// embedded goose migrations for SQLite (the embedded default) and
+// PostgreSQL. Every change and its audit entry commit in one transaction.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/google/uuid"
+	"github.com/pressly/goose/v3"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// dialect holds what differs between the databases.
+type dialect struct {
+	name     goose.Dialect
+	rebind   func(string) string   // ? placeholders to the driver's
+	isUnique func(err error) bool  // a unique-constraint violation
+	txOpts   func() *sql.TxOptions // isolation for writes
+	prepare  func(*sql.DB) error   // per-open settings
+}
+
+// Store is a vault.Store on a SQL database.
+type Store struct {
+	db *sql.DB
+	d  dialect
+}
+
+var _ vault.Store = (*Store)(nil)
+
+func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
+	if d.prepare != nil {
+		if err := d.prepare(db); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	p, err := goose.NewProvider(d.name, db, sub)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrations: %w", err)
+	}
+	return &Store{db: db, d: d}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ping checks the database is usable.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
+// fail maps an unexpected database error: the client gets 503, the log
+// gets the cause.
+func (s *Store) fail(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *vault.Error
+	if errors.As(err, &e) {
+		return err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return &vault.Error{Kind: vault.KindUnavailable, Msg: vault.ErrUnavailable.Msg, Err: err}
+	}
+	return &vault.Error{Kind: vault.KindUnavailable, Msg: vault.ErrUnavailable.Msg, Err: fmt.Errorf("database: %w", err)}
+}
+
+func (s *Store) q(query string) string { return s.d.rebind(query) }
+
+// inTx runs fn in a transaction and commits it, or rolls it back.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, s.d.txOpts())
+	if err != nil {
+		return s.fail(err)
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return s.fail(err)
+	}
+	if err := tx.Commit(); err != nil {
+		if s.d.isUnique(err) {
+			return vault.Conflict("", "concurrent change")
+		}
+		return s.fail(err)
+	}
+	return nil
+}
+
+func micros(t time.Time) int64 { return t.UTC().UnixMicro() }
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// applyWrite inserts a change's companions: the burnt key, the idempotent
+// result and the audit entry.
+func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vault.Write) error {
+	if w.UsedKey != nil {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO used_client_keys (fingerprint, card_id, used_at) VALUES (?, ?, ?)`),
+			w.UsedKey, cardID, micros(w.Audit.At))
+		if s.d.isUnique(err) {
+			return vault.Conflict("public_key", "key has been used before; send a fresh single-use key")
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if r := w.Idempotent; r != nil {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO idempotency (scope, idem_key, request_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`),
+			r.Scope, r.Key, r.RequestHash, r.Result, micros(r.CreatedAt))
+		if s.d.isUnique(err) {
+			return vault.ErrDuplicateRequest
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return s.insertAudit(ctx, tx, w.Audit)
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) insertAudit(ctx context.Context, x execer, e vault.AuditEntry) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	detail, err := json.Marshal(e.Detail)
+	if err != nil {
+		return err
+	}
+	_, err = x.ExecContext(ctx, s.q(`INSERT INTO audit (id, at, actor, action, card_id, owner_id, outcome, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		id.String(), micros(e.At), e.Actor, e.Action, e.CardID, e.OwnerID, e.Outcome, e.RequestID, string(detail))
+	return err
+}
+
+// AppendAudit records an entry on its own.
+func (s *Store) AppendAudit(ctx context.Context, e vault.AuditEntry) error {
+	return s.fail(s.insertAudit(ctx, s.db, e))
+}
+
+// AuditTrail returns a card's entries, oldest first.
+func (s *Store) AuditTrail(ctx context.Context, cardID string) ([]vault.AuditEntry, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at, actor, action, card_id, owner_id, outcome, request_id, detail FROM audit WHERE card_id = ? ORDER BY id`), cardID)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	defer rows.Close()
+	var out []vault.AuditEntry
+	for rows.Next() {
+		var e vault.AuditEntry
+		var at int64
+		var detail string
+		if err := rows.Scan(&at, &e.Actor, &e.Action, &e.CardID, &e.OwnerID, &e.Outcome, &e.RequestID, &detail); err != nil {
+			return nil, s.fail(err)
+		}
+		e.At = fromMicros(at)
+		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
+			return nil, s.fail(err)
+		}
+		out = append(out, e)
+	}
+	return out, s.fail(rows.Err())
+}
+
+const cardColumns = `id, owner_id, type, status, last4, expiry_month, expiry_year, name, fingerprint, fp_version, sealed, key_version, created_at, updated_at, closed_at, closure_reason`
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanCard(r scanner) (*vault.Card, error) {
+	var c vault.Card
+	var created, updated int64
+	var closed sql.NullInt64
+	var typ, status, reason string
+	var fpv, kv int64
+	if err := r.Scan(&c.ID, &c.OwnerID, &typ, &status, &c.Last4, &c.ExpiryMonth, &c.ExpiryYear, &c.Name,
+		&c.Fingerprint, &fpv, &c.Sealed, &kv, &created, &updated, &closed, &reason); err != nil {
+		return nil, err
+	}
+	c.Type, c.Status, c.Closure = vault.CardType(typ), vault.Status(status), vault.ClosureReason(reason)
+	c.FPVersion, c.KeyVersion = uint32(fpv), uint32(kv)
+	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
+	if closed.Valid {
+		t := fromMicros(closed.Int64)
+		c.ClosedAt = &t
+	}
+	return &c, nil
+}
+
+// CreateCard inserts a card with its Write.
+func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
+			c.ID, c.OwnerID, string(c.Type), string(c.Status), c.Last4, c.ExpiryMonth, c.ExpiryYear, c.Name,
+			c.Fingerprint, int64(c.FPVersion), c.Sealed, int64(c.KeyVersion), micros(c.CreatedAt), micros(c.UpdatedAt))
+		if s.d.isUnique(err) {
+			return vault.Conflict("pan", "card already exists")
+		}
+		if err != nil {
+			return err
+		}
+		return s.applyWrite(ctx, tx, c.ID, w)
+	})
+}
+
+func (s *Store) oneCard(ctx context.Context, where string, args ...any) (*vault.Card, error) {
+	c, err := scanCard(s.db.QueryRowContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, vault.ErrNotFound
+	}
+	return c, s.fail(err)
+}
+
+// Card returns an owner's card; another owner's card is ErrNotFound.
+func (s *Store) Card(ctx context.Context, ownerID, id string) (*vault.Card, error) {
+	return s.oneCard(ctx, `id = ? AND owner_id = ?`, id, ownerID)
+}
+
+// CardByID returns a card whoever owns it.
+func (s *Store) CardByID(ctx context.Context, id string) (*vault.Card, error) {
+	return s.oneCard(ctx, `id = ?`, id)
+}
+
+// CardByFingerprint returns the card with a PAN fingerprint.
+func (s *Store) CardByFingerprint(ctx context.Context, fp []byte) (*vault.Card, error) {
+	return s.oneCard(ctx, `fingerprint = ?`, fp)
+}
+
+// ListCards lists an owner's cards in id order after the cursor.
+func (s *Store) ListCards(ctx context.Context, f vault.CardFilter) ([]*vault.Card, error) {
+	where := []string{"owner_id = ?", "id > ?"}
+	args := []any{f.OwnerID, f.After}
+	if f.Status != "" {
+		where = append(where, "status = ?")
+		args = append(args, string(f.Status))
+	}
+	args = append(args, f.Limit)
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`), args...)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	defer rows.Close()
+	var out []*vault.Card
+	for rows.Next() {
+		c, err := scanCard(rows)
+		if err != nil {
+			return nil, s.fail(err)
+		}
+		out = append(out, c)
+	}
+	return out, s.fail(rows.Err())
+}
+
+// RecordReveal commits a reveal's Write.
+func (s *Store) RecordReveal(ctx context.Context, w vault.Write) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		return s.applyWrite(ctx, tx, w.Audit.CardID, w)
+	})
+}
+
+// SetStatus moves a card between statuses.
+func (s *Store) SetStatus(ctx context.Context, ownerID, id string, from []vault.Status, to vault.Status, at time.Time, w vault.Write) (*vault.Card, error) {
+	var out *vault.Card
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		c, err := scanCard(tx.QueryRowContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE id = ? AND owner_id = ?`), id, ownerID))
+		if errors.Is(err, sql.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		allowed := false
+		for _, st := range from {
+			allowed = allowed || c.Status == st
+		}
+		if !allowed {
+			return vault.Conflict("status", fmt.Sprintf("card is %s and cannot become %s", c.Status, to))
+		}
+		// The status guard in the WHERE makes a concurrent change lose
+		// cleanly instead of overwriting.
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET status = ?, updated_at = ? WHERE id = ? AND status = ?`), string(to), micros(at), id, string(c.Status))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return vault.Conflict("status", "card changed concurrently")
+		}
+		c.Status, c.UpdatedAt = to, at
+		out = c
+		return s.applyWrite(ctx, tx, id, w)
+	})
+	return out, err
+}
+
+// CloseCard closes a card and deletes its sealed record.
+func (s *Store) CloseCard(ctx context.Context, ownerID, id string, reason vault.ClosureReason, at time.Time, w vault.Write) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var status string
+		err := tx.QueryRowContext(ctx, s.q(`SELECT status FROM cards WHERE id = ? AND owner_id = ?`), id, ownerID).Scan(&status)
+		if errors.Is(err, sql.ErrNoRows) {
+			return vault.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if vault.Status(status) == vault.StatusClosed {
+			return vault.Conflict("status", "card is already closed")
+		}
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET status = ?, sealed = NULL, closed_at = ?, closure_reason = ?, updated_at = ? WHERE id = ? AND status = ?`),
+			string(vault.StatusClosed), micros(at), string(reason), micros(at), id, status)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return vault.Conflict("status", "card changed concurrently")
+		}
+		return s.applyWrite(ctx, tx, id, w)
+	})
+}
+
+// Idempotent returns a stored result.
+func (s *Store) Idempotent(ctx context.Context, scope, key string) (*vault.IdempotentResult, error) {
+	r := vault.IdempotentResult{Scope: scope, Key: key}
+	var created int64
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT request_hash, result, created_at FROM idempotency WHERE scope = ? AND idem_key = ?`), scope, key).
+		Scan(&r.RequestHash, &r.Result, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, vault.ErrNotFound
+	}
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	r.CreatedAt = fromMicros(created)
+	return &r, nil
+}

@@ -1,0 +1,325 @@
+// Package storetest is the conformance suite every vault.Store runs
+// unchanged: SQLite here, PostgreSQL in its own test.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/google/uuid"
+)
+
+// Opener returns a fresh, empty store for one test.
+type Opener func(t *testing.T) vault.Store
+
+// Run runs the suite.
+func Run(t *testing.T, open Opener) {
+	tests := map[string]func(*testing.T, vault.Store){
+		"CreateAndRead":             testCreateAndRead,
+		"OwnerIsolation":            testOwnerIsolation,
+		"DuplicatePANWritesNothing": testDuplicatePAN,
+		"UsedKeyIsBurnt":            testUsedKey,
+		"UsedKeyAbortsCreate":       testUsedKeyAbortsCreate,
+		"Idempotency":               testIdempotency,
+		"ListPagesAndFilters":       testList,
+		"StatusTransitions":         testStatus,
+		"CloseShredsRecord":         testClose,
+		"RaceOnUsedKey":             testRaceUsedKey,
+		"RaceOnIdempotencyKey":      testRaceIdempotency,
+		"Ping":                      func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
+	}
+	for name, fn := range tests {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			fn(t, s)
+		})
+	}
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+var now = time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+
+// newCard makes a card with a unique fingerprint and a fake sealed record.
+func newCard(owner string) *vault.Card {
+	id := uuid.Must(uuid.NewV7()).String()
+	fp := sha256.Sum256([]byte(id))
+	return &vault.Card{
+		ID: id, OwnerID: owner, Type: vault.TypeVirtual, Status: vault.StatusOpen,
+		Last4: "1234", ExpiryMonth: 11, ExpiryYear: 2029, Name: "A CARDHOLDER",
+		Fingerprint: fp[:], FPVersion: 1, Sealed: []byte("sealed:" + id), KeyVersion: 1,
+		CreatedAt: now, UpdatedAt: now,
+	}
+}
+
+func audit(action, cardID string) vault.AuditEntry {
+	return vault.AuditEntry{At: now, Actor: "test", Action: action, CardID: cardID, OwnerID: "acct-1", Outcome: "ok", RequestID: "req", Detail: map[string]string{"k": "v"}}
+}
+
+func key(s string) []byte { h := sha256.Sum256([]byte(s)); return h[:] }
+
+func isConflict(err error, field string) bool {
+	var e *vault.Error
+	return errors.As(err, &e) && e.Kind == vault.KindConflict && e.Field == field
+}
+
+func testCreateAndRead(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), UsedKey: key("k1")}))
+	got, err := s.Card(ctx, "acct-1", c.ID)
+	must(t, err)
+	if got.ID != c.ID || got.Last4 != "1234" || got.ExpiryYear != 2029 || got.Status != vault.StatusOpen ||
+		!bytes.Equal(got.Sealed, c.Sealed) || !bytes.Equal(got.Fingerprint, c.Fingerprint) || !got.CreatedAt.Equal(now) || got.KeyVersion != 1 {
+		t.Fatalf("read back %+v, wrote %+v", got, c)
+	}
+	byFP, err := s.CardByFingerprint(ctx, c.Fingerprint)
+	must(t, err)
+	if byFP.ID != c.ID {
+		t.Fatalf("by fingerprint got %s", byFP.ID)
+	}
+	trail, err := s.AuditTrail(ctx, c.ID)
+	must(t, err)
+	if len(trail) != 1 || trail[0].Action != "card.issue" || trail[0].Detail["k"] != "v" || !trail[0].At.Equal(now) {
+		t.Fatalf("audit trail %+v", trail)
+	}
+}
+
+func testOwnerIsolation(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	for _, tc := range []struct{ owner, id string }{{"acct-2", c.ID}, {"acct-1", "no-such-card"}} {
+		if _, err := s.Card(ctx, tc.owner, tc.id); err != vault.ErrNotFound {
+			t.Fatalf("Card(%s, %s) = %v, want ErrNotFound", tc.owner, tc.id, err)
+		}
+	}
+	if err := s.CloseCard(ctx, "acct-2", c.ID, "LOST", now, vault.Write{Audit: audit("card.close", c.ID)}); err != vault.ErrNotFound {
+		t.Fatalf("closing another owner's card = %v", err)
+	}
+	if _, err := s.SetStatus(ctx, "acct-2", c.ID, []vault.Status{vault.StatusOpen}, vault.StatusLocked, now, vault.Write{Audit: audit("card.status", c.ID)}); err != vault.ErrNotFound {
+		t.Fatalf("locking another owner's card = %v", err)
+	}
+}
+
+func testDuplicatePAN(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	a := newCard("acct-1")
+	must(t, s.CreateCard(ctx, a, vault.Write{Audit: audit("card.issue", a.ID)}))
+	b := newCard("acct-1")
+	b.Fingerprint = a.Fingerprint
+	err := s.CreateCard(ctx, b, vault.Write{Audit: audit("card.issue", b.ID), UsedKey: key("kb")})
+	if !isConflict(err, "pan") {
+		t.Fatalf("duplicate PAN = %v, want conflict on pan", err)
+	}
+	if _, err := s.CardByID(ctx, b.ID); err != vault.ErrNotFound {
+		t.Fatalf("refused card was written: %v", err)
+	}
+	if trail, _ := s.AuditTrail(ctx, b.ID); len(trail) != 0 {
+		t.Fatalf("refused card left %d audit entries in its transaction", len(trail))
+	}
+	// The key of the refused create was not burnt.
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), UsedKey: key("kb")}))
+}
+
+func testUsedKey(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), UsedKey: key("k1")}))
+	must(t, s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("k2")}))
+	for _, k := range []string{"k1", "k2"} {
+		err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key(k)})
+		if !isConflict(err, "public_key") {
+			t.Fatalf("reused %s = %v, want conflict on public_key", k, err)
+		}
+	}
+	trail, _ := s.AuditTrail(ctx, c.ID)
+	if len(trail) != 2 {
+		t.Fatalf("refused reveals committed audit entries: %d entries", len(trail))
+	}
+}
+
+func testUsedKeyAbortsCreate(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	a := newCard("acct-1")
+	must(t, s.CreateCard(ctx, a, vault.Write{Audit: audit("card.issue", a.ID), UsedKey: key("k")}))
+	b := newCard("acct-1")
+	if err := s.CreateCard(ctx, b, vault.Write{Audit: audit("card.issue", b.ID), UsedKey: key("k")}); !isConflict(err, "public_key") {
+		t.Fatalf("create with a used key = %v", err)
+	}
+	if _, err := s.CardByID(ctx, b.ID); err != vault.ErrNotFound {
+		t.Fatal("card written although its key was refused")
+	}
+}
+
+func testIdempotency(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	res := &vault.IdempotentResult{Scope: "tok:create", Key: "idem-1", RequestHash: key("req"), Result: []byte(`{"card_id":"x"}`), CreatedAt: now}
+	a := newCard("acct-1")
+	must(t, s.CreateCard(ctx, a, vault.Write{Audit: audit("card.issue", a.ID), Idempotent: res}))
+	got, err := s.Idempotent(ctx, "tok:create", "idem-1")
+	must(t, err)
+	if !bytes.Equal(got.Result, res.Result) || !bytes.Equal(got.RequestHash, res.RequestHash) {
+		t.Fatalf("stored result %+v", got)
+	}
+	if _, err := s.Idempotent(ctx, "other-scope", "idem-1"); err != vault.ErrNotFound {
+		t.Fatalf("key leaked across scopes: %v", err)
+	}
+	b := newCard("acct-1")
+	if err := s.CreateCard(ctx, b, vault.Write{Audit: audit("card.issue", b.ID), Idempotent: res}); !errors.Is(err, vault.ErrDuplicateRequest) {
+		t.Fatalf("second create with the key = %v, want ErrDuplicateRequest", err)
+	}
+	if _, err := s.CardByID(ctx, b.ID); err != vault.ErrNotFound {
+		t.Fatal("a second card was created under one idempotency key")
+	}
+}
+
+func testList(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	var ids []string
+	for i := range 5 {
+		c := newCard("acct-1")
+		if i%2 == 1 {
+			c.Status = vault.StatusLocked
+		}
+		must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+		ids = append(ids, c.ID)
+	}
+	other := newCard("acct-2")
+	must(t, s.CreateCard(ctx, other, vault.Write{Audit: audit("card.issue", other.ID)}))
+	page, err := s.ListCards(ctx, vault.CardFilter{OwnerID: "acct-1", Limit: 2})
+	must(t, err)
+	if len(page) != 2 || page[0].ID != ids[0] || page[1].ID != ids[1] {
+		t.Fatalf("first page %v", cardIDs(page))
+	}
+	page, err = s.ListCards(ctx, vault.CardFilter{OwnerID: "acct-1", After: ids[1], Limit: 10})
+	must(t, err)
+	if fmt.Sprint(cardIDs(page)) != fmt.Sprint(ids[2:]) {
+		t.Fatalf("after cursor got %v, want %v", cardIDs(page), ids[2:])
+	}
+	locked, err := s.ListCards(ctx, vault.CardFilter{OwnerID: "acct-1", Status: vault.StatusLocked, Limit: 10})
+	must(t, err)
+	if fmt.Sprint(cardIDs(locked)) != fmt.Sprint([]string{ids[1], ids[3]}) {
+		t.Fatalf("locked filter got %v", cardIDs(locked))
+	}
+}
+
+func cardIDs(cs []*vault.Card) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.ID)
+	}
+	return out
+}
+
+func testStatus(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	openLocked := []vault.Status{vault.StatusOpen, vault.StatusLocked}
+	later := now.Add(time.Minute)
+	got, err := s.SetStatus(ctx, "acct-1", c.ID, openLocked, vault.StatusLocked, later, vault.Write{Audit: audit("card.status", c.ID)})
+	must(t, err)
+	if got.Status != vault.StatusLocked {
+		t.Fatalf("status %s", got.Status)
+	}
+	must(t, s.CloseCard(ctx, "acct-1", c.ID, "LOST", later, vault.Write{Audit: audit("card.close", c.ID)}))
+	if _, err := s.SetStatus(ctx, "acct-1", c.ID, openLocked, vault.StatusOpen, later, vault.Write{Audit: audit("card.status", c.ID)}); !isConflict(err, "status") {
+		t.Fatalf("reopening a closed card = %v", err)
+	}
+	trail, _ := s.AuditTrail(ctx, c.ID)
+	if len(trail) != 3 {
+		t.Fatalf("%d audit entries, want 3 (issue, status, close)", len(trail))
+	}
+}
+
+func testClose(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	must(t, s.CloseCard(ctx, "acct-1", c.ID, "STOLEN", now, vault.Write{Audit: audit("card.close", c.ID)}))
+	got, err := s.Card(ctx, "acct-1", c.ID)
+	must(t, err)
+	if got.Sealed != nil || got.Status != vault.StatusClosed || got.Closure != "STOLEN" || got.ClosedAt == nil || got.Last4 != "1234" {
+		t.Fatalf("closed card %+v", got)
+	}
+	if err := s.CloseCard(ctx, "acct-1", c.ID, "LOST", now, vault.Write{Audit: audit("card.close", c.ID)}); !isConflict(err, "status") {
+		t.Fatalf("closing twice = %v", err)
+	}
+}
+
+func testRaceUsedKey(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	var wins, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case isConflict(err, "public_key"):
+				conflicts.Add(1)
+			default:
+				t.Errorf("racer: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != 15 {
+		t.Fatalf("%d winners and %d conflicts, want 1 and 15", wins.Load(), conflicts.Load())
+	}
+}
+
+func testRaceIdempotency(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	var created sync.Map
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := newCard("acct-1")
+			res := &vault.IdempotentResult{Scope: "s", Key: "same", RequestHash: key("r"), Result: []byte(c.ID), CreatedAt: now}
+			err := s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), Idempotent: res})
+			switch {
+			case err == nil:
+				wins.Add(1)
+				created.Store(c.ID, true)
+			case errors.Is(err, vault.ErrDuplicateRequest):
+			default:
+				t.Errorf("racer: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	cards, err := s.ListCards(ctx, vault.CardFilter{OwnerID: "acct-1", Limit: 100})
+	must(t, err)
+	if wins.Load() != 1 || len(cards) != 1 {
+		t.Fatalf("%d winners, %d cards, want 1 and 1", wins.Load(), len(cards))
+	}
+	stored, err := s.Idempotent(ctx, "s", "same")
+	must(t, err)
+	if _, ok := created.Load(string(stored.Result)); !ok || string(stored.Result) != cards[0].ID {
+		t.Fatal("stored result is not the winner's")
+	}
+}
