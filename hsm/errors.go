@@ -3,6 +3,8 @@ package hsm
 import (
 	"errors"
 	"fmt"
+
+	"github.com/cardvault/cardvault/vault"
 	"regexp"
 	"strconv"
 
@@ -12,17 +14,19 @@ import (
 // ErrCrypto is the one error a caller sees when a cryptographic operation
 // fails for a reason rooted in its input: a tag mismatch, bad padding, an
 // unknown key version, a malformed ciphertext. It never says which, so that
-// no caller can build an oracle on the difference.
-var ErrCrypto = errors.New("hsm: cryptographic operation failed")
+// no caller can build an oracle on the difference. It is the vault's own
+// ErrCrypto, so the kind reaches the HTTP layer unchanged.
+var ErrCrypto = vault.ErrCrypto
 
 // ErrUnavailable reports that the token could not serve the operation even
 // after the adapter re-opened its sessions and logged in again. Callers fail
 // closed (HTTP 503); nothing about the input is implied.
-var ErrUnavailable = errors.New("hsm: token unavailable")
+var ErrUnavailable = vault.ErrUnavailable
 
 // ErrKeyNotFound reports that no key with the requested purpose and version
-// exists in the token. It is never answered by generating one.
-var ErrKeyNotFound = errors.New("hsm: key not found")
+// exists in the token. It is never answered by generating one; to a client
+// it is the vault being unavailable.
+var ErrKeyNotFound = &vault.Error{Kind: vault.KindUnavailable, Msg: "hsm: key not found"}
 
 // fault is how the adapter classifies a PKCS#11 return code.
 type fault int

@@ -24,6 +24,12 @@ func (m *Module) MAC(ctx context.Context, p Purpose, data []byte) (sum []byte, v
 	return sum, version, err
 }
 
+// FingerprintPAN is the PAN fingerprint of vault.Keys: HMAC-SHA256 under
+// the active pan-hmac key.
+func (m *Module) FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint32, error) {
+	return m.MAC(ctx, PANHMAC, pan)
+}
+
 // MACWithVersion computes HMAC-SHA256 with a named version, for verifying
 // values made under an older key.
 func (m *Module) MACWithVersion(ctx context.Context, p Purpose, version uint32, data []byte) ([]byte, error) {

@@ -10,7 +10,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cardvault/cardvault/vault"
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,8 +26,12 @@ type Check struct {
 
 // Config is what the server is built from.
 type Config struct {
-	Logger *slog.Logger
-	Ready  []Check
+	Logger  *slog.Logger
+	Ready   []Check
+	Service *vault.Service
+	Tokens  *Tokens
+	// MaxBody caps request bodies; 0 means 64 KiB.
+	MaxBody string
 }
 
 // Server is the HTTP handler with its metrics.
@@ -34,6 +40,8 @@ type Server struct {
 	log     *slog.Logger
 	ready   []Check
 	metrics *metrics
+	svc     *vault.Service
+	tokens  *Tokens
 }
 
 type metrics struct {
@@ -68,14 +76,25 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxBody == "" {
+		cfg.MaxBody = "64K"
+	}
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics()}
+	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens}
+	e.HTTPErrorHandler = s.handleError
+	e.Pre(middleware.RemoveTrailingSlash())
+	e.Use(middleware.RequestID())
 	e.Use(s.observe)
+	e.Use(middleware.BodyLimit(cfg.MaxBody))
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
+	if s.svc != nil && s.tokens != nil {
+		s.jikoCards(e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate))
+		s.nativeCards(e.Group("/v1", s.authenticate))
+	}
 	return s
 }
 
@@ -100,7 +119,9 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		s.metrics.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
 		s.metrics.duration.WithLabelValues(route, c.Request().Method).Observe(elapsed.Seconds())
 		if route != "/healthz" && route != "/metrics" {
-			s.log.Info("request", "method", c.Request().Method, "route", route, "status", status,
+			tok, _ := c.Get(callerKey).(apiToken)
+			s.log.Info("request", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
+				"method", c.Request().Method, "route", route, "status", status, "caller", tok.name,
 				"duration_ms", float64(elapsed.Microseconds())/1000)
 		}
 		return nil

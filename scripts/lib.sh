@@ -5,7 +5,7 @@ export PATH="/usr/local/go/bin:$PATH"
 
 # Debian packages the vault, its tests and its independent clients need.
 CARDVAULT_PACKAGES=(
-  softhsm2 opensc openssl jq gdb
+  softhsm2 opensc openssl jq gdb curl binutils
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
   postgresql

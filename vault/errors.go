@@ -22,7 +22,8 @@ const (
 	KindInvalid                  // bad input: 4xx naming the field
 	KindNotFound                 // absent, or owned by someone else: 404
 	KindConflict                 // duplicate, reused key, illegal transition: 409
-	KindUnauthorized             // missing or bad credentials, or scope: 401/403
+	KindUnauthorized             // missing or bad credentials: 401
+	KindForbidden                // valid credentials without the scope: 403
 	KindUnavailable              // the HSM or the database is away: 503
 	KindCrypto                   // any cryptographic failure rooted in input, one opaque error
 	KindRateLimited              // a budget is spent: 429

@@ -326,13 +326,18 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 
 func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
 	plain, err := s.keys.Open(ctx, []byte(card.ID), card.Sealed)
+	if KindOf(err) == KindCrypto {
+		// A stored record that does not open is the vault's fault, not the
+		// client's: tampering or a bug, and never a detail to share.
+		return nil, Internal(fmt.Errorf("card %s: sealed record does not open", card.ID))
+	}
 	if err != nil {
 		return nil, err
 	}
 	defer clear(plain)
 	rec, err := decodeRecord(plain)
 	if err != nil {
-		return nil, ErrCrypto
+		return nil, Internal(fmt.Errorf("card %s: %w", card.ID, err))
 	}
 	return encryptToClient(s.cfg.Rand, key, card.ID, rec)
 }

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/vault"
+	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // Environment variables of DESIGN.md's operator interface.
@@ -21,7 +25,32 @@ const (
 	envPIN         = "CARDVAULT_PKCS11_PIN"
 	envTokensFile  = "CARDVAULT_API_TOKENS_FILE"
 	envTranscripts = "CARDVAULT_TRANSCRIPT_DIR"
+	envBIN         = "CARDVAULT_BIN"
+	envExpiryYears = "CARDVAULT_EXPIRY_YEARS"
 )
+
+// defaultDB is the embedded default database.
+const defaultDB = "sqlite:.dev/cardvault.db"
+
+// vaultConfig reads the issuing settings.
+func vaultConfig() (vault.Config, error) {
+	years, err := strconv.Atoi(getenv(envExpiryYears, "3"))
+	if err != nil {
+		return vault.Config{}, fmt.Errorf("%s: %w", envExpiryYears, err)
+	}
+	return vault.Config{BIN: getenv(envBIN, "400000"), ExpiryYears: years}, nil
+}
+
+// openStore opens the database a CARDVAULT_DB value names.
+func openStore(ctx context.Context, dsn string) (vault.Store, error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return sqlstore.OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return nil, errors.New(envDB + ": the PostgreSQL store is not built yet; use sqlite:PATH")
+	}
+	return nil, fmt.Errorf("%s: want sqlite:PATH or a postgres:// URL", envDB)
+}
 
 func getenv(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {

@@ -18,6 +18,8 @@ commands:
   serve                 run the HTTP service (configured from CARDVAULT_* variables)
   ceremony init         create every missing key, version 1; writes a transcript
   ceremony list         print the key catalog
+  token create --name NAME --scopes a,b
+                        print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
 `
 
 func main() {
@@ -39,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serveCmd(ctx, args[1:], log)
 	case "ceremony":
 		err = ceremonyCmd(ctx, args[1:], stdout, log)
+	case "token":
+		err = tokenCmd(args[1:], stdout)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,7 +56,19 @@ func newVaultEnv(t *testing.T) *vaultEnv {
 		envTokenLabel+"="+tok.Label,
 		envPINFile+"="+pinFile,
 		envTranscripts+"="+filepath.Join(dir, "transcripts"),
+		envTokensFile+"="+filepath.Join(dir, "api-tokens"),
+		envDB+"=sqlite:"+filepath.Join(dir, "vault.db"),
 	)}
+}
+
+// token creates an API token with the given scopes.
+func (v *vaultEnv) token(t *testing.T, name string, scopes ...string) string {
+	t.Helper()
+	out, err := v.run(t, "token", "create", "--name", name, "--scopes", strings.Join(scopes, ","))
+	if err != nil {
+		t.Fatalf("token create: %v\n%s", err, out)
+	}
+	return strings.TrimSpace(out)
 }
 
 func (v *vaultEnv) run(t *testing.T, args ...string) (string, error) {
@@ -171,8 +184,8 @@ func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
 }
 
 // startServer runs `cardvault serve` on a free loopback port and returns
-// its base URL.
-func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) string {
+// its base URL and its log.
+func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBuffer) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -183,7 +196,7 @@ func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) string {
 	cmd := exec.Command(binary, "serve")
 	cmd.Env = append(append(v.env, envListen+"="+addr), extraEnv...)
 	cmd.Dir = v.dir
-	logs := &bytes.Buffer{}
+	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -207,12 +220,30 @@ func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) string {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return base
+			return base, logs
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("server did not come up:\n%s", logs)
-	return ""
+	return "", nil
+}
+
+// syncBuffer is a bytes.Buffer a child process and the test share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func TestServeHealthAndReadiness(t *testing.T) {
@@ -220,7 +251,8 @@ func TestServeHealthAndReadiness(t *testing.T) {
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	base := startServer(t, v)
+	v.token(t, "ops", "cards:read")
+	base, _ := startServer(t, v)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/metrics": 200, "/nope": 404} {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -232,7 +264,7 @@ func TestServeHealthAndReadiness(t *testing.T) {
 		if resp.StatusCode != want {
 			t.Errorf("GET %s = %d, want %d: %s", path, resp.StatusCode, want, body)
 		}
-		if path == "/readyz" && !strings.Contains(body.String(), `"hsm":"ok"`) {
+		if path == "/readyz" && !strings.Contains(body.String(), `"database":"ok","hsm":"ok"`) {
 			t.Errorf("readyz does not report the HSM: %s", body)
 		}
 		if path == "/metrics" && !strings.Contains(body.String(), `cardvault_http_requests_total{method="GET",route="/readyz",status="200"}`) {

@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
+	"github.com/cardvault/cardvault/vault"
 )
 
 // serveCmd runs the HTTP service until ctx ends, then drains in-flight
@@ -26,15 +28,41 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tokensPath := os.Getenv(envTokensFile)
+	if tokensPath == "" {
+		return errors.New(envTokensFile + " is not set; make a token with `cardvault token create`")
+	}
+	tokens, err := httpapi.LoadTokens(tokensPath)
+	if err != nil {
+		return err
+	}
+	vcfg, err := vaultConfig()
+	if err != nil {
+		return err
+	}
 	m, err := hsm.Open(cfg)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	svc, err := vault.NewService(m, store, vcfg)
+	if err != nil {
+		return err
+	}
 
 	srv := httpapi.New(httpapi.Config{
-		Logger: log,
-		Ready:  []httpapi.Check{{Name: "hsm", Check: m.Probe}},
+		Logger:  log,
+		Service: svc,
+		Tokens:  tokens,
+		Ready: []httpapi.Check{
+			{Name: "hsm", Check: m.Probe},
+			{Name: "database", Check: store.Ping},
+		},
 	})
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

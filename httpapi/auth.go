@@ -1,0 +1,219 @@
+package httpapi
+
+import (
+	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/labstack/echo/v4"
+)
+
+// API scopes (DESIGN.md).
+const (
+	ScopeCardsWrite   = "cards:write"
+	ScopeCardsRead    = "cards:read"
+	ScopeCardsReveal  = "cards:reveal"
+	ScopePINWrite     = "pin:write"
+	ScopeDevicesWrite = "devices:write"
+	ScopeSandbox      = "sandbox"
+)
+
+// Scopes is the allow-list of scope names.
+var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
+
+// tokenPrefix marks cardvault API tokens, so a leaked one is recognisable
+// by secret scanners.
+const tokenPrefix = "cvt_"
+
+// apiToken is one line of the tokens file: the SHA-256 of the token (tokens
+// are 256-bit random, so a fast hash is enough), its name and scopes.
+type apiToken struct {
+	hash   []byte
+	name   string
+	scopes []string
+}
+
+var tokenNamePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// NewToken makes a token and the tokens-file line that holds only its hash.
+func NewToken(name string, scopes []string) (token, line string, err error) {
+	if !tokenNamePattern.MatchString(name) {
+		return "", "", fmt.Errorf("token name %q: want 1 to 64 letters, digits, '.', '_' or '-'", name)
+	}
+	if len(scopes) == 0 {
+		return "", "", errors.New("a token needs at least one scope")
+	}
+	for _, s := range scopes {
+		if !slices.Contains(Scopes, s) {
+			return "", "", fmt.Errorf("unknown scope %q (want some of %s)", s, strings.Join(Scopes, ","))
+		}
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", "", err
+	}
+	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	sum := sha256.Sum256([]byte(token))
+	return token, fmt.Sprintf("sha256:%s %s %s", hex.EncodeToString(sum[:]), name, strings.Join(scopes, ",")), nil
+}
+
+func parseTokenLine(line string) (apiToken, error) {
+	f := strings.Fields(line)
+	if len(f) != 3 || !strings.HasPrefix(f[0], "sha256:") {
+		return apiToken{}, errors.New("want: sha256:HEX NAME SCOPE[,SCOPE...]")
+	}
+	h, err := hex.DecodeString(strings.TrimPrefix(f[0], "sha256:"))
+	if err != nil || len(h) != sha256.Size {
+		return apiToken{}, errors.New("bad hash")
+	}
+	scopes := strings.Split(f[2], ",")
+	for _, s := range scopes {
+		if !slices.Contains(Scopes, s) {
+			return apiToken{}, fmt.Errorf("unknown scope %q", s)
+		}
+	}
+	return apiToken{hash: h, name: f[1], scopes: scopes}, nil
+}
+
+// Tokens verifies bearer tokens against a file of hashes. It re-reads the
+// file when it changes, so a new token works without a restart.
+type Tokens struct {
+	path string
+
+	mu       sync.RWMutex
+	tokens   []apiToken
+	modTime  time.Time
+	checked  time.Time
+	loadedOK bool
+}
+
+// LoadTokens reads a tokens file. A missing file is an error: a vault with
+// no way to authenticate callers should not start.
+func LoadTokens(path string) (*Tokens, error) {
+	t := &Tokens{path: path}
+	if err := t.reload(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Tokens) reload() error {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return fmt.Errorf("tokens file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	var tokens []apiToken
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		tok, err := parseTokenLine(line)
+		if err != nil {
+			return fmt.Errorf("tokens file %s line %d: %w", t.path, n, err)
+		}
+		tokens = append(tokens, tok)
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.tokens, t.modTime, t.loadedOK = tokens, st.ModTime(), true
+	t.mu.Unlock()
+	return nil
+}
+
+// refresh re-reads the file at most once a second, if it changed. A file
+// that became unreadable keeps the last good set.
+func (t *Tokens) refresh() {
+	t.mu.Lock()
+	if time.Since(t.checked) < time.Second {
+		t.mu.Unlock()
+		return
+	}
+	t.checked = time.Now()
+	mod := t.modTime
+	t.mu.Unlock()
+	if st, err := os.Stat(t.path); err == nil && !st.ModTime().Equal(mod) {
+		_ = t.reload()
+	}
+}
+
+// verify returns the token entry a presented token matches. Every entry is
+// compared in constant time and the loop never stops early, so timing says
+// nothing about which entry or how much of it matched.
+func (t *Tokens) verify(presented string) (apiToken, bool) {
+	t.refresh()
+	sum := sha256.Sum256([]byte(presented))
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var found apiToken
+	match := 0
+	for _, tok := range t.tokens {
+		eq := subtle.ConstantTimeCompare(sum[:], tok.hash)
+		if eq == 1 {
+			found = tok
+		}
+		match |= eq
+	}
+	return found, match == 1
+}
+
+// callerKey is where the authenticated token's entry lives on the context.
+const callerKey = "cardvault.caller"
+
+// authenticate checks the bearer token on every route it wraps.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		presented, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok || presented == "" {
+			return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}
+		}
+		tok, ok := s.tokens.verify(presented)
+		if !ok {
+			return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "invalid bearer token"}
+		}
+		c.Set(callerKey, tok)
+		return next(c)
+	}
+}
+
+// require wraps a handler with a scope check.
+func require(scopes ...string) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			tok, _ := c.Get(callerKey).(apiToken)
+			for _, want := range scopes {
+				if !slices.Contains(tok.scopes, want) {
+					return &vault.Error{Kind: vault.KindForbidden, Field: "Authorization", Msg: "token lacks scope " + want}
+				}
+			}
+			return next(c)
+		}
+	}
+}
+
+// caller is the audit identity of a request.
+func caller(c echo.Context) vault.Caller {
+	tok, _ := c.Get(callerKey).(apiToken)
+	return vault.Caller{Name: tok.name, RequestID: c.Response().Header().Get(echo.HeaderXRequestID)}
+}

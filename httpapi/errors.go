@@ -1,0 +1,185 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/labstack/echo/v4"
+)
+
+// status maps a domain error kind to an HTTP status, for every surface.
+func status(k vault.Kind) int {
+	switch k {
+	case vault.KindInvalid:
+		return http.StatusUnprocessableEntity
+	case vault.KindNotFound:
+		return http.StatusNotFound
+	case vault.KindConflict:
+		return http.StatusConflict
+	case vault.KindUnauthorized:
+		return http.StatusUnauthorized
+	case vault.KindForbidden:
+		return http.StatusForbidden
+	case vault.KindUnavailable:
+		return http.StatusServiceUnavailable
+	case vault.KindCrypto:
+		return http.StatusBadRequest
+	case vault.KindRateLimited:
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
+}
+
+// fromHTTPError turns echo's own errors (unknown route, wrong method, body
+// too large, bad content) into domain errors.
+func fromHTTPError(he *echo.HTTPError) *vault.Error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return &vault.Error{Kind: vault.KindNotFound, Msg: "not found"}
+	case http.StatusMethodNotAllowed:
+		return &vault.Error{Kind: vault.KindInvalid, Msg: "method not allowed"}
+	case http.StatusRequestEntityTooLarge:
+		return &vault.Error{Kind: vault.KindInvalid, Field: "body", Msg: "request body is too large"}
+	case http.StatusUnauthorized:
+		return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}
+	}
+	if he.Code >= 400 && he.Code < 500 {
+		return &vault.Error{Kind: vault.KindInvalid, Msg: http.StatusText(he.Code)}
+	}
+	return vault.Internal(he)
+}
+
+// publicMessage is what a client may read: the domain message for client
+// errors, a fixed text for everything the client cannot act on.
+func publicMessage(e *vault.Error) string {
+	switch e.Kind {
+	case vault.KindInternal:
+		return "internal error"
+	case vault.KindUnavailable:
+		return vault.ErrUnavailable.Msg
+	case vault.KindCrypto:
+		return vault.ErrCrypto.Msg
+	}
+	return e.Msg
+}
+
+// handleError is echo's error handler: the one place errors become
+// responses. /api/ routes answer in Jiko's (FastAPI's) shape, all others in
+// Solaris's. Internal causes go to the log with the request id, never to
+// the client.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var e *vault.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &he):
+		e = fromHTTPError(he)
+		if he.Code == http.StatusRequestEntityTooLarge {
+			c.Response().Header().Set("Connection", "close")
+		}
+	default:
+		e = vault.Internal(err)
+	}
+	code := status(e.Kind)
+	if e.Kind == vault.KindInvalid && he != nil && he.Code == http.StatusMethodNotAllowed {
+		code = http.StatusMethodNotAllowed
+	}
+	if e.Kind == vault.KindInvalid && he != nil && he.Code == http.StatusRequestEntityTooLarge {
+		code = http.StatusRequestEntityTooLarge
+	}
+	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
+	if code >= 500 {
+		s.log.Error("request failed", "request_id", reqID, "route", c.Path(), "kind", int(e.Kind), "error", err)
+	}
+	if e.Kind == vault.KindUnauthorized {
+		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="cardvault"`)
+	}
+	var body any
+	if strings.HasPrefix(c.Request().URL.Path, "/api/") {
+		body = jikoError(e, code)
+	} else {
+		// Solaris answers validation errors with 400.
+		if code == http.StatusUnprocessableEntity {
+			code = http.StatusBadRequest
+		}
+		body = solarisError(e, code, reqID)
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(code)
+		return
+	}
+	_ = c.JSON(code, body)
+}
+
+// jikoError is FastAPI's shape: validation errors as a list with a
+// location, everything else as a string.
+func jikoError(e *vault.Error, code int) any {
+	if code != http.StatusUnprocessableEntity {
+		return map[string]any{"detail": publicMessage(e)}
+	}
+	loc := []string{location(e.Field)}
+	if e.Field != "" && e.Field != "body" {
+		loc = append(loc, e.Field)
+	}
+	typ := "value_error"
+	if e.Field == "body" {
+		typ = "json_invalid"
+	}
+	if strings.HasSuffix(e.Msg, "is required") {
+		typ = "missing"
+	}
+	return map[string]any{"detail": []map[string]any{{"loc": loc, "msg": publicMessage(e), "type": typ}}}
+}
+
+// location says where a field came from, in FastAPI's words.
+func location(field string) string {
+	switch field {
+	case "account_id", "card_id", "id":
+		return "path"
+	case "limit", "cursor", "filter[status]":
+		return "query"
+	case "Idempotency-Key", "x-jiko-idempotency", "Authorization":
+		return "header"
+	}
+	return "body"
+}
+
+type solarisErrorItem struct {
+	ID     string         `json:"id"`
+	Status int            `json:"status"`
+	Code   string         `json:"code"`
+	Title  string         `json:"title"`
+	Detail string         `json:"detail"`
+	Source *solarisSource `json:"source,omitempty"`
+}
+
+type solarisSource struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// solarisError is Solaris's {"errors":[…]} shape.
+func solarisError(e *vault.Error, code int, reqID string) any {
+	codes := map[vault.Kind][2]string{
+		vault.KindInvalid:      {"validation_error", "Validation Error"},
+		vault.KindNotFound:     {"not_found", "Not Found"},
+		vault.KindConflict:     {"conflict", "Conflict"},
+		vault.KindUnauthorized: {"unauthorized", "Unauthorized"},
+		vault.KindForbidden:    {"forbidden", "Forbidden"},
+		vault.KindUnavailable:  {"service_unavailable", "Service Unavailable"},
+		vault.KindCrypto:       {"invalid_encryption", "Invalid Encryption"},
+		vault.KindRateLimited:  {"rate_limited", "Too Many Requests"},
+		vault.KindInternal:     {"generic_error", "Internal Server Error"},
+	}
+	cd := codes[e.Kind]
+	item := solarisErrorItem{ID: reqID, Status: code, Code: cd[0], Title: cd[1], Detail: publicMessage(e)}
+	if e.Field != "" {
+		item.Source = &solarisSource{Field: e.Field, Message: publicMessage(e)}
+	}
+	return map[string]any{"errors": []solarisErrorItem{item}}
+}
