@@ -177,7 +177,11 @@ func solarisError(e *vault.Error, code int, reqID string) any {
 		vault.KindInternal:     {"generic_error", "Internal Server Error"},
 	}
 	cd := codes[e.Kind]
-	item := solarisErrorItem{ID: reqID, Status: code, Code: cd[0], Title: cd[1], Detail: publicMessage(e)}
+	detail := publicMessage(e)
+	if e.Field != "" && detail == e.Msg {
+		detail = e.Field + " " + e.Msg
+	}
+	item := solarisErrorItem{ID: reqID, Status: code, Code: cd[0], Title: cd[1], Detail: detail}
 	if e.Field != "" {
 		item.Source = &solarisSource{Field: e.Field, Message: publicMessage(e)}
 	}

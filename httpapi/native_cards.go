@@ -55,12 +55,15 @@ func (s *Server) importCard(c echo.Context) error {
 	if err := decodeJSON(body, &req); err != nil {
 		return err
 	}
-	for field, missing := range map[string]bool{
-		"owner_id": req.OwnerID == nil, "pan": req.PAN == nil, "cvv": req.CVV == nil,
-		"expiry_month": req.ExpiryMonth == nil, "expiry_year": req.ExpiryYear == nil,
+	for _, f := range []struct {
+		name    string
+		missing bool
+	}{
+		{"owner_id", req.OwnerID == nil}, {"pan", req.PAN == nil}, {"cvv", req.CVV == nil},
+		{"expiry_month", req.ExpiryMonth == nil}, {"expiry_year", req.ExpiryYear == nil},
 	} {
-		if missing {
-			return vault.Invalid(field, "is required")
+		if f.missing {
+			return vault.Invalid(f.name, "is required")
 		}
 	}
 	idem, err := idempotencyKey(c, *req.OwnerID, body)
