@@ -1,0 +1,163 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/vault"
+	"github.com/cardvault/cardvault/vault/sqlstore"
+)
+
+// benchStack is the whole service in-process on a fresh token and SQLite,
+// served over loopback HTTP.
+type benchStack struct {
+	m     *hsm.Module
+	url   string
+	token string
+}
+
+func newBenchStack(b *testing.B) *benchStack {
+	b.Helper()
+	tok := softhsm.TestToken(b)
+	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(m.Close)
+	ctx := context.Background()
+	for _, p := range []hsm.Purpose{hsm.CardKEK, hsm.PANHMAC} {
+		if err := m.Generate(ctx, p, 1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "vault.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3})
+	if err != nil {
+		b.Fatal(err)
+	}
+	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal})
+	tokensFile := filepath.Join(b.TempDir(), "tokens")
+	os.WriteFile(tokensFile, []byte(line+"\n"), 0o600)
+	tokens, err := LoadTokens(tokensFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := httptest.NewServer(New(Config{Service: svc, Tokens: tokens}))
+	b.Cleanup(srv.Close)
+	return &benchStack{m: m, url: srv.URL, token: token}
+}
+
+// fakeClientKey makes a distinct 4096-bit public key cheaply: an odd
+// random modulus with the top bit set. The vault only encrypts to client
+// keys, so it cannot tell; real keys take about a second each to generate,
+// which would swamp what is measured. Nobody can decrypt these answers.
+func fakeClientKey() string {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 4095))
+	n.SetBit(n, 4095, 1).SetBit(n, 0, 1)
+	der, _ := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: n, E: 65537})
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+func (s *benchStack) post(path, publicKey string) (int, []byte, error) {
+	body, _ := json.Marshal(map[string]string{"public_key": publicKey})
+	req, _ := http.NewRequest(http.MethodPost, s.url+path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+s.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	return resp.StatusCode, buf.Bytes(), nil
+}
+
+// BenchmarkReadDetails measures the Jiko read over loopback HTTP beside the
+// raw HSM open rate and the read's crypto bound, in one run, so their
+// ratios are meaningful on a noisy machine.
+func BenchmarkReadDetails(b *testing.B) {
+	s := newBenchStack(b)
+	status, body, err := s.post("/api/v1/jiko-accounts/acct-1/virtual-cards", fakeClientKey())
+	if err != nil || status != http.StatusCreated {
+		b.Fatalf("create: %d %s %v", status, body, err)
+	}
+	var created struct {
+		CardID string `json:"card_id"`
+	}
+	json.Unmarshal(body, &created)
+	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + created.CardID
+
+	b.Run("HSMOpen", func(b *testing.B) {
+		ctx := context.Background()
+		sealed, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.m.Open(ctx, []byte("card"), sealed); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
+	// The read's crypto bound: one HSM open and three RSA-4096 PKCS#1
+	// encryptions, with no HTTP, JSON or database.
+	b.Run("CryptoBound", func(b *testing.B) {
+		ctx := context.Background()
+		sealed, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
+		if err != nil {
+			b.Fatal(err)
+		}
+		block, _ := pem.Decode([]byte(fakeClientKey()))
+		pub, _ := x509.ParsePKIXPublicKey(block.Bytes)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := s.m.Open(ctx, []byte("card"), sealed); err != nil {
+					b.Fatal(err)
+				}
+				for range 3 {
+					if _, err := rsa.EncryptPKCS1v15(rand.Reader, pub.(*rsa.PublicKey), []byte("4000001234567899")); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	})
+	b.Run("ReadDetailsHTTP", func(b *testing.B) {
+		keys := make([]string, b.N)
+		for i := range keys {
+			keys[i] = fakeClientKey()
+		}
+		var next atomic.Int64
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				status, body, err := s.post(path, keys[next.Add(1)-1])
+				if err != nil || status != http.StatusOK {
+					b.Fatal(fmt.Sprintf("read: %d %s %v", status, body, err))
+				}
+			}
+		})
+	})
+}
