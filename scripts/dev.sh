@@ -21,6 +21,7 @@ export CARDVAULT_PKCS11_PIN_FILE="$DEV/pin"
 export CARDVAULT_TRANSCRIPT_DIR="$DEV/transcripts"
 export CARDVAULT_DB="${CARDVAULT_DB:-sqlite:$DEV/cardvault.db}"
 export CARDVAULT_LISTEN="${CARDVAULT_LISTEN:-127.0.0.1:8080}"
+export CARDVAULT_API_TOKENS_FILE="$DEV/api-tokens"
 
 if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKEN_LABEL\b"; then
   umask 077
@@ -35,6 +36,18 @@ fi
 go build -o "$DEV/bin/cardvault" ./cmd/cardvault
 "$DEV/bin/cardvault" ceremony init
 
-echo
-echo "cardvault on http://$CARDVAULT_LISTEN  (health: /healthz, readiness: /readyz)"
+# One dev API token with every scope; only its hash is in the tokens file.
+if [ ! -s "$DEV/api-token" ]; then
+  (umask 077; "$DEV/bin/cardvault" token create --name dev \
+    --scopes cards:write,cards:read,cards:reveal,pin:write,devices:write,sandbox > "$DEV/api-token")
+fi
+
+cat <<MSG
+
+cardvault on http://$CARDVAULT_LISTEN  (health: /healthz, readiness: /readyz, metrics: /metrics)
+dev API token (also in .dev/api-token):
+  export CARDVAULT_URL=http://$CARDVAULT_LISTEN TOKEN=$(cat "$DEV/api-token")
+The README's "Try it" section walks the Jiko card flow with openssl and curl.
+
+MSG
 exec "$DEV/bin/cardvault" serve
