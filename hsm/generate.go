@@ -46,31 +46,36 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 }
 
 // Generate creates version of a purpose's key inside the token. It refuses
-// (ErrKeyExists) if the label is taken. It is not retried on a session
-// fault; the existence check makes a second attempt by the caller safe.
+// (ErrKeyExists) if the label is taken.
 func (m *Module) Generate(ctx context.Context, p Purpose, version uint32) error {
 	if p.Kind() == "" {
 		return fmt.Errorf("hsm: unknown purpose %q", p)
 	}
+	return m.createKey(Label(p, version), func(c *conn) error {
+		if p.Kind() == KindRSA {
+			return c.generateRSA(Label(p, version))
+		}
+		return c.generateSecret(p, version)
+	})
+}
+
+// createKey runs a key-creating call once a free label is confirmed, then
+// reloads the catalog. It is not retried on a session fault; the existence
+// check makes a second attempt by the caller safe.
+func (m *Module) createKey(label string, create func(*conn) error) error {
 	c, err := m.current()
 	if err != nil {
 		return err
 	}
 	c.inflight.RLock()
 	defer c.inflight.RUnlock()
-	label := Label(p, version)
 	if exists, err := c.exists(label); err != nil {
 		return err
 	} else if exists {
 		return fmt.Errorf("%w: %s", ErrKeyExists, label)
 	}
-	if p.Kind() == KindRSA {
-		err = c.generateRSA(label)
-	} else {
-		err = c.generateSecret(p, version)
-	}
-	if err != nil {
-		return fmt.Errorf("hsm: generate %s: %w", label, err)
+	if err := create(c); err != nil {
+		return fmt.Errorf("hsm: create %s: %w", label, err)
 	}
 	return c.loadActive()
 }
@@ -153,25 +158,11 @@ func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, va
 	if len(value) != 32 {
 		return fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
 	}
-	c, err := m.current()
-	if err != nil {
-		return err
-	}
-	c.inflight.RLock()
-	defer c.inflight.RUnlock()
-	label := Label(p, version)
-	if exists, err := c.exists(label); err != nil {
-		return err
-	} else if exists {
-		return fmt.Errorf("%w: %s", ErrKeyExists, label)
-	}
 	template := append(secretTemplate(p, version), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
-	err = c.withSession(func(sh pkcs11.SessionHandle) error {
-		_, err := c.p.CreateObject(sh, template)
-		return describeIf("C_CreateObject", err)
+	return m.createKey(Label(p, version), func(c *conn) error {
+		return c.withSession(func(sh pkcs11.SessionHandle) error {
+			_, err := c.p.CreateObject(sh, template)
+			return describeIf("C_CreateObject", err)
+		})
 	})
-	if err != nil {
-		return fmt.Errorf("hsm: import %s: %w", label, err)
-	}
-	return c.loadActive()
 }

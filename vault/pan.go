@@ -7,40 +7,28 @@ import (
 	"time"
 )
 
-// luhnValid reports whether digits (ASCII) pass the Luhn check.
-func luhnValid(digits []byte) bool {
-	sum := 0
-	double := false
+// luhnSum is the Luhn sum of digits (ASCII), doubling every second digit
+// from the right, starting with the rightmost when doubleRightmost.
+func luhnSum(digits []byte, doubleRightmost bool) int {
+	sum, double := 0, doubleRightmost
 	for i := len(digits) - 1; i >= 0; i-- {
 		d := int(digits[i] - '0')
 		if double {
-			d *= 2
-			if d > 9 {
+			if d *= 2; d > 9 {
 				d -= 9
 			}
 		}
-		sum += d
-		double = !double
+		sum, double = sum+d, !double
 	}
-	return sum%10 == 0
+	return sum
 }
+
+// luhnValid reports whether digits pass the Luhn check.
+func luhnValid(digits []byte) bool { return luhnSum(digits, false)%10 == 0 }
 
 // luhnCheckDigit returns the digit that makes payload‖digit Luhn-valid.
 func luhnCheckDigit(payload []byte) byte {
-	sum := 0
-	double := true // the check digit will take the rightmost place
-	for i := len(payload) - 1; i >= 0; i-- {
-		d := int(payload[i] - '0')
-		if double {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return byte('0' + (10-sum%10)%10)
+	return byte('0' + (10-luhnSum(payload, true)%10)%10)
 }
 
 func allDigits(b []byte) bool {

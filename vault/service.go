@@ -149,19 +149,32 @@ func (s *Service) refuse(ctx context.Context, c Caller, action, cardID, ownerID 
 	return err
 }
 
+// rsaPreamble validates what both RSA paths take and answers a replayed
+// idempotent request (done) from its stored result.
+func (s *Service) rsaPreamble(ctx context.Context, ownerID, publicKeyPEM string, idem *IdemKey) (*ClientKey, *RSAReveal, bool, error) {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return nil, nil, false, err
+	}
+	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	out := new(RSAReveal)
+	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
+		if err != nil {
+			out = nil
+		}
+		return nil, out, true, err
+	}
+	return key, nil, false, nil
+}
+
 // IssueVirtual is the sandbox issuing path: it makes a PAN under the BIN,
 // a CVV and an expiry, seals them, and returns them encrypted to the
 // client's single-use key.
 func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
-	if err := ValidateOwnerID("account_id", ownerID); err != nil {
-		return nil, err
-	}
-	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	out := new(RSAReveal)
-	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
+	key, out, done, err := s.rsaPreamble(ctx, ownerID, publicKeyPEM, idem)
+	if done || err != nil {
 		return out, err
 	}
 	// A fresh PAN collides with an existing one about once in 10^9 for a
@@ -282,15 +295,8 @@ func encryptToClient(r io.Reader, key *ClientKey, cardID string, rec *secretReco
 // RevealRSA is the Jiko read path: one HSM open of the card's record,
 // re-encrypted at once to the client's single-use key.
 func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
-	if err := ValidateOwnerID("account_id", ownerID); err != nil {
-		return nil, err
-	}
-	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
-	if err != nil {
-		return nil, err
-	}
-	out := new(RSAReveal)
-	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
+	key, out, done, err := s.rsaPreamble(ctx, ownerID, publicKeyPEM, idem)
+	if done || err != nil {
 		return out, err
 	}
 	card, err := s.store.Card(ctx, ownerID, cardID)

@@ -102,11 +102,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if _, err := os.Stat(*path); err == nil {
 		return fmt.Errorf("transcript %s exists; refusing to overwrite", *path)
 	}
-	cfg, err := hsmConfig(log)
-	if err != nil {
-		return err
-	}
-	m, err := hsm.Open(cfg)
+	m, _, err := openHSM(log)
 	if err != nil {
 		return err
 	}
@@ -269,11 +265,7 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := hsmConfig(log)
-	if err != nil {
-		return err
-	}
-	m, err := hsm.Open(cfg)
+	m, _, err := openHSM(log)
 	if err != nil {
 		return err
 	}

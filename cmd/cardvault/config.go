@@ -92,3 +92,13 @@ func readPIN() (string, error) {
 	}
 	return "", errors.New("no HSM PIN: set " + envPINFile + " (preferred) or " + envPIN)
 }
+
+// openHSM opens the configured token.
+func openHSM(log *slog.Logger) (*hsm.Module, string, error) {
+	cfg, err := hsmConfig(log)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := hsm.Open(cfg)
+	return m, cfg.TokenLabel, err
+}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/vault"
 )
@@ -22,10 +21,6 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	listen := fs.String("listen", getenv(envListen, "127.0.0.1:8080"), "listen address ($"+envListen+")")
 	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := hsmConfig(log)
-	if err != nil {
 		return err
 	}
 	tokensPath := os.Getenv(envTokensFile)
@@ -40,7 +35,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m, err := hsm.Open(cfg)
+	m, tokenLabel, err := openHSM(log)
 	if err != nil {
 		return err
 	}
@@ -75,7 +70,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
-	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", cfg.TokenLabel)
+	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", tokenLabel)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
