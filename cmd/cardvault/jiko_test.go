@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // jikoVault is a served vault with a token of every card scope.
@@ -133,6 +135,28 @@ func TestJikoGuideFlowWithOpenSSL(t *testing.T) {
 		}
 	}
 	jv.scanForLeaks(t, []string{pan}, []string{cvv})
+
+	// The audit trail has the issue, the reveal and each refusal, by whom.
+	store, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(jv.dir, "vault.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	trail, err := store.AuditTrail(context.Background(), create["card_id"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range trail {
+		if e.Actor != "platform" || e.RequestID == "" || e.OwnerID != "acct-1" {
+			t.Errorf("audit entry %+v lacks who or which request", e)
+		}
+		got = append(got, e.Action+" "+strings.SplitN(e.Outcome, ":", 2)[0])
+	}
+	want := "[card.issue ok card.reveal ok card.reveal refused card.reveal refused card.reveal refused]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("audit trail %v, want %s", got, want)
+	}
 }
 
 func toPKCS1(t *testing.T, spki string) string {
