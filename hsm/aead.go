@@ -35,20 +35,19 @@ func SealedKeyVersion(sealed []byte) (uint32, error) {
 }
 
 // Seal encrypts plaintext with AES-256-GCM under the active card KEK inside
-// the token, binding aad and the key version. IVs are random: 96 bits per
+// the token, binding aad and the key version, and returns that version. IVs are random: 96 bits per
 // record is safe for far more records than one KEK version will ever seal
 // before rotation.
-func (m *Module) Seal(ctx context.Context, aad, plaintext []byte) ([]byte, error) {
-	var out []byte
-	err := m.do(ctx, "seal", func(c *conn) error {
-		version, err := c.activeVersion(CardKEK)
-		if err != nil {
+func (m *Module) Seal(ctx context.Context, aad, plaintext []byte) (sealed []byte, version uint32, err error) {
+	err = m.do(ctx, "seal", func(c *conn) error {
+		var err error
+		if version, err = c.activeVersion(CardKEK); err != nil {
 			return err
 		}
-		out, err = m.sealWith(c, version, aad, plaintext)
+		sealed, err = m.sealWith(c, version, aad, plaintext)
 		return err
 	})
-	return out, err
+	return sealed, version, err
 }
 
 // SealWithVersion seals under a named card KEK version; rewrap uses it.

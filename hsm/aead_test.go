@@ -11,7 +11,7 @@ func TestSealOpenRoundTrip(t *testing.T) {
 	m := openKeyedModule(t, CardKEK)
 	ctx := context.Background()
 	for _, pt := range [][]byte{{}, []byte("x"), bytes.Repeat([]byte("card record "), 100)} {
-		sealed, err := m.Seal(ctx, []byte("card-1"), pt)
+		sealed, _, err := m.Seal(ctx, []byte("card-1"), pt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,7 +37,7 @@ func TestOpenRefusesTamperingWithOneError(t *testing.T) {
 	if err := m.Generate(ctx, CardKEK, 2); err != nil {
 		t.Fatal(err)
 	}
-	sealed, err := m.Seal(ctx, []byte("card-1"), []byte("4111111111111111|123"))
+	sealed, _, err := m.Seal(ctx, []byte("card-1"), []byte("4111111111111111|123"))
 	if err != nil {
 		t.Fatal(err)
 	}

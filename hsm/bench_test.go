@@ -17,7 +17,7 @@ func BenchmarkSeal(b *testing.B) {
 	record := make([]byte, 52)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := m.Seal(ctx, []byte("card"), record); err != nil {
+			if _, _, err := m.Seal(ctx, []byte("card"), record); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -27,7 +27,7 @@ func BenchmarkSeal(b *testing.B) {
 func BenchmarkOpen(b *testing.B) {
 	m := openKeyedModule(b, CardKEK)
 	ctx := context.Background()
-	sealed, err := m.Seal(ctx, []byte("card"), make([]byte, 52))
+	sealed, _, err := m.Seal(ctx, []byte("card"), make([]byte, 52))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -242,7 +242,7 @@ func TestConcurrentSealOpen(t *testing.T) {
 			aad := []byte(fmt.Sprintf("card-%d", g))
 			for i := range 100 {
 				pt := []byte(fmt.Sprintf("record %d/%d", g, i))
-				sealed, err := m.Seal(ctx, aad, pt)
+				sealed, _, err := m.Seal(ctx, aad, pt)
 				if err != nil {
 					errs <- err
 					return
@@ -273,7 +273,7 @@ func TestConcurrentSealOpen(t *testing.T) {
 func TestRecoversFromTokenRestart(t *testing.T) {
 	m := openKeyedModule(t, CardKEK, PANHMAC)
 	ctx := context.Background()
-	sealed, err := m.Seal(ctx, []byte("card-1"), []byte("secret"))
+	sealed, _, err := m.Seal(ctx, []byte("card-1"), []byte("secret"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestRecoversFromLogout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Seal(ctx, []byte("a"), []byte("b")); err != nil {
+	if _, _, err := m.Seal(ctx, []byte("a"), []byte("b")); err != nil {
 		t.Fatalf("Seal after logout = %v", err)
 	}
 	if err := m.Probe(ctx); err != nil {
@@ -322,7 +322,7 @@ func TestRecoversFromLogout(t *testing.T) {
 func TestMissingKeyIsNeverGenerated(t *testing.T) {
 	m, _ := openTestModule(t)
 	ctx := context.Background()
-	if _, err := m.Seal(ctx, nil, []byte("x")); !errors.Is(err, ErrKeyNotFound) {
+	if _, _, err := m.Seal(ctx, nil, []byte("x")); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("Seal without a KEK = %v, want ErrKeyNotFound", err)
 	}
 	keys, err := m.Keys(ctx)

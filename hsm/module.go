@@ -94,8 +94,9 @@ type conn struct {
 	pool *sessionPool
 
 	handleMu sync.RWMutex
-	handles  map[string]pkcs11.ObjectHandle // label + "#" + class
-	active   map[Purpose]uint32             // highest version per purpose
+	handles  map[handleKey]pkcs11.ObjectHandle
+	modLens  map[string]int     // RSA modulus bytes per key pair label
+	active   map[Purpose]uint32 // highest version per purpose
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex
@@ -180,7 +181,8 @@ func (m *Module) connect() (*conn, error) {
 		p:       m.p,
 		slot:    slot,
 		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
-		handles: map[string]pkcs11.ObjectHandle{},
+		handles: map[handleKey]pkcs11.ObjectHandle{},
+		modLens: map[string]int{},
 	}
 	if err := c.loadActive(); err != nil {
 		c.close()
@@ -307,10 +309,16 @@ const (
 	classPublic  = pkcs11.CKO_PUBLIC_KEY
 )
 
+// handleKey names a cached object handle.
+type handleKey struct {
+	label string
+	class uint
+}
+
 // handle finds a key object by label and class, caching the answer for the
 // life of the connection. A missing key is ErrKeyNotFound.
 func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
-	cacheKey := fmt.Sprintf("%s#%d", label, class)
+	cacheKey := handleKey{label, class}
 	c.handleMu.RLock()
 	h, ok := c.handles[cacheKey]
 	c.handleMu.RUnlock()
@@ -344,12 +352,6 @@ func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11
 	return hs[0], nil
 }
 
-func (c *conn) forgetAll() {
-	c.handleMu.Lock()
-	defer c.handleMu.Unlock()
-	clear(c.handles)
-}
-
 // Keys lists the vault's keys in the token.
 func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
@@ -372,15 +374,6 @@ func (m *Module) ActiveVersion(ctx context.Context, p Purpose) (uint32, error) {
 		return err
 	})
 	return v, err
-}
-
-// Refresh re-reads the catalog, so that a process sees versions another
-// process (a ceremony) created or retired since it connected.
-func (m *Module) Refresh(ctx context.Context) error {
-	return m.do(ctx, "refresh", func(c *conn) error {
-		c.forgetAll()
-		return c.loadActive()
-	})
 }
 
 // TokenInfo identifies the token for transcripts.

@@ -198,8 +198,15 @@ func (c *conn) decryptRSA(label string, mech *pkcs11.Mechanism, ciphertext []byt
 	return out, err
 }
 
-// modulusLen reads the modulus size of a key pair from its public half.
+// modulusLen reads the modulus size of a key pair from its public half,
+// once per connection: it is on every set-PIN decrypt.
 func (c *conn) modulusLen(sh pkcs11.SessionHandle, label string) (int, error) {
+	c.handleMu.RLock()
+	k, ok := c.modLens[label]
+	c.handleMu.RUnlock()
+	if ok {
+		return k, nil
+	}
 	pub, err := c.handle(sh, label, classPublic)
 	if err != nil {
 		return 0, err
@@ -208,5 +215,9 @@ func (c *conn) modulusLen(sh pkcs11.SessionHandle, label string) (int, error) {
 	if err != nil {
 		return 0, describe("C_GetAttributeValue(CKA_MODULUS)", err)
 	}
-	return len(new(big.Int).SetBytes(attrs[0].Value).Bytes()), nil
+	k = len(new(big.Int).SetBytes(attrs[0].Value).Bytes())
+	c.handleMu.Lock()
+	c.modLens[label] = k
+	c.handleMu.Unlock()
+	return k, nil
 }

@@ -92,11 +92,10 @@ func parseTokenLine(line string) (apiToken, error) {
 type Tokens struct {
 	path string
 
-	mu       sync.RWMutex
-	tokens   []apiToken
-	modTime  time.Time
-	checked  time.Time
-	loadedOK bool
+	mu      sync.RWMutex
+	tokens  []apiToken
+	modTime time.Time
+	checked time.Time
 }
 
 // LoadTokens reads a tokens file. A missing file is an error: a vault with
@@ -136,7 +135,7 @@ func (t *Tokens) reload() error {
 		return err
 	}
 	t.mu.Lock()
-	t.tokens, t.modTime, t.loadedOK = tokens, st.ModTime(), true
+	t.tokens, t.modTime = tokens, st.ModTime()
 	t.mu.Unlock()
 	return nil
 }

@@ -109,7 +109,7 @@ func BenchmarkReadDetails(b *testing.B) {
 
 	b.Run("HSMOpen", func(b *testing.B) {
 		ctx := context.Background()
-		sealed, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
+		sealed, _, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -125,7 +125,7 @@ func BenchmarkReadDetails(b *testing.B) {
 	// encryptions, with no HTTP, JSON or database.
 	b.Run("CryptoBound", func(b *testing.B) {
 		ctx := context.Background()
-		sealed, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
+		sealed, _, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
 		if err != nil {
 			b.Fatal(err)
 		}

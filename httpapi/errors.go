@@ -33,22 +33,21 @@ func status(k vault.Kind) int {
 }
 
 // fromHTTPError turns echo's own errors (unknown route, wrong method, body
-// too large, bad content) into domain errors.
-func fromHTTPError(he *echo.HTTPError) *vault.Error {
+// too large, bad content) into domain errors, keeping echo's status where
+// the domain kinds have no status of their own for it.
+func fromHTTPError(he *echo.HTTPError) (*vault.Error, int) {
 	switch he.Code {
 	case http.StatusNotFound:
-		return &vault.Error{Kind: vault.KindNotFound, Msg: "not found"}
-	case http.StatusMethodNotAllowed:
-		return &vault.Error{Kind: vault.KindInvalid, Msg: "method not allowed"}
-	case http.StatusRequestEntityTooLarge:
-		return &vault.Error{Kind: vault.KindInvalid, Field: "body", Msg: "request body is too large"}
+		return &vault.Error{Kind: vault.KindNotFound, Msg: "not found"}, he.Code
 	case http.StatusUnauthorized:
-		return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}
+		return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}, he.Code
+	case http.StatusRequestEntityTooLarge:
+		return &vault.Error{Kind: vault.KindInvalid, Field: "body", Msg: "request body is too large"}, he.Code
 	}
 	if he.Code >= 400 && he.Code < 500 {
-		return &vault.Error{Kind: vault.KindInvalid, Msg: http.StatusText(he.Code)}
+		return &vault.Error{Kind: vault.KindInvalid, Msg: strings.ToLower(http.StatusText(he.Code))}, he.Code
 	}
-	return vault.Internal(he)
+	return vault.Internal(he), http.StatusInternalServerError
 }
 
 // publicMessage is what a client may read: the domain message for client
@@ -75,22 +74,18 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	var e *vault.Error
 	var he *echo.HTTPError
+	var code int
 	switch {
 	case errors.As(err, &e):
+		code = status(e.Kind)
 	case errors.As(err, &he):
-		e = fromHTTPError(he)
-		if he.Code == http.StatusRequestEntityTooLarge {
+		e, code = fromHTTPError(he)
+		if code == http.StatusRequestEntityTooLarge {
 			c.Response().Header().Set("Connection", "close")
 		}
 	default:
 		e = vault.Internal(err)
-	}
-	code := status(e.Kind)
-	if e.Kind == vault.KindInvalid && he != nil && he.Code == http.StatusMethodNotAllowed {
-		code = http.StatusMethodNotAllowed
-	}
-	if e.Kind == vault.KindInvalid && he != nil && he.Code == http.StatusRequestEntityTooLarge {
-		code = http.StatusRequestEntityTooLarge
+		code = status(e.Kind)
 	}
 	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
 	if code >= 500 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 	"unicode"
 )
@@ -208,9 +207,4 @@ func (s *Service) Close(ctx context.Context, c Caller, ownerID, id, reason, lost
 		return s.refuse(ctx, c, "card.close", id, ownerID, err)
 	}
 	return err
-}
-
-// AuditTrail returns a card's audit entries.
-func (s *Service) AuditTrail(ctx context.Context, cardID string) ([]AuditEntry, error) {
-	return s.store.AuditTrail(ctx, strings.TrimSpace(cardID))
 }

@@ -9,8 +9,9 @@ import (
 // ErrCrypto for every failure rooted in the input and ErrUnavailable when
 // the token cannot serve.
 type Keys interface {
-	// Seal encrypts plaintext under the active card KEK, binding aad.
-	Seal(ctx context.Context, aad, plaintext []byte) ([]byte, error)
+	// Seal encrypts plaintext under the active card KEK, binding aad, and
+	// returns the KEK version it used.
+	Seal(ctx context.Context, aad, plaintext []byte) ([]byte, uint32, error)
 	// Open authenticates and decrypts a sealed record.
 	Open(ctx context.Context, aad, sealed []byte) ([]byte, error)
 	// FingerprintPAN is the HMAC-SHA256 of a PAN under the active

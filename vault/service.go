@@ -250,7 +250,7 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 		return nil, Invalid("name", "is too long")
 	}
 	defer clear(plain)
-	sealed, err := s.keys.Seal(ctx, []byte(id.String()), plain)
+	sealed, keyVersion, err := s.keys.Seal(ctx, []byte(id.String()), plain)
 	if err != nil {
 		return nil, err
 	}
@@ -260,18 +260,9 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 		Last4:       string(rec.PAN[len(rec.PAN)-4:]),
 		ExpiryMonth: rec.ExpiryMonth, ExpiryYear: rec.ExpiryYear, Name: string(rec.Name),
 		Fingerprint: fp, FPVersion: fpVersion,
-		Sealed: sealed, KeyVersion: sealedVersion(sealed),
+		Sealed: sealed, KeyVersion: keyVersion,
 		CreatedAt: now, UpdatedAt: now,
 	}, nil
-}
-
-// sealedVersion reads the key version the HSM's sealed format records in
-// bytes 1..4.
-func sealedVersion(sealed []byte) uint32 {
-	if len(sealed) < 5 {
-		return 0
-	}
-	return uint32(sealed[1])<<24 | uint32(sealed[2])<<16 | uint32(sealed[3])<<8 | uint32(sealed[4])
 }
 
 // encryptToClient encrypts the PAN, CVV and MM/YY expiry to the client key.
