@@ -10,6 +10,7 @@ package vault
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Kind is the small closed set of error kinds the HTTP layer maps, once, to
@@ -36,6 +37,8 @@ type Error struct {
 	Field string
 	Msg   string
 	Err   error // the cause, for logs only
+	// RetryAfter says when a rate-limited request may be tried again.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

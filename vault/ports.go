@@ -50,12 +50,36 @@ type Write struct {
 	// Idempotent is stored under its scope and key; the transaction fails
 	// with ErrDuplicateRequest if one is already there.
 	Idempotent *IdempotentResult
+	// Reveal is counted against its budget; the transaction fails with the
+	// slot's rate-limit error if the window is full.
+	Reveal *RevealSlot
 }
 
-// Store persists cards, used client keys, idempotent results and the audit
-// trail. Every method that changes data commits it together with its Write
-// in one transaction, or not at all.
+// Store persists cards, devices, used client keys, idempotent results,
+// reveal budgets and the audit trail. Every method that changes data
+// commits it together with its Write in one transaction, or not at all.
 type Store interface {
+	CardStore
+	DeviceStore
+	// RecordReveal commits a reveal's Write: the budget slot, the burnt
+	// key, the audit entry and the idempotent result.
+	RecordReveal(ctx context.Context, w Write) error
+	// BudgetUse reports a card's and a device's reveals since a time; an
+	// empty deviceID counts nothing for the device.
+	BudgetUse(ctx context.Context, cardID, deviceID string, since time.Time) (BudgetUse, error)
+	// AppendAudit records an entry on its own, for refusals.
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	// AuditTrail returns a card's entries, oldest first.
+	AuditTrail(ctx context.Context, cardID string) ([]AuditEntry, error)
+	// Idempotent returns a stored result, or ErrNotFound.
+	Idempotent(ctx context.Context, scope, key string) (*IdempotentResult, error)
+	// Ping checks the database is usable.
+	Ping(ctx context.Context) error
+	Close() error
+}
+
+// CardStore holds cards.
+type CardStore interface {
 	// CreateCard inserts a card. Conflicts: a card with the same
 	// fingerprint (field "pan"), a used key (field "public_key"), or
 	// ErrDuplicateRequest.
@@ -70,24 +94,36 @@ type Store interface {
 	CardByFingerprint(ctx context.Context, fp []byte) (*Card, error)
 	// ListCards lists an owner's cards in id order after the cursor.
 	ListCards(ctx context.Context, f CardFilter) ([]*Card, error)
-	// RecordReveal commits a reveal's Write: the burnt key, the audit
-	// entry and the idempotent result.
-	RecordReveal(ctx context.Context, w Write) error
 	// SetStatus moves a card from one of from to to; a card in another
 	// status is a conflict naming field "status".
 	SetStatus(ctx context.Context, ownerID, id string, from []Status, to Status, at time.Time, w Write) (*Card, error)
 	// CloseCard sets CLOSED and deletes the sealed record: the card's data
 	// is crypto-shredded while its metadata and audit trail stay.
 	CloseCard(ctx context.Context, ownerID, id string, reason ClosureReason, at time.Time, w Write) error
-	// AppendAudit records an entry on its own, for refusals.
-	AppendAudit(ctx context.Context, e AuditEntry) error
-	// AuditTrail returns a card's entries, oldest first.
-	AuditTrail(ctx context.Context, cardID string) ([]AuditEntry, error)
-	// Idempotent returns a stored result, or ErrNotFound.
-	Idempotent(ctx context.Context, scope, key string) (*IdempotentResult, error)
-	// Ping checks the database is usable.
-	Ping(ctx context.Context) error
-	Close() error
+}
+
+// DeviceStore holds bound devices and their binding challenges.
+type DeviceStore interface {
+	// CreateDevice inserts a pending device and its first challenge. It is
+	// a conflict naming "person_id" when the person already has limit
+	// devices that are not deleted.
+	CreateDevice(ctx context.Context, d *Device, ch *Challenge, limit int, w Write) error
+	// Device returns a device that is not deleted, or ErrNotFound.
+	Device(ctx context.Context, id string) (*Device, error)
+	// ListDevices returns a person's devices that are not deleted, oldest
+	// first.
+	ListDevices(ctx context.Context, personID string) ([]*Device, error)
+	// Challenge returns a challenge, or ErrNotFound.
+	Challenge(ctx context.Context, id string) (*Challenge, error)
+	// AnswerChallenge marks a challenge used and its device verified. It
+	// is a conflict naming "id" when the challenge was used or expired by
+	// at, and ErrNotFound when its device was deleted.
+	AnswerChallenge(ctx context.Context, challengeID string, at time.Time, w Write) error
+	// AddDeviceKey sets a verified device's key for a purpose; it is a
+	// conflict naming "key_purpose" when the device has that key already.
+	AddDeviceKey(ctx context.Context, deviceID string, p KeyPurpose, key []byte, w Write) error
+	// DeleteDevice marks a device deleted, or returns ErrNotFound.
+	DeleteDevice(ctx context.Context, id string, at time.Time, w Write) error
 }
 
 // ErrDuplicateRequest reports that an idempotency key was stored by a

@@ -13,6 +13,8 @@ type secretRecord struct {
 	ExpiryMonth int
 	ExpiryYear  int
 	Name        []byte
+	// buf is the opened record the fields alias, when decoded.
+	buf []byte
 }
 
 const recordFormatV1 = 0x01
@@ -38,8 +40,8 @@ func (r *secretRecord) encode() ([]byte, error) {
 	return out, nil
 }
 
-// decodeRecord parses an opened record. The fields alias b, so clearing b
-// clears them.
+// decodeRecord parses an opened record. The fields alias b, which the
+// record's clear wipes whole.
 func decodeRecord(b []byte) (*secretRecord, error) {
 	if len(b) == 0 || b[0] != recordFormatV1 {
 		return nil, errors.New("unknown record format")
@@ -64,6 +66,7 @@ func decodeRecord(b []byte) (*secretRecord, error) {
 		ExpiryMonth: int(exp[0]-'0')*10 + int(exp[1]-'0'),
 		ExpiryYear:  int(exp[2]-'0')*1000 + int(exp[3]-'0')*100 + int(exp[4]-'0')*10 + int(exp[5]-'0'),
 		Name:        fields[3],
+		buf:         b,
 	}, nil
 }
 
@@ -72,4 +75,5 @@ func (r *secretRecord) clear() {
 	clear(r.PAN)
 	clear(r.CVV)
 	clear(r.Name)
+	clear(r.buf)
 }

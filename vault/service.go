@@ -21,6 +21,8 @@ type Config struct {
 	BIN string
 	// ExpiryYears is how far ahead issued cards expire.
 	ExpiryYears int
+	// Budget bounds reveals; the zero value means DefaultRevealBudget.
+	Budget RevealBudget
 	// Rand and Now are injectable for deterministic tests.
 	Rand io.Reader
 	Now  func() time.Time
@@ -44,6 +46,12 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	}
 	if cfg.ExpiryYears < 1 || cfg.ExpiryYears > 10 {
 		return nil, fmt.Errorf("vault: expiry years %d must be 1 to 10", cfg.ExpiryYears)
+	}
+	if cfg.Budget == (RevealBudget{}) {
+		cfg.Budget = DefaultRevealBudget
+	}
+	if err := cfg.Budget.validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
@@ -141,12 +149,40 @@ func (s *Service) audit(c Caller, action, cardID, ownerID, outcome string, detai
 
 // refuse records a refusal on its own and returns the refusal.
 func (s *Service) refuse(ctx context.Context, c Caller, action, cardID, ownerID string, err error) error {
+	return s.refuseWith(ctx, c, action, cardID, ownerID, nil, err)
+}
+
+// refuseWith is refuse with the request's audit detail.
+func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, ownerID string, detail map[string]string, err error) error {
 	outcome := "refused: " + err.Error()
 	if e := new(Error); errors.As(err, &e) && (e.Kind == KindInternal || e.Kind == KindCrypto || e.Kind == KindUnavailable) {
 		outcome = "failed: " + e.Msg
 	}
-	_ = s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, nil))
+	_ = s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, detail))
 	return err
+}
+
+// revealSlot is a reveal of a card, by a device if deviceID is set, to be
+// counted now.
+func (s *Service) revealSlot(cardID, deviceID string) *RevealSlot {
+	return &RevealSlot{CardID: cardID, DeviceID: deviceID, At: s.cfg.Now().UTC(), Budget: s.cfg.Budget}
+}
+
+// checkBudget refuses a reveal early when its window is already full, so
+// no HSM work is spent on it. The store checks again when it commits.
+func (s *Service) checkBudget(ctx context.Context, slot *RevealSlot) error {
+	use, err := s.store.BudgetUse(ctx, slot.CardID, slot.DeviceID, slot.Since())
+	if err != nil {
+		return err
+	}
+	return slot.Check(use)
+}
+
+// refusedByRule says whether a store error is a refusal worth auditing
+// rather than a fault.
+func refusedByRule(err error) bool {
+	k := KindOf(err)
+	return k == KindConflict || k == KindRateLimited
 }
 
 // rsaPreamble validates what both RSA paths take and answers a replayed
@@ -297,6 +333,10 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 	if card.Status == StatusClosed || card.Sealed == nil {
 		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, Conflict("card_id", "card is closed"))
 	}
+	slot := s.revealSlot(card.ID, "")
+	if err := s.checkBudget(ctx, slot); err != nil {
+		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+	}
 	out, err = s.revealOnce(ctx, card, key)
 	if err != nil {
 		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
@@ -304,6 +344,7 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 	w := Write{
 		Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
 		UsedKey: key.Fingerprint,
+		Reveal:  slot,
 	}
 	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
 		return nil, err
@@ -313,7 +354,7 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 		out = new(RSAReveal)
 		return out, s.afterDuplicate(ctx, idem, out)
 	case err != nil:
-		if KindOf(err) == KindConflict {
+		if refusedByRule(err) {
 			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
 		}
 		return nil, err
@@ -322,6 +363,17 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 }
 
 func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
+	rec, err := s.openRecord(ctx, card)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.clear()
+	return encryptToClient(s.cfg.Rand, key, card.ID, rec)
+}
+
+// openRecord opens a card's sealed record: one HSM operation. The caller
+// clears the record.
+func (s *Service) openRecord(ctx context.Context, card *Card) (*secretRecord, error) {
 	plain, err := s.keys.Open(ctx, []byte(card.ID), card.Sealed)
 	if KindOf(err) == KindCrypto {
 		// A stored record that does not open is the vault's fault, not the
@@ -331,10 +383,10 @@ func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*
 	if err != nil {
 		return nil, err
 	}
-	defer clear(plain)
 	rec, err := decodeRecord(plain)
 	if err != nil {
+		clear(plain)
 		return nil, Internal(fmt.Errorf("card %s: %w", card.ID, err))
 	}
-	return encryptToClient(s.cfg.Rand, key, card.ID, rec)
+	return rec, nil
 }

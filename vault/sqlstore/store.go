@@ -138,7 +138,66 @@ func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vau
 			return err
 		}
 	}
+	if w.Reveal != nil {
+		if err := s.countReveal(ctx, tx, w.Reveal); err != nil {
+			return err
+		}
+	}
 	return s.insertAudit(ctx, tx, w.Audit)
+}
+
+// countReveal checks a reveal against its budget and records it. The
+// write transaction serializes concurrent reveals (SQLite takes its write
+// lock at BEGIN IMMEDIATE), so two cannot both take the last slot.
+func (s *Store) countReveal(ctx context.Context, tx *sql.Tx, r *vault.RevealSlot) error {
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM reveals WHERE at <= ?`), micros(r.Since())); err != nil {
+		return err
+	}
+	use, err := s.budgetUse(ctx, tx, r.CardID, r.DeviceID, r.Since())
+	if err != nil {
+		return err
+	}
+	if err := r.Check(use); err != nil {
+		return err
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO reveals (id, at, card_id, device_id) VALUES (?, ?, ?, ?)`),
+		id.String(), micros(r.At), r.CardID, r.DeviceID)
+	return err
+}
+
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func (s *Store) budgetUse(ctx context.Context, q querier, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
+	var u vault.BudgetUse
+	count := func(column, value string, n *int, oldest *time.Time) error {
+		var first sql.NullInt64
+		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(at) FROM reveals WHERE `+column+` = ? AND at > ?`), value, micros(since)).Scan(n, &first)
+		if first.Valid {
+			*oldest = fromMicros(first.Int64)
+		}
+		return err
+	}
+	if err := count("card_id", cardID, &u.Card, &u.CardOldest); err != nil {
+		return u, err
+	}
+	if deviceID != "" {
+		if err := count("device_id", deviceID, &u.Device, &u.DeviceOldest); err != nil {
+			return u, err
+		}
+	}
+	return u, nil
+}
+
+// BudgetUse reports a card's and a device's reveals since a time.
+func (s *Store) BudgetUse(ctx context.Context, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
+	u, err := s.budgetUse(ctx, s.db, cardID, deviceID, since)
+	return u, s.fail(err)
 }
 
 type execer interface {

@@ -1,0 +1,204 @@
+package vault
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cardvault/cardvault/jwe"
+)
+
+// SecureViewRequest is a bound device asking to see a card: Solaris's
+// virtual card request.
+type SecureViewRequest struct {
+	CardID     string
+	DeviceID   string
+	Signature  string // hex DER, by the device's unrestricted key over the JWK's signed string
+	JWK        []byte // the jwk member as received
+	Alg        string // jwe[alg], Solaris's name
+	Enc        string // jwe[enc], Solaris's name
+	DeviceData string
+}
+
+// validate checks everything that needs no lookup and returns the parsed
+// parts.
+func (in *SecureViewRequest) validate() (*DeviceJWK, []byte, jwe.KeyAlg, jwe.ContentEnc, error) {
+	if in.DeviceID == "" {
+		return nil, nil, "", "", Invalid("device_id", "is required")
+	}
+	if !idPattern.MatchString(in.DeviceID) {
+		return nil, nil, "", "", Invalid("device_id", "must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	sig, err := DecodeSignature("signature", in.Signature)
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	if len(in.JWK) == 0 {
+		return nil, nil, "", "", Invalid("jwk", "is required")
+	}
+	key, err := ParseDeviceJWK(in.JWK)
+	if err != nil {
+		return nil, nil, "", "", err
+	}
+	alg, ok := jwe.ParseKeyAlg(in.Alg)
+	if !ok {
+		return nil, nil, "", "", Invalid("jwe[alg]", "must be one of "+joinNames(jwe.KeyAlgs))
+	}
+	enc, ok := jwe.ParseContentEnc(in.Enc)
+	if !ok {
+		return nil, nil, "", "", Invalid("jwe[enc]", "must be one of "+joinNames(jwe.ContentEncs))
+	}
+	if err := validateDeviceData(in.DeviceData); err != nil {
+		return nil, nil, "", "", err
+	}
+	return key, sig, alg, enc, nil
+}
+
+func joinNames[T ~string](names []T) string {
+	s := make([]string, len(names))
+	for i, n := range names {
+		s[i] = string(n)
+	}
+	return strings.Join(s, ", ")
+}
+
+// auditDetail is what the trail keeps of a request: the device, its
+// fingerprint string and the algorithms, each only once validated, so a
+// refusal never stores arbitrary client text.
+func (in *SecureViewRequest) auditDetail() map[string]string {
+	d := map[string]string{}
+	if idPattern.MatchString(in.DeviceID) {
+		d["device_id"] = in.DeviceID
+	}
+	if validateDeviceData(in.DeviceData) == nil && in.DeviceData != "" {
+		d["device_data"] = in.DeviceData
+	}
+	if a, ok := jwe.ParseKeyAlg(in.Alg); ok {
+		d["alg"] = string(a)
+	}
+	if e, ok := jwe.ParseContentEnc(in.Enc); ok {
+		d["enc"] = string(e)
+	}
+	return d
+}
+
+// SecureView is the Solaris reveal path. It verifies the device's
+// signature over the fresh JWK, checks that the device's person owns the
+// card and that the budgets allow it, opens the sealed record once, and
+// returns the card details as a compact JWE to the JWK. The JWK is burnt:
+// the same signed key never receives card data again, for this card or
+// any other.
+func (s *Service) SecureView(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey) (string, error) {
+	var out string
+	if ok, err := s.replay(ctx, idem, &out); ok || err != nil {
+		return out, err
+	}
+	detail := in.auditDetail()
+	out, ownerID, err := s.secureView(ctx, c, in, idem, detail)
+	switch {
+	case errors.Is(err, ErrDuplicateRequest):
+		return out, s.afterDuplicate(ctx, idem, &out)
+	case err != nil:
+		return "", s.refuseWith(ctx, c, "card.secure_view", in.CardID, ownerID, detail, err)
+	}
+	return out, nil
+}
+
+// secureView does the work; SecureView audits its refusals. It returns the
+// card owner's id once known, for the audit trail.
+func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey, detail map[string]string) (string, string, error) {
+	jwk, sig, alg, enc, err := in.validate()
+	if err != nil {
+		return "", "", err
+	}
+	d, err := s.store.Device(ctx, in.DeviceID)
+	if errors.Is(err, ErrNotFound) {
+		return "", "", &Error{Kind: KindNotFound, Field: "device_id", Msg: "not found"}
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if d.Status != DeviceVerified {
+		return "", d.PersonID, errUnverified("device_id")
+	}
+	if d.UnrestrictedKey == nil || !verifySignature(d.UnrestrictedKey, []byte(jwk.SignedString), sig) {
+		return "", d.PersonID, errSignature
+	}
+	// Another person's card answers exactly as a card that does not exist.
+	card, err := s.store.Card(ctx, d.PersonID, in.CardID)
+	if err != nil {
+		return "", d.PersonID, err
+	}
+	if card.Status == StatusClosed || card.Sealed == nil {
+		return "", d.PersonID, Conflict("id", "card is closed")
+	}
+	slot := s.revealSlot(card.ID, d.ID)
+	if err := s.checkBudget(ctx, slot); err != nil {
+		return "", d.PersonID, err
+	}
+	out, err := s.encryptCardToDevice(ctx, card, jwk, alg, enc)
+	if err != nil {
+		return "", d.PersonID, err
+	}
+	w := Write{
+		Audit:   s.audit(c, "card.secure_view", card.ID, d.PersonID, "ok", detail),
+		UsedKey: jwk.Fingerprint,
+		Reveal:  slot,
+	}
+	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
+		return "", d.PersonID, err
+	}
+	if err := s.store.RecordReveal(ctx, w); err != nil {
+		if KindOf(err) == KindConflict && !errors.Is(err, ErrDuplicateRequest) {
+			// The only conflict left is the burnt key; name it as the
+			// request does.
+			err = Conflict("jwk", "key has received card data before; send a fresh key")
+		}
+		return "", d.PersonID, err
+	}
+	return out, d.PersonID, nil
+}
+
+// encryptCardToDevice opens the card's record once and encrypts the
+// details to the device JWK.
+func (s *Service) encryptCardToDevice(ctx context.Context, card *Card, jwk *DeviceJWK, alg jwe.KeyAlg, enc jwe.ContentEnc) (string, error) {
+	rec, err := s.openRecord(ctx, card)
+	if err != nil {
+		return "", err
+	}
+	defer rec.clear()
+	payload, err := secureViewPayload(rec)
+	if err != nil {
+		return "", Internal(err)
+	}
+	defer clear(payload)
+	out, err := jwe.Encrypt(jwe.Recipient{Key: jwk.Public, KeyID: jwk.KeyID, HasKeyID: jwk.HasKeyID}, alg, enc, payload)
+	if err != nil {
+		return "", Internal(err)
+	}
+	return out, nil
+}
+
+// secureViewPayload is the JWE plaintext {"pan","cvc","expires_at",
+// "line_1"}, built in one buffer the caller clears. expires_at is the last
+// day of the expiry month.
+func secureViewPayload(rec *secretRecord) ([]byte, error) {
+	name, err := json.Marshal(string(rec.Name))
+	if err != nil {
+		return nil, err
+	}
+	last := lastDayOfMonth(rec.ExpiryMonth, rec.ExpiryYear)
+	out := make([]byte, 0, 96+len(rec.PAN)+len(rec.CVV)+len(name))
+	out = append(out, `{"pan":"`...)
+	out = append(out, rec.PAN...)
+	out = append(out, `","cvc":"`...)
+	out = append(out, rec.CVV...)
+	out = append(out, `","expires_at":"`...)
+	out = fmt.Appendf(out, "%04d-%02d-%02d", last.Year(), last.Month(), last.Day())
+	out = append(out, `","line_1":`...)
+	out = append(out, name...)
+	out = append(out, '}')
+	return out, nil
+}
