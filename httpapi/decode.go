@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strings"
 
 	"github.com/cardvault/cardvault/vault"
 	"github.com/labstack/echo/v4"
@@ -25,6 +26,31 @@ func readBody(c echo.Context) ([]byte, error) {
 		return nil, vault.Invalid("body", "could not be read")
 	}
 	return b, nil
+}
+
+// bindJSON reads and decodes a body that holds no card data.
+func bindJSON(c echo.Context, dst any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(body, dst)
+}
+
+// reqField is a required field and whether the request lacks it.
+type reqField struct {
+	name    string
+	missing bool
+}
+
+// requireFields names the first required field the request lacks.
+func requireFields(fields ...reqField) error {
+	for _, f := range fields {
+		if f.missing {
+			return vault.Invalid(f.name, "is required")
+		}
+	}
+	return nil
 }
 
 // decodeJSON decodes a JSON object into dst and names the field at fault.
@@ -45,7 +71,7 @@ func decodeJSON(body []byte, dst any) error {
 		if typ.Field == "" {
 			return vault.Invalid("body", "must be a JSON object")
 		}
-		return vault.Invalid(typ.Field, "must be a "+jsonKind(typ.Type.Kind().String()))
+		return vault.Invalid(bracketPath(typ.Field), "must be a "+jsonKind(typ.Type.Kind().String()))
 	default:
 		var ve *vault.Error
 		if errors.As(err, &ve) {
@@ -53,6 +79,17 @@ func decodeJSON(body []byte, dst any) error {
 		}
 		return vault.Invalid("body", "must be valid JSON")
 	}
+}
+
+// bracketPath spells a nested field as the APIs do: "jwe.alg" is
+// "jwe[alg]".
+func bracketPath(path string) string {
+	parts := strings.Split(path, ".")
+	out := parts[0]
+	for _, p := range parts[1:] {
+		out += "[" + p + "]"
+	}
+	return out
 }
 
 func jsonKind(goKind string) string {

@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cardvault/cardvault/vault"
@@ -94,6 +96,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if e.Kind == vault.KindUnauthorized {
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="cardvault"`)
 	}
+	if e.RetryAfter > 0 {
+		c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
 	var body any
 	if strings.HasPrefix(c.Request().URL.Path, "/api/") {
 		body = jikoError(e, code)
@@ -119,7 +124,8 @@ func jikoError(e *vault.Error, code int) any {
 	}
 	loc := []string{location(e.Field)}
 	if e.Field != "" && e.Field != "body" {
-		loc = append(loc, e.Field)
+		// FastAPI spells a nested field as a path: a[b] is [..., "a", "b"].
+		loc = append(loc, strings.FieldsFunc(e.Field, func(r rune) bool { return r == '[' || r == ']' })...)
 	}
 	typ := "value_error"
 	if e.Field == "body" {

@@ -55,16 +55,9 @@ func (s *Server) importCard(c echo.Context) error {
 	if err := decodeJSON(body, &req); err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		name    string
-		missing bool
-	}{
-		{"owner_id", req.OwnerID == nil}, {"pan", req.PAN == nil}, {"cvv", req.CVV == nil},
-		{"expiry_month", req.ExpiryMonth == nil}, {"expiry_year", req.ExpiryYear == nil},
-	} {
-		if f.missing {
-			return vault.Invalid(f.name, "is required")
-		}
+	if err := requireFields(reqField{"owner_id", req.OwnerID == nil}, reqField{"pan", req.PAN == nil}, reqField{"cvv", req.CVV == nil},
+		reqField{"expiry_month", req.ExpiryMonth == nil}, reqField{"expiry_year", req.ExpiryYear == nil}); err != nil {
+		return err
 	}
 	idem, err := idempotencyKey(c, *req.OwnerID, body)
 	if err != nil {

@@ -93,7 +93,10 @@ func New(cfg Config) *Server {
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
 	if s.svc != nil && s.tokens != nil {
 		s.jikoCards(e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate))
-		s.nativeCards(e.Group("/v1", s.authenticate))
+		v1 := e.Group("/v1", s.authenticate)
+		s.nativeCards(v1)
+		s.solarisCards(v1)
+		s.solarisDevices(v1)
 	}
 	return s
 }

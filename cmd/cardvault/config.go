@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
@@ -27,18 +28,45 @@ const (
 	envTranscripts = "CARDVAULT_TRANSCRIPT_DIR"
 	envBIN         = "CARDVAULT_BIN"
 	envExpiryYears = "CARDVAULT_EXPIRY_YEARS"
+	envWindow      = "CARDVAULT_REVEAL_WINDOW"
+	envPerCard     = "CARDVAULT_REVEALS_PER_CARD"
+	envPerDevice   = "CARDVAULT_REVEALS_PER_DEVICE"
 )
 
 // defaultDB is the embedded default database.
 const defaultDB = "sqlite:.dev/cardvault.db"
 
-// vaultConfig reads the issuing settings.
+// vaultConfig reads the issuing settings and the reveal budgets.
 func vaultConfig() (vault.Config, error) {
-	years, err := strconv.Atoi(getenv(envExpiryYears, "3"))
-	if err != nil {
-		return vault.Config{}, fmt.Errorf("%s: %w", envExpiryYears, err)
+	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Budget: vault.DefaultRevealBudget}
+	var err error
+	if cfg.ExpiryYears, err = intEnv(envExpiryYears, 3); err != nil {
+		return cfg, err
 	}
-	return vault.Config{BIN: getenv(envBIN, "400000"), ExpiryYears: years}, nil
+	if cfg.Budget.PerCard, err = intEnv(envPerCard, cfg.Budget.PerCard); err != nil {
+		return cfg, err
+	}
+	if cfg.Budget.PerDevice, err = intEnv(envPerDevice, cfg.Budget.PerDevice); err != nil {
+		return cfg, err
+	}
+	if w := os.Getenv(envWindow); w != "" {
+		if cfg.Budget.Window, err = time.ParseDuration(w); err != nil {
+			return cfg, fmt.Errorf("%s: want a duration such as 1h: %w", envWindow, err)
+		}
+	}
+	return cfg, nil
+}
+
+func intEnv(name string, def int) (int, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: want a whole number: %w", name, err)
+	}
+	return n, nil
 }
 
 // openStore opens the database a CARDVAULT_DB value names.

@@ -1,0 +1,56 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/labstack/echo/v4"
+)
+
+// solarisCards registers the Solaris-shaped card routes under /v1/cards.
+func (s *Server) solarisCards(g *echo.Group) {
+	g.POST("/cards/:id/virtual_card_requests", s.virtualCardRequest, require(ScopeCardsReveal))
+}
+
+// virtualCardRequest handles POST /v1/cards/:id/virtual_card_requests:
+// the secure view, answered as {"data": compact JWE}.
+func (s *Server) virtualCardRequest(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		DeviceID  *string         `json:"device_id"`
+		Signature *string         `json:"signature"`
+		JWK       json.RawMessage `json:"jwk"`
+		JWE       *struct {
+			Alg *string `json:"alg"`
+			Enc *string `json:"enc"`
+		} `json:"jwe"`
+		DeviceData string `json:"device_data"`
+	}
+	if err := decodeJSON(body, &req); err != nil {
+		return err
+	}
+	noJWK := len(req.JWK) == 0 || string(req.JWK) == "null"
+	if err := requireFields(reqField{"device_id", req.DeviceID == nil}, reqField{"signature", req.Signature == nil},
+		reqField{"jwk", noJWK}, reqField{"jwe", req.JWE == nil}); err != nil {
+		return err
+	}
+	if err := requireFields(reqField{"jwe[alg]", req.JWE.Alg == nil}, reqField{"jwe[enc]", req.JWE.Enc == nil}); err != nil {
+		return err
+	}
+	idem, err := idempotencyKey(c, c.Param("id"), body)
+	if err != nil {
+		return err
+	}
+	out, err := s.svc.SecureView(c.Request().Context(), caller(c), vault.SecureViewRequest{
+		CardID: c.Param("id"), DeviceID: *req.DeviceID, Signature: *req.Signature, JWK: req.JWK,
+		Alg: *req.JWE.Alg, Enc: *req.JWE.Enc, DeviceData: req.DeviceData,
+	}, idem)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"data": out})
+}
