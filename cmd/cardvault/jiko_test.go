@@ -36,12 +36,19 @@ type jikoVault struct {
 
 func newJikoVault(t *testing.T) *jikoVault {
 	t.Helper()
+	return newServedVault(t, []string{"cards:write", "cards:read", "cards:reveal"})
+}
+
+// newServedVault runs the ceremony on a fresh token and serves it with
+// extraEnv, with an API token of the given scopes.
+func newServedVault(t *testing.T, scopes []string, extraEnv ...string) *jikoVault {
+	t.Helper()
 	v := newVaultEnv(t)
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	token := v.token(t, "platform", "cards:write", "cards:read", "cards:reveal")
-	base, logs := startServer(t, v)
+	token := v.token(t, "platform", scopes...)
+	base, logs := startServer(t, v, extraEnv...)
 	return &jikoVault{vaultEnv: v, base: base, token: token, logs: logs}
 }
 
