@@ -439,3 +439,109 @@ func TestSolarisRevealBudgets(t *testing.T) {
 		t.Errorf("Jiko read past the card budget: %d %s", r.status, r.body)
 	}
 }
+
+func TestSolarisDeviceBinding(t *testing.T) {
+	jv := newServedVault(t, solarisScopes)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	point, _ := key.PublicKey.Bytes()
+	register := func(body map[string]any) response {
+		return jv.post(t, jv.base+"/v1/mfa/devices", body, nil)
+	}
+	valid := func() map[string]any {
+		return map[string]any{"person_id": "person-9", "key_type": "ecdsa-p256", "key": hex.EncodeToString(point), "key_purpose": "unrestricted", "name": "phone"}
+	}
+	for _, c := range []struct {
+		name, field string
+		value       any
+	}{
+		{"key_type", "key_type", "rsa-2048"},
+		{"key not hex", "key", "zz"},
+		{"compressed point", "key", hex.EncodeToString(elliptic.MarshalCompressed(elliptic.P256(), key.X, key.Y))},
+		{"point off the curve", "key", "04" + strings.Repeat("11", 64)},
+		{"key_purpose", "key_purpose", "admin"},
+		{"person_id", "person_id", "no spaces allowed"},
+		{"challenge_type", "challenge_type", "sms"},
+		{"device_data", "device_data", strings.Repeat("x", 9000)},
+	} {
+		body := valid()
+		body[c.field] = c.value
+		wantRefusal(t, c.name, register(body), 400, c.field)
+	}
+	body := valid()
+	delete(body, "key")
+	wantRefusal(t, "missing key", register(body), 400, "key")
+
+	r := register(valid())
+	if r.status != 202 {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	var reg struct {
+		ID        string `json:"id"`
+		Challenge struct {
+			ID           string    `json:"id"`
+			Type         string    `json:"type"`
+			StringToSign string    `json:"string_to_sign"`
+			CreatedAt    time.Time `json:"created_at"`
+			ExpiresAt    time.Time `json:"expires_at"`
+		} `json:"challenge"`
+	}
+	json.Unmarshal([]byte(r.body), &reg)
+	if reg.Challenge.Type != "signature" || reg.Challenge.ExpiresAt.Sub(reg.Challenge.CreatedAt) != 5*time.Minute || len(reg.Challenge.StringToSign) < 40 {
+		t.Fatalf("challenge %s", r.body)
+	}
+	answer := func(sig string) response {
+		return jv.do(t, "PUT", jv.base+"/v1/mfa/challenges/signatures/"+reg.Challenge.ID, strings.NewReader(fmt.Sprintf(`{"signature":%q}`, sig)), nil)
+	}
+	intruder, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	wantRefusal(t, "challenge signed by another key", answer(sign(t, intruder, reg.Challenge.StringToSign)), 403, "signature")
+	wantRefusal(t, "challenge signature over another string", answer(sign(t, key, reg.Challenge.StringToSign+"x")), 403, "signature")
+	wantRefusal(t, "challenge signature not hex", answer("xyz"), 400, "signature")
+	if r := jv.do(t, "GET", jv.base+"/v1/mfa/devices/"+reg.ID, nil, nil); !strings.Contains(r.body, `"status":"PENDING"`) {
+		t.Fatalf("device before verification: %s", r.body)
+	}
+	if r := answer(sign(t, key, reg.Challenge.StringToSign)); r.status != 204 {
+		t.Fatalf("verify: %d %s", r.status, r.body)
+	}
+	wantRefusal(t, "challenge answered twice", answer(sign(t, key, reg.Challenge.StringToSign)), 409, "id")
+	if r := jv.do(t, "GET", jv.base+"/v1/mfa/devices/"+reg.ID, nil, nil); !strings.Contains(r.body, `"status":"VERIFIED"`) || !strings.Contains(r.body, `"key_purposes":["unrestricted"]`) {
+		t.Fatalf("device after verification: %s", r.body)
+	}
+
+	// The restricted key is added once, signed by the unrestricted key.
+	restricted, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rPoint, _ := restricted.PublicKey.Bytes()
+	rHex := hex.EncodeToString(rPoint)
+	addKey := func(sig string) response {
+		return jv.post(t, jv.base+"/v1/mfa/devices/"+reg.ID+"/keys", map[string]any{"key_type": "ecdsa-p256", "key": rHex, "key_purpose": "restricted", "signature": sig}, nil)
+	}
+	wantRefusal(t, "restricted key signed by itself", addKey(sign(t, restricted, rHex)), 403, "signature")
+	if r := addKey(sign(t, key, rHex)); r.status != 201 || !strings.Contains(r.body, `"key_purposes":["unrestricted","restricted"]`) {
+		t.Fatalf("add restricted key: %d %s", r.status, r.body)
+	}
+	wantRefusal(t, "restricted key added twice", addKey(sign(t, key, rHex)), 409, "key_purpose")
+
+	// At most five devices per person, pending ones included; deleting
+	// one makes room.
+	for i := 0; i < 4; i++ {
+		jv.bindDevice(t, "person-9", i%2 == 0)
+	}
+	wantRefusal(t, "sixth device", register(valid()), 409, "person_id")
+	if r := jv.do(t, "GET", jv.base+"/v1/mfa/devices?person_id=person-9", nil, nil); strings.Count(r.body, `"id"`) != 5 {
+		t.Fatalf("list: %s", r.body)
+	}
+	wantRefusal(t, "list without person_id", jv.do(t, "GET", jv.base+"/v1/mfa/devices", nil, nil), 400, "person_id")
+	if r := jv.do(t, "DELETE", jv.base+"/v1/mfa/devices/"+reg.ID, nil, nil); r.status != 204 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	wantRefusal(t, "deleted twice", jv.do(t, "DELETE", jv.base+"/v1/mfa/devices/"+reg.ID, nil, nil), 404, "")
+	wantRefusal(t, "deleted device read", jv.do(t, "GET", jv.base+"/v1/mfa/devices/"+reg.ID, nil, nil), 404, "")
+	if r := register(valid()); r.status != 202 {
+		t.Fatalf("register after delete: %d %s", r.status, r.body)
+	}
+
+	// A token without devices:write cannot bind devices.
+	readOnly := jv.vaultEnv.token(t, "reader", "cards:read")
+	time.Sleep(1100 * time.Millisecond) // the tokens file is re-read at most once a second
+	req := jv.post(t, jv.base+"/v1/mfa/devices", valid(), map[string]string{"Authorization": "Bearer " + readOnly})
+	wantRefusal(t, "register without devices:write", req, 403, "Authorization")
+}
