@@ -34,6 +34,11 @@ func Run(t *testing.T, open Opener) {
 		"CloseShredsRecord":         testClose,
 		"RaceOnUsedKey":             testRaceUsedKey,
 		"RaceOnIdempotencyKey":      testRaceIdempotency,
+		"DeviceLifecycle":           testDeviceLifecycle,
+		"DeviceLimitPerPerson":      testDeviceLimit,
+		"ChallengeOnceWithinTTL":    testChallenge,
+		"RevealBudgetWindow":        testRevealBudget,
+		"RaceOnRevealBudget":        testRaceRevealBudget,
 		"Ping":                      func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
 	}
 	for name, fn := range tests {

@@ -1,0 +1,208 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/google/uuid"
+)
+
+// newDevice makes a pending device with a fake key, and its challenge.
+func newDevice(person string) (*vault.Device, *vault.Challenge) {
+	id := uuid.Must(uuid.NewV7()).String()
+	d := &vault.Device{ID: id, PersonID: person, Name: "phone", Status: vault.DevicePending, UnrestrictedKey: key("device:" + id), CreatedAt: now}
+	ch := &vault.Challenge{ID: uuid.Must(uuid.NewV7()).String(), DeviceID: id, Purpose: vault.KeyUnrestricted,
+		StringToSign: "sign me " + id, CreatedAt: now, ExpiresAt: now.Add(vault.ChallengeTTL)}
+	return d, ch
+}
+
+func deviceAudit(action string) vault.Write {
+	return vault.Write{Audit: vault.AuditEntry{At: now, Actor: "test", Action: action, OwnerID: "person-1", Outcome: "ok", Detail: map[string]string{}}}
+}
+
+func testDeviceLifecycle(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	d, ch := newDevice("person-1")
+	must(t, s.CreateDevice(ctx, d, ch, 5, deviceAudit("device.register")))
+	got, err := s.Device(ctx, d.ID)
+	must(t, err)
+	if got.Status != vault.DevicePending || string(got.UnrestrictedKey) != string(d.UnrestrictedKey) || got.RestrictedKey != nil || got.VerifiedAt != nil {
+		t.Fatalf("stored device %+v", got)
+	}
+	if err := s.AddDeviceKey(ctx, d.ID, vault.KeyRestricted, key("r"), deviceAudit("device.add_key")); !isConflict(err, "key_purpose") {
+		t.Fatalf("key added to a pending device: %v", err)
+	}
+	must(t, s.AnswerChallenge(ctx, ch.ID, now.Add(time.Minute), deviceAudit("device.verify")))
+	got, _ = s.Device(ctx, d.ID)
+	if got.Status != vault.DeviceVerified || got.VerifiedAt == nil || !got.VerifiedAt.Equal(now.Add(time.Minute)) {
+		t.Fatalf("verified device %+v", got)
+	}
+	must(t, s.AddDeviceKey(ctx, d.ID, vault.KeyRestricted, key("r"), deviceAudit("device.add_key")))
+	if err := s.AddDeviceKey(ctx, d.ID, vault.KeyRestricted, key("r2"), deviceAudit("device.add_key")); !isConflict(err, "key_purpose") {
+		t.Fatalf("restricted key replaced: %v", err)
+	}
+	got, _ = s.Device(ctx, d.ID)
+	if string(got.RestrictedKey) != string(key("r")) {
+		t.Fatal("restricted key not stored")
+	}
+	list, err := s.ListDevices(ctx, "person-1")
+	must(t, err)
+	if len(list) != 1 || list[0].ID != d.ID {
+		t.Fatalf("list %v", list)
+	}
+	if other, _ := s.ListDevices(ctx, "person-2"); len(other) != 0 {
+		t.Fatal("another person lists the device")
+	}
+	must(t, s.DeleteDevice(ctx, d.ID, now, deviceAudit("device.delete")))
+	if _, err := s.Device(ctx, d.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("deleted device read: %v", err)
+	}
+	if err := s.DeleteDevice(ctx, d.ID, now, deviceAudit("device.delete")); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("deleted twice: %v", err)
+	}
+	if list, _ := s.ListDevices(ctx, "person-1"); len(list) != 0 {
+		t.Fatal("deleted device listed")
+	}
+}
+
+func testDeviceLimit(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	var first *vault.Device
+	for i := range 3 {
+		d, ch := newDevice("person-1")
+		must(t, s.CreateDevice(ctx, d, ch, 3, deviceAudit("device.register")))
+		if i == 0 {
+			first = d
+		}
+	}
+	d, ch := newDevice("person-1")
+	if err := s.CreateDevice(ctx, d, ch, 3, deviceAudit("device.register")); !isConflict(err, "person_id") {
+		t.Fatalf("device over the limit: %v", err)
+	}
+	if _, err := s.Device(ctx, d.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatal("refused device was written")
+	}
+	if _, err := s.Challenge(ctx, ch.ID); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatal("refused device's challenge was written")
+	}
+	other, och := newDevice("person-2")
+	must(t, s.CreateDevice(ctx, other, och, 3, deviceAudit("device.register")))
+	must(t, s.DeleteDevice(ctx, first.ID, now, deviceAudit("device.delete")))
+	must(t, s.CreateDevice(ctx, d, ch, 3, deviceAudit("device.register")))
+}
+
+func testChallenge(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	d, ch := newDevice("person-1")
+	must(t, s.CreateDevice(ctx, d, ch, 5, deviceAudit("device.register")))
+	got, err := s.Challenge(ctx, ch.ID)
+	must(t, err)
+	if got.StringToSign != ch.StringToSign || got.DeviceID != d.ID || got.Purpose != vault.KeyUnrestricted || !got.ExpiresAt.Equal(ch.ExpiresAt) || got.UsedAt != nil {
+		t.Fatalf("challenge %+v", got)
+	}
+	if err := s.AnswerChallenge(ctx, ch.ID, ch.ExpiresAt, deviceAudit("device.verify")); !isConflict(err, "id") {
+		t.Fatalf("answered at expiry: %v", err)
+	}
+	var wins, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := s.AnswerChallenge(ctx, ch.ID, now.Add(time.Minute), deviceAudit("device.verify")); {
+			case err == nil:
+				wins.Add(1)
+			case isConflict(err, "id"):
+				conflicts.Add(1)
+			default:
+				t.Errorf("racer: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != 7 {
+		t.Fatalf("challenge answered %d times (%d conflicts)", wins.Load(), conflicts.Load())
+	}
+	got, _ = s.Challenge(ctx, ch.ID)
+	if got.UsedAt == nil {
+		t.Fatal("challenge not marked used")
+	}
+	d2, ch2 := newDevice("person-1")
+	must(t, s.CreateDevice(ctx, d2, ch2, 5, deviceAudit("device.register")))
+	must(t, s.DeleteDevice(ctx, d2.ID, now, deviceAudit("device.delete")))
+	if err := s.AnswerChallenge(ctx, ch2.ID, now, deviceAudit("device.verify")); !errors.Is(err, vault.ErrNotFound) {
+		t.Fatalf("challenge of a deleted device answered: %v", err)
+	}
+}
+
+func slot(card, device string, at time.Time) *vault.RevealSlot {
+	return &vault.RevealSlot{CardID: card, DeviceID: device, At: at, Budget: vault.RevealBudget{Window: time.Hour, PerCard: 2, PerDevice: 3}}
+}
+
+func isRateLimited(err error, field string) bool {
+	var e *vault.Error
+	return errors.As(err, &e) && e.Kind == vault.KindRateLimited && e.Field == field && e.RetryAfter > 0
+}
+
+func testRevealBudget(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	reveal := func(card, device string, at time.Time) error {
+		return s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", card), Reveal: slot(card, device, at)})
+	}
+	must(t, reveal("c1", "", now))
+	must(t, reveal("c1", "d1", now.Add(10*time.Minute)))
+	err := reveal("c1", "d1", now.Add(20*time.Minute))
+	if !isRateLimited(err, "card_id") {
+		t.Fatalf("third reveal of a card: %v", err)
+	}
+	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 40*time.Minute {
+		t.Fatalf("retry after %s, want 40m: the oldest reveal leaves the window then", e.RetryAfter)
+	}
+	u, err := s.BudgetUse(ctx, "c1", "d1", now.Add(20*time.Minute).Add(-time.Hour))
+	must(t, err)
+	if u.Card != 2 || u.Device != 1 || !u.CardOldest.Equal(now) {
+		t.Fatalf("use %+v", u)
+	}
+	// The refusal wrote nothing, not even its audit entry.
+	trail, _ := s.AuditTrail(ctx, "c1")
+	if len(trail) != 2 {
+		t.Fatalf("%d audit entries after a refused reveal, want 2", len(trail))
+	}
+	// The device budget spans cards.
+	must(t, reveal("c2", "d1", now.Add(30*time.Minute)))
+	must(t, reveal("c3", "d1", now.Add(31*time.Minute)))
+	if err := reveal("c4", "d1", now.Add(32*time.Minute)); !isRateLimited(err, "device_id") {
+		t.Fatalf("fourth reveal by a device: %v", err)
+	}
+	// An hour later the first reveals have left the window.
+	must(t, reveal("c1", "d1", now.Add(71*time.Minute)))
+}
+
+func testRaceRevealBudget(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	var wins, limited atomic.Int32
+	var wg sync.WaitGroup
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Reveal: slot("raced", "", now)}); {
+			case err == nil:
+				wins.Add(1)
+			case isRateLimited(err, "card_id"):
+				limited.Add(1)
+			default:
+				t.Errorf("racer: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 2 || limited.Load() != 10 {
+		t.Fatalf("%d reveals and %d refusals under a budget of 2", wins.Load(), limited.Load())
+	}
+}
