@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
@@ -50,11 +51,14 @@ func newBenchStack(b *testing.B) *benchStack {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { store.Close() })
-	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3})
+	// A one-second window keeps the budget tables small while the
+	// benchmark reveals one card many times over.
+	budget := vault.RevealBudget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Budget: budget})
 	if err != nil {
 		b.Fatal(err)
 	}
-	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal})
+	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite})
 	tokensFile := filepath.Join(b.TempDir(), "tokens")
 	os.WriteFile(tokensFile, []byte(line+"\n"), 0o600)
 	tokens, err := LoadTokens(tokensFile)
@@ -79,7 +83,11 @@ func fakeClientKey() string {
 
 func (s *benchStack) post(path, publicKey string) (int, []byte, error) {
 	body, _ := json.Marshal(map[string]string{"public_key": publicKey})
-	req, _ := http.NewRequest(http.MethodPost, s.url+path, bytes.NewReader(body))
+	return s.send(http.MethodPost, path, body)
+}
+
+func (s *benchStack) send(method, path string, body []byte) (int, []byte, error) {
+	req, _ := http.NewRequest(method, s.url+path, bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+s.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
@@ -107,20 +115,7 @@ func BenchmarkReadDetails(b *testing.B) {
 	json.Unmarshal(body, &created)
 	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + created.CardID
 
-	b.Run("HSMOpen", func(b *testing.B) {
-		ctx := context.Background()
-		sealed, _, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := s.m.Open(ctx, []byte("card"), sealed); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	})
+	b.Run("HSMOpen", func(b *testing.B) { benchHSMOpen(b, s.m) })
 	// The read's crypto bound: one HSM open and three RSA-4096 PKCS#1
 	// encryptions, with no HTTP, JSON or database.
 	b.Run("CryptoBound", func(b *testing.B) {
@@ -159,5 +154,21 @@ func BenchmarkReadDetails(b *testing.B) {
 				}
 			}
 		})
+	})
+}
+
+// benchHSMOpen is the raw rate of the one HSM operation every reveal makes.
+func benchHSMOpen(b *testing.B, m *hsm.Module) {
+	ctx := context.Background()
+	sealed, _, err := m.Seal(ctx, []byte("card"), make([]byte, 40))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := m.Open(ctx, []byte("card"), sealed); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }
