@@ -53,8 +53,8 @@ func newBenchStack(b *testing.B) *benchStack {
 	b.Cleanup(func() { store.Close() })
 	// A one-second window keeps the budget tables small while the
 	// benchmark reveals one card many times over.
-	budget := vault.RevealBudget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
-	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Budget: budget})
+	budget := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Reveals: budget, PINAttempts: budget})
 	if err != nil {
 		b.Fatal(err)
 	}

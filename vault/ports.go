@@ -50,9 +50,9 @@ type Write struct {
 	// Idempotent is stored under its scope and key; the transaction fails
 	// with ErrDuplicateRequest if one is already there.
 	Idempotent *IdempotentResult
-	// Reveal is counted against its budget; the transaction fails with the
+	// Slot is counted against its budget; the transaction fails with the
 	// slot's rate-limit error if the window is full.
-	Reveal *RevealSlot
+	Slot *Slot
 }
 
 // Store persists cards, devices, used client keys, idempotent results,
@@ -61,12 +61,12 @@ type Write struct {
 type Store interface {
 	CardStore
 	DeviceStore
-	// RecordReveal commits a reveal's Write: the budget slot, the burnt
-	// key, the audit entry and the idempotent result.
-	RecordReveal(ctx context.Context, w Write) error
-	// BudgetUse reports a card's and a device's reveals since a time; an
-	// empty deviceID counts nothing for the device.
-	BudgetUse(ctx context.Context, cardID, deviceID string, since time.Time) (BudgetUse, error)
+	// Commit commits a Write on its own: a reveal's budget slot, burnt key,
+	// audit entry and idempotent result, or an order's transition.
+	Commit(ctx context.Context, w Write) error
+	// BudgetUse reports a card's and a device's events of a kind since a
+	// time; an empty deviceID counts nothing for the device.
+	BudgetUse(ctx context.Context, kind, cardID, deviceID string, since time.Time) (BudgetUse, error)
 	// AppendAudit records an entry on its own, for refusals.
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	// AuditTrail returns a card's entries, oldest first.

@@ -134,7 +134,7 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	if card.Status == StatusClosed || card.Sealed == nil {
 		return "", d.PersonID, Conflict("id", "card is closed")
 	}
-	slot := s.revealSlot(card.ID, d.ID)
+	slot := s.slot(BudgetReveal, card.ID, d.ID)
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return "", d.PersonID, err
 	}
@@ -145,12 +145,12 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	w := Write{
 		Audit:   s.audit(c, "card.secure_view", card.ID, d.PersonID, "ok", detail),
 		UsedKey: jwk.Fingerprint,
-		Reveal:  slot,
+		Slot:    slot,
 	}
 	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
 		return "", d.PersonID, err
 	}
-	if err := s.store.RecordReveal(ctx, w); err != nil {
+	if err := s.store.Commit(ctx, w); err != nil {
 		if KindOf(err) == KindConflict && !errors.Is(err, ErrDuplicateRequest) {
 			// The only conflict left is the burnt key; name it as the
 			// request does.

@@ -21,8 +21,10 @@ type Config struct {
 	BIN string
 	// ExpiryYears is how far ahead issued cards expire.
 	ExpiryYears int
-	// Budget bounds reveals; the zero value means DefaultRevealBudget.
-	Budget RevealBudget
+	// Reveals and PINAttempts bound reveals and PIN attempts; zero values
+	// mean DefaultRevealBudget and DefaultPINBudget.
+	Reveals     Budget
+	PINAttempts Budget
 	// Rand and Now are injectable for deterministic tests.
 	Rand io.Reader
 	Now  func() time.Time
@@ -47,10 +49,16 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	if cfg.ExpiryYears < 1 || cfg.ExpiryYears > 10 {
 		return nil, fmt.Errorf("vault: expiry years %d must be 1 to 10", cfg.ExpiryYears)
 	}
-	if cfg.Budget == (RevealBudget{}) {
-		cfg.Budget = DefaultRevealBudget
+	if cfg.Reveals == (Budget{}) {
+		cfg.Reveals = DefaultRevealBudget
 	}
-	if err := cfg.Budget.validate(); err != nil {
+	if cfg.PINAttempts == (Budget{}) {
+		cfg.PINAttempts = DefaultPINBudget
+	}
+	if err := cfg.Reveals.validate(BudgetReveal); err != nil {
+		return nil, err
+	}
+	if err := cfg.PINAttempts.validate(BudgetPINAttempt); err != nil {
 		return nil, err
 	}
 	if cfg.Rand == nil {
@@ -162,16 +170,20 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 	return err
 }
 
-// revealSlot is a reveal of a card, by a device if deviceID is set, to be
-// counted now.
-func (s *Service) revealSlot(cardID, deviceID string) *RevealSlot {
-	return &RevealSlot{CardID: cardID, DeviceID: deviceID, At: s.cfg.Now().UTC(), Budget: s.cfg.Budget}
+// slot is an event of a kind on a card, by a device if deviceID is set,
+// to be counted now.
+func (s *Service) slot(kind, cardID, deviceID string) *Slot {
+	b := s.cfg.Reveals
+	if kind == BudgetPINAttempt {
+		b = s.cfg.PINAttempts
+	}
+	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, At: s.cfg.Now().UTC(), Budget: b}
 }
 
 // checkBudget refuses a reveal early when its window is already full, so
 // no HSM work is spent on it. The store checks again when it commits.
-func (s *Service) checkBudget(ctx context.Context, slot *RevealSlot) error {
-	use, err := s.store.BudgetUse(ctx, slot.CardID, slot.DeviceID, slot.Since())
+func (s *Service) checkBudget(ctx context.Context, slot *Slot) error {
+	use, err := s.store.BudgetUse(ctx, slot.Kind, slot.CardID, slot.DeviceID, slot.Since())
 	if err != nil {
 		return err
 	}
@@ -333,7 +345,7 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 	if card.Status == StatusClosed || card.Sealed == nil {
 		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, Conflict("card_id", "card is closed"))
 	}
-	slot := s.revealSlot(card.ID, "")
+	slot := s.slot(BudgetReveal, card.ID, "")
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
 	}
@@ -344,12 +356,12 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 	w := Write{
 		Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
 		UsedKey: key.Fingerprint,
-		Reveal:  slot,
+		Slot:    slot,
 	}
 	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
 		return nil, err
 	}
-	switch err := s.store.RecordReveal(ctx, w); {
+	switch err := s.store.Commit(ctx, w); {
 	case errors.Is(err, ErrDuplicateRequest):
 		out = new(RSAReveal)
 		return out, s.afterDuplicate(ctx, idem, out)

@@ -38,19 +38,19 @@ const defaultDB = "sqlite:.dev/cardvault.db"
 
 // vaultConfig reads the issuing settings and the reveal budgets.
 func vaultConfig() (vault.Config, error) {
-	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Budget: vault.DefaultRevealBudget}
+	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget}
 	var err error
 	if cfg.ExpiryYears, err = intEnv(envExpiryYears, 3); err != nil {
 		return cfg, err
 	}
-	if cfg.Budget.PerCard, err = intEnv(envPerCard, cfg.Budget.PerCard); err != nil {
+	if cfg.Reveals.PerCard, err = intEnv(envPerCard, cfg.Reveals.PerCard); err != nil {
 		return cfg, err
 	}
-	if cfg.Budget.PerDevice, err = intEnv(envPerDevice, cfg.Budget.PerDevice); err != nil {
+	if cfg.Reveals.PerDevice, err = intEnv(envPerDevice, cfg.Reveals.PerDevice); err != nil {
 		return cfg, err
 	}
 	if w := os.Getenv(envWindow); w != "" {
-		if cfg.Budget.Window, err = time.ParseDuration(w); err != nil {
+		if cfg.Reveals.Window, err = time.ParseDuration(w); err != nil {
 			return cfg, fmt.Errorf("%s: want a duration such as 1h: %w", envWindow, err)
 		}
 	}

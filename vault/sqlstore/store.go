@@ -138,22 +138,22 @@ func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vau
 			return err
 		}
 	}
-	if w.Reveal != nil {
-		if err := s.countReveal(ctx, tx, w.Reveal); err != nil {
+	if w.Slot != nil {
+		if err := s.countSlot(ctx, tx, w.Slot); err != nil {
 			return err
 		}
 	}
 	return s.insertAudit(ctx, tx, w.Audit)
 }
 
-// countReveal checks a reveal against its budget and records it. The
-// write transaction serializes concurrent reveals (SQLite takes its write
-// lock at BEGIN IMMEDIATE), so two cannot both take the last slot.
-func (s *Store) countReveal(ctx context.Context, tx *sql.Tx, r *vault.RevealSlot) error {
-	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM reveals WHERE at <= ?`), micros(r.Since())); err != nil {
+// countSlot checks an event against its budget and records it. The write
+// transaction serializes concurrent events (SQLite takes its write lock at
+// BEGIN IMMEDIATE), so two cannot both take the last slot.
+func (s *Store) countSlot(ctx context.Context, tx *sql.Tx, r *vault.Slot) error {
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), r.Kind, micros(r.Since())); err != nil {
 		return err
 	}
-	use, err := s.budgetUse(ctx, tx, r.CardID, r.DeviceID, r.Since())
+	use, err := s.budgetUse(ctx, tx, r.Kind, r.CardID, r.DeviceID, r.Since())
 	if err != nil {
 		return err
 	}
@@ -164,8 +164,8 @@ func (s *Store) countReveal(ctx context.Context, tx *sql.Tx, r *vault.RevealSlot
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO reveals (id, at, card_id, device_id) VALUES (?, ?, ?, ?)`),
-		id.String(), micros(r.At), r.CardID, r.DeviceID)
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id) VALUES (?, ?, ?, ?, ?)`),
+		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID)
 	return err
 }
 
@@ -173,11 +173,11 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (s *Store) budgetUse(ctx context.Context, q querier, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
+func (s *Store) budgetUse(ctx context.Context, q querier, kind, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
 	var u vault.BudgetUse
 	count := func(column, value string, n *int, oldest *time.Time) error {
 		var first sql.NullInt64
-		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(at) FROM reveals WHERE `+column+` = ? AND at > ?`), value, micros(since)).Scan(n, &first)
+		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(at) FROM budget_events WHERE kind = ? AND `+column+` = ? AND at > ?`), kind, value, micros(since)).Scan(n, &first)
 		if first.Valid {
 			*oldest = fromMicros(first.Int64)
 		}
@@ -194,9 +194,9 @@ func (s *Store) budgetUse(ctx context.Context, q querier, cardID, deviceID strin
 	return u, nil
 }
 
-// BudgetUse reports a card's and a device's reveals since a time.
-func (s *Store) BudgetUse(ctx context.Context, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
-	u, err := s.budgetUse(ctx, s.db, cardID, deviceID, since)
+// BudgetUse reports a card's and a device's events of a kind since a time.
+func (s *Store) BudgetUse(ctx context.Context, kind, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
+	u, err := s.budgetUse(ctx, s.db, kind, cardID, deviceID, since)
 	return u, s.fail(err)
 }
 
@@ -335,8 +335,8 @@ func (s *Store) ListCards(ctx context.Context, f vault.CardFilter) ([]*vault.Car
 	return out, s.fail(rows.Err())
 }
 
-// RecordReveal commits a reveal's Write.
-func (s *Store) RecordReveal(ctx context.Context, w vault.Write) error {
+// Commit commits a Write on its own.
+func (s *Store) Commit(ctx context.Context, w vault.Write) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
 		return s.applyWrite(ctx, tx, w.Audit.CardID, w)
 	})

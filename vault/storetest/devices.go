@@ -140,8 +140,8 @@ func testChallenge(t *testing.T, s vault.Store) {
 	}
 }
 
-func slot(card, device string, at time.Time) *vault.RevealSlot {
-	return &vault.RevealSlot{CardID: card, DeviceID: device, At: at, Budget: vault.RevealBudget{Window: time.Hour, PerCard: 2, PerDevice: 3}}
+func slot(card, device string, at time.Time) *vault.Slot {
+	return &vault.Slot{Kind: vault.BudgetReveal, CardID: card, DeviceID: device, At: at, Budget: vault.Budget{Window: time.Hour, PerCard: 2, PerDevice: 3}}
 }
 
 func isRateLimited(err error, field string) bool {
@@ -152,7 +152,7 @@ func isRateLimited(err error, field string) bool {
 func testRevealBudget(t *testing.T, s vault.Store) {
 	ctx := context.Background()
 	reveal := func(card, device string, at time.Time) error {
-		return s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", card), Reveal: slot(card, device, at)})
+		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", card), Slot: slot(card, device, at)})
 	}
 	must(t, reveal("c1", "", now))
 	must(t, reveal("c1", "d1", now.Add(10*time.Minute)))
@@ -163,7 +163,7 @@ func testRevealBudget(t *testing.T, s vault.Store) {
 	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 40*time.Minute {
 		t.Fatalf("retry after %s, want 40m: the oldest reveal leaves the window then", e.RetryAfter)
 	}
-	u, err := s.BudgetUse(ctx, "c1", "d1", now.Add(20*time.Minute).Add(-time.Hour))
+	u, err := s.BudgetUse(ctx, vault.BudgetReveal, "c1", "d1", now.Add(20*time.Minute).Add(-time.Hour))
 	must(t, err)
 	if u.Card != 2 || u.Device != 1 || !u.CardOldest.Equal(now) {
 		t.Fatalf("use %+v", u)
@@ -191,7 +191,7 @@ func testRaceRevealBudget(t *testing.T, s vault.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			switch err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Reveal: slot("raced", "", now)}); {
+			switch err := s.Commit(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Slot: slot("raced", "", now)}); {
 			case err == nil:
 				wins.Add(1)
 			case isRateLimited(err, "card_id"):

@@ -145,9 +145,9 @@ func testUsedKey(t *testing.T, s vault.Store) {
 	ctx := context.Background()
 	c := newCard("acct-1")
 	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), UsedKey: key("k1")}))
-	must(t, s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("k2")}))
+	must(t, s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("k2")}))
 	for _, k := range []string{"k1", "k2"} {
-		err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key(k)})
+		err := s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key(k)})
 		if !isConflict(err, "public_key") {
 			t.Fatalf("reused %s = %v, want conflict on public_key", k, err)
 		}
@@ -277,7 +277,7 @@ func testRaceUsedKey(t *testing.T, s vault.Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.RecordReveal(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
+			err := s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
 			switch {
 			case err == nil:
 				wins.Add(1)

@@ -24,19 +24,20 @@ CREATE TABLE device_challenges (
     used_at        BIGINT
 );
 
--- One row per reveal inside the budget window; each new reveal prunes
--- the rows that left it.
-CREATE TABLE reveals (
+-- One row per budgeted event (a reveal, a PIN attempt) inside its
+-- window; each new event prunes the rows of its kind that left it.
+CREATE TABLE budget_events (
     id        TEXT PRIMARY KEY,
+    kind      TEXT NOT NULL,
     at        BIGINT NOT NULL,
     card_id   TEXT NOT NULL,
     device_id TEXT NOT NULL
 );
-CREATE INDEX reveals_card ON reveals (card_id, at);
-CREATE INDEX reveals_device ON reveals (device_id, at);
-CREATE INDEX reveals_at ON reveals (at);
+CREATE INDEX budget_events_card ON budget_events (kind, card_id, at);
+CREATE INDEX budget_events_device ON budget_events (kind, device_id, at);
+CREATE INDEX budget_events_at ON budget_events (kind, at);
 
 -- +goose Down
-DROP TABLE reveals;
+DROP TABLE budget_events;
 DROP TABLE device_challenges;
 DROP TABLE devices;
