@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"crypto/rsa"
 	"time"
 )
 
@@ -17,6 +18,21 @@ type Keys interface {
 	// FingerprintPAN is the HMAC-SHA256 of a PAN under the active
 	// pan-hmac key, and that key's version.
 	FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint32, error)
+	PINKeys
+}
+
+// PINKeys is what the PIN paths need from the HSM. Version 0 means the
+// active version, which is returned.
+type PINKeys interface {
+	// SetPINPublicKey returns a set_pin version's public key.
+	SetPINPublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, uint32, error)
+	// SetPINDecryptRaw is the raw RSA private operation (no padding)
+	// under a set_pin version: its outcome does not depend on the padding.
+	SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
+	// SetPINDecryptOAEP is RSA-OAEP-SHA-256 under a set_pin version.
+	SetPINDecryptOAEP(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
+	// PEKEncryptBlock enciphers one AES block under a PEK version.
+	PEKEncryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, uint32, error)
 }
 
 // AuditEntry records who did what to which card, and how it ended. It
@@ -53,6 +69,9 @@ type Write struct {
 	// Slot is counted against its budget; the transaction fails with the
 	// slot's rate-limit error if the window is full.
 	Slot *Slot
+	// Order moves an order on; the transaction fails with a conflict
+	// naming "status" if the order is no longer where the move starts.
+	Order *OrderMove
 }
 
 // Store persists cards, devices, used client keys, idempotent results,
@@ -61,6 +80,7 @@ type Write struct {
 type Store interface {
 	CardStore
 	DeviceStore
+	OrderStore
 	// Commit commits a Write on its own: a reveal's budget slot, burnt key,
 	// audit entry and idempotent result, or an order's transition.
 	Commit(ctx context.Context, w Write) error
@@ -100,6 +120,24 @@ type CardStore interface {
 	// CloseCard sets CLOSED and deletes the sealed record: the card's data
 	// is crypto-shredded while its metadata and audit trail stay.
 	CloseCard(ctx context.Context, ownerID, id string, reason ClosureReason, at time.Time, w Write) error
+	// SetPIN stores a card's PIN block and its PEK version, and opens a
+	// NOT_ACTIVATED card, with w (which may move the card's order).
+	SetPIN(ctx context.Context, cardID string, block []byte, pekVersion uint32, at time.Time, w Write) error
+}
+
+// OrderStore holds physical card orders. Orders move only through a
+// Write's OrderMove.
+type OrderStore interface {
+	// CreateOrder inserts an order.
+	CreateOrder(ctx context.Context, o *Order, w Write) error
+	// Order returns an owner's order, or ErrNotFound.
+	Order(ctx context.Context, ownerID, id string) (*Order, error)
+	// OrderByID returns an order whoever owns it, or ErrNotFound.
+	OrderByID(ctx context.Context, id string) (*Order, error)
+	// OrderByCard returns the order that made a card, or ErrNotFound.
+	OrderByCard(ctx context.Context, cardID string) (*Order, error)
+	// ListOrders returns an owner's orders, oldest first.
+	ListOrders(ctx context.Context, ownerID string) ([]*Order, error)
 }
 
 // DeviceStore holds bound devices and their binding challenges.

@@ -249,19 +249,28 @@ func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKey
 	return out, nil
 }
 
-func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, typ CardType, status Status, name string, idem *IdemKey) (*RSAReveal, error) {
+// newRecord makes a sandbox card's secrets: a PAN under the BIN, a CVV
+// and an expiry. The caller clears the record.
+func (s *Service) newRecord(name string) (*secretRecord, error) {
 	pan, err := generatePAN(s.cfg.Rand, s.cfg.BIN)
 	if err != nil {
 		return nil, Internal(err)
 	}
-	defer clear(pan)
 	cvv := make([]byte, 3)
-	defer clear(cvv)
 	if err := randomDigits(s.cfg.Rand, cvv); err != nil {
+		clear(pan)
 		return nil, Internal(err)
 	}
 	month, year := expiryAfter(s.cfg.Now(), s.cfg.ExpiryYears)
-	rec := &secretRecord{PAN: pan, CVV: cvv, ExpiryMonth: month, ExpiryYear: year, Name: []byte(name)}
+	return &secretRecord{PAN: pan, CVV: cvv, ExpiryMonth: month, ExpiryYear: year, Name: []byte(name)}, nil
+}
+
+func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, typ CardType, status Status, name string, idem *IdemKey) (*RSAReveal, error) {
+	rec, err := s.newRecord(name)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.clear()
 	card, err := s.sealNew(ctx, ownerID, typ, status, rec)
 	if err != nil {
 		return nil, err

@@ -143,6 +143,11 @@ func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vau
 			return err
 		}
 	}
+	if w.Order != nil {
+		if err := s.moveOrder(ctx, tx, w.Order); err != nil {
+			return err
+		}
+	}
 	return s.insertAudit(ctx, tx, w.Audit)
 }
 

@@ -1,0 +1,60 @@
+package hsm
+
+import (
+	"context"
+	"crypto/rsa"
+
+	"github.com/miekg/pkcs11"
+)
+
+// The PIN paths' view of the token, in the vault's words: the set_pin key
+// pair clients encrypt PINs to, and the PEK that PIN blocks are
+// enciphered under. Version 0 means the active version, which is returned.
+
+// SetPINPublicKey returns a set_pin version's public key.
+func (m *Module) SetPINPublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, uint32, error) {
+	v, err := m.versionOrActive(ctx, SetPIN, version)
+	if err != nil {
+		return nil, 0, err
+	}
+	pub, err := m.PublicKey(ctx, v)
+	return pub, v, err
+}
+
+// SetPINDecryptRaw is the raw RSA private operation of a set_pin version
+// inside the token, with no padding check: it succeeds for every
+// ciphertext of the modulus length below the modulus, so neither its
+// result code nor its timing says anything about the padding. The caller
+// decodes the padding in constant time and clears the result.
+func (m *Module) SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error) {
+	var out []byte
+	err := m.do(ctx, "rsa raw decrypt", func(c *conn) error {
+		var err error
+		out, err = c.decryptRSA(Label(SetPIN, version), pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil), ciphertext)
+		return err
+	})
+	return out, opaque(err)
+}
+
+// SetPINDecryptOAEP is RSA-OAEP with SHA-256 under a set_pin version, as a
+// JWE's RSA-OAEP-256 key wrap needs.
+func (m *Module) SetPINDecryptOAEP(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error) {
+	return m.DecryptRSA(ctx, version, OAEPSHA256, ciphertext)
+}
+
+// PEKEncryptBlock enciphers one AES block under a PEK version.
+func (m *Module) PEKEncryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, uint32, error) {
+	v, err := m.versionOrActive(ctx, PEK, version)
+	if err != nil {
+		return nil, 0, err
+	}
+	out, err := m.EncryptBlock(ctx, v, block)
+	return out, v, err
+}
+
+func (m *Module) versionOrActive(ctx context.Context, p Purpose, version uint32) (uint32, error) {
+	if version != 0 {
+		return version, nil
+	}
+	return m.ActiveVersion(ctx, p)
+}

@@ -1,0 +1,268 @@
+package vault
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cardvault/cardvault/jwe"
+)
+
+// errPIN is the one answer to every encrypted PIN that cannot be used:
+// wrong length, bad padding, a failed JWE, non-digits or a weak PIN. Its
+// path through the HSM is the same as a good PIN's (see setPIN).
+var errPIN = Invalid("encrypted_pin", "could not be decrypted to an acceptable 4-digit PIN")
+
+// SetPINKeyID names a set_pin version as a JWK kid.
+func SetPINKeyID(version uint32) string { return fmt.Sprintf("set-pin-v%d", version) }
+
+// parseSetPINKeyID reads a kid made by SetPINKeyID.
+func parseSetPINKeyID(kid string) (uint32, bool) {
+	var v uint32
+	if _, err := fmt.Sscanf(kid, "set-pin-v%d", &v); err != nil || v == 0 || SetPINKeyID(v) != kid {
+		return 0, false
+	}
+	return v, true
+}
+
+// SetPINKey returns the active set_pin public key and its kid.
+func (s *Service) SetPINKey(ctx context.Context) (*PublicSetPINKey, error) {
+	pub, v, err := s.keys.SetPINPublicKey(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &PublicSetPINKey{Key: pub, KeyID: SetPINKeyID(v)}, nil
+}
+
+// pinCiphertext is an encrypted PIN as it reaches the one PIN path: a
+// PKCS#1 v1.5 RSA ciphertext (Jiko) or the content key wrap of a JWE
+// (Solaris), and whether it was well-formed enough to try. A malformed one
+// is still tried, on a stand-in, so the HSM sees the same calls.
+type pinCiphertext struct {
+	version uint32 // set_pin version
+	rsa     []byte // Jiko: RSAES-PKCS1-v1_5 ciphertext
+	jwe     string // Solaris: compact JWE
+	keySize int    // the set_pin modulus length
+	formed  int    // 1 if well-formed so far, else 0
+}
+
+// SetPINJiko is Jiko's set-PIN path: base64 of a PKCS#1 v1.5 ciphertext
+// under the active set_pin key, of a 4-digit PIN with an optional newline.
+func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, encryptedPIN string) error {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return err
+	}
+	card, err := s.store.Card(ctx, ownerID, cardID)
+	if err != nil {
+		return err
+	}
+	pub, v, err := s.keys.SetPINPublicKey(ctx, 0)
+	if err != nil {
+		return err
+	}
+	// Line wraps and spaces from `base64` are allowed; the result must be
+	// exactly one modulus long.
+	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encryptedPIN), ""))
+	formed := 1
+	if err != nil || len(ct) != (pub.N.BitLen()+7)/8 {
+		ct, formed = make([]byte, (pub.N.BitLen()+7)/8), 0
+	}
+	return s.setPIN(ctx, c, card, "", pinCiphertext{version: v, rsa: ct, formed: formed}, nil)
+}
+
+// SetPINSolarisRequest is Solaris's PIN update request.
+type SetPINSolarisRequest struct {
+	CardID       string
+	DeviceID     string
+	EncryptedPIN string // compact JWE, RSA-OAEP-256 + A256CBC-HS512, kid
+	KeyID        string
+	Signature    string // the restricted device key's, over EncryptedPIN
+}
+
+// SetPINSolaris is Solaris's set-PIN path: the device's restricted key
+// signs the JWE, whose kid names the set_pin version; the active version
+// and the one before it are accepted, so clients holding the previous
+// published key keep working until it is retired.
+func (s *Service) SetPINSolaris(ctx context.Context, c Caller, in SetPINSolarisRequest) error {
+	if in.EncryptedPIN == "" {
+		return Invalid("encrypted_pin", "is required")
+	}
+	sig, err := DecodeSignature("signature", in.Signature)
+	if err != nil {
+		return err
+	}
+	d, err := s.device(ctx, in.DeviceID)
+	if err != nil {
+		return &Error{Kind: KindNotFound, Field: "device_id", Msg: "not found"}
+	}
+	detail := map[string]string{"device_id": d.ID, "key_id": in.KeyID}
+	switch {
+	case d.Status != DeviceVerified:
+		return s.refuseWith(ctx, c, "card.pin", in.CardID, d.PersonID, detail, errUnverified("device_id"))
+	case d.RestrictedKey == nil:
+		return s.refuseWith(ctx, c, "card.pin", in.CardID, d.PersonID, detail, &Error{Kind: KindForbidden, Field: "device_id", Msg: "device has no restricted key"})
+	case !verifySignature(d.RestrictedKey, []byte(in.EncryptedPIN), sig):
+		return s.refuseWith(ctx, c, "card.pin", in.CardID, d.PersonID, detail, errSignature)
+	}
+	card, err := s.store.Card(ctx, d.PersonID, in.CardID)
+	if err != nil {
+		return err
+	}
+	v, ok := parseSetPINKeyID(in.KeyID)
+	_, activeV, err := s.keys.SetPINPublicKey(ctx, 0)
+	if err != nil {
+		return err
+	}
+	if !ok || v > activeV || v+1 < activeV {
+		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(activeV)))
+	}
+	pub, _, err := s.keys.SetPINPublicKey(ctx, v)
+	if err != nil {
+		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(activeV)))
+	}
+	ct := pinCiphertext{version: v, jwe: in.EncryptedPIN, keySize: (pub.N.BitLen() + 7) / 8, formed: 1}
+	return s.setPIN(ctx, c, card, d.ID, ct, detail)
+}
+
+// setPIN is the one PIN path. Whatever the ciphertext holds, it makes the
+// same HSM calls in the same order (open the card's record for its PAN;
+// one RSA private operation; two PEK encryptions) and one database
+// transaction, and answers errPIN for every kind of unusable PIN. The clear
+// PIN exists only here, in buffers cleared before it returns.
+func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID string, ct pinCiphertext, detail map[string]string) error {
+	if detail == nil {
+		detail = map[string]string{}
+	}
+	refuse := func(err error) error { return s.refuseWith(ctx, c, "card.pin", card.ID, card.OwnerID, detail, err) }
+	if card.Status == StatusClosed || card.Sealed == nil {
+		return refuse(Conflict("card_id", "card is closed"))
+	}
+	slot := s.slot(BudgetPINAttempt, card.ID, deviceID)
+	if err := s.checkBudget(ctx, slot); err != nil {
+		return refuse(err)
+	}
+	rec, err := s.openRecord(ctx, card)
+	if err != nil {
+		return err
+	}
+	defer rec.clear()
+
+	pin, ok, err := s.decryptPIN(ctx, ct)
+	if err != nil {
+		return err
+	}
+	defer clear(pin[:])
+	ok &= ct.formed
+	block, pekVersion, err := s.encipherPIN(ctx, pin[:], rec.PAN)
+	if err != nil {
+		return err
+	}
+	now := s.cfg.Now().UTC()
+	if ok != 1 {
+		w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "refused: "+errPIN.Error(), detail), Slot: slot}
+		if err := s.store.Commit(ctx, w); err != nil {
+			return err
+		}
+		return errPIN
+	}
+	detail["pek_version"] = fmt.Sprint(pekVersion)
+	w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "ok", detail), Slot: slot}
+	if o, err := s.store.OrderByCard(ctx, card.ID); err == nil && o.Status == OrderOrdered {
+		if w.Order, err = o.move(OrderReceived, now); err != nil {
+			return err
+		}
+	} else if err != nil && KindOf(err) != KindNotFound {
+		return err
+	}
+	if err := s.store.SetPIN(ctx, card.ID, block, pekVersion, now, w); err != nil {
+		if refusedByRule(err) {
+			return refuse(err)
+		}
+		return err
+	}
+	return nil
+}
+
+// decryptPIN runs the ciphertext's one RSA private operation and decodes
+// the PIN, returning ok 1 or 0. A ciphertext the HSM refuses outright (a
+// value not below the modulus) decodes as an all-zero message: invalid,
+// by the same code path.
+func (s *Service) decryptPIN(ctx context.Context, ct pinCiphertext) ([4]byte, int, error) {
+	if ct.jwe != "" {
+		return s.decryptPINJWE(ctx, ct)
+	}
+	em, err := s.keys.SetPINDecryptRaw(ctx, ct.version, ct.rsa)
+	if KindOf(err) == KindCrypto {
+		em, err = make([]byte, len(ct.rsa)), nil
+	}
+	if err != nil {
+		return [4]byte{}, 0, err
+	}
+	defer clear(em)
+	pin, ok := pinFromPKCS1(em)
+	return pin, ok, nil
+}
+
+// decryptPINJWE opens a Solaris PIN JWE: the content key is unwrapped in
+// the HSM (RSA-OAEP-256); a failed unwrap yields a random key, so content
+// decryption runs and fails on its tag as a wrong PIN would (RFC 7516
+// §11.5). The plaintext is {"pin":"NNNN"}.
+func (s *Service) decryptPINJWE(ctx context.Context, ct pinCiphertext) ([4]byte, int, error) {
+	var pin [4]byte
+	plain, hsmErr := jwe.DecryptPIN(ct.jwe, SetPINKeyID(ct.version), ct.keySize, func(wrapped []byte) ([]byte, error) {
+		cek, err := s.keys.SetPINDecryptOAEP(ctx, ct.version, wrapped)
+		if KindOf(err) == KindCrypto {
+			return nil, jwe.ErrUnwrap
+		}
+		return cek, err
+	})
+	if hsmErr != nil && !errors.Is(hsmErr, jwe.ErrDecrypt) {
+		return pin, 0, hsmErr
+	}
+	defer clear(plain)
+	// The value is read as raw JSON, a buffer that can be cleared: a Go
+	// string could not be.
+	var body struct {
+		PIN json.RawMessage `json:"pin"`
+	}
+	defer func() { clear(body.PIN) }()
+	ok := 0
+	if plain != nil && json.Unmarshal(plain, &body) == nil && len(body.PIN) == 6 && body.PIN[0] == '"' && body.PIN[5] == '"' {
+		copy(pin[:], body.PIN[1:5])
+		ok = 1
+	}
+	ok &= pinAcceptable(pin)
+	subtle.ConstantTimeCopy(1^ok, pin[:], dummyPIN[:])
+	return pin, ok, nil
+}
+
+// encipherPIN builds the format 4 PIN block of pin for pan under the
+// active PEK, with the two encryptions inside the HSM.
+func (s *Service) encipherPIN(ctx context.Context, pin, pan []byte) ([]byte, uint32, error) {
+	field, err := pinField(pin, s.cfg.Rand)
+	if err != nil {
+		return nil, 0, Internal(err)
+	}
+	defer clear(field[:])
+	ib, v, err := s.keys.PEKEncryptBlock(ctx, 0, field[:])
+	if err != nil {
+		return nil, 0, err
+	}
+	pf := panField(pan)
+	defer clear(pf[:])
+	subtle.XORBytes(ib, ib, pf[:])
+	block, _, err := s.keys.PEKEncryptBlock(ctx, v, ib)
+	clear(ib)
+	return block, v, err
+}
+
+// PublicSetPINKey is a published set_pin key.
+type PublicSetPINKey struct {
+	Key   *rsa.PublicKey
+	KeyID string
+}

@@ -1,0 +1,128 @@
+package vault
+
+import (
+	"crypto/subtle"
+	"errors"
+	"io"
+)
+
+// PIN blocks are ISO 9564-1:2017 format 4: an AES block cipher's 16-byte
+// plain-text PIN field, enciphered, XORed with the PAN field, and
+// enciphered again, both times under the PEK inside the HSM.
+
+const pinBlockSize = 16
+
+// pinField is the format 4 plain-text PIN field: control 4, the PIN
+// length, the PIN digits, fill nibbles 0xA to nibble 15, then 8 random
+// bytes. pin is 4 to 12 ASCII digits. The caller clears the field.
+func pinField(pin []byte, r io.Reader) ([pinBlockSize]byte, error) {
+	var f [pinBlockSize]byte
+	if len(pin) < 4 || len(pin) > 12 {
+		return f, errors.New("PIN must be 4 to 12 digits")
+	}
+	nibbles := make([]byte, 16)
+	defer clear(nibbles)
+	nibbles[0], nibbles[1] = 0x4, byte(len(pin))
+	for i := 2; i < 16; i++ {
+		nibbles[i] = 0xA
+	}
+	for i, d := range pin {
+		nibbles[2+i] = d - '0'
+	}
+	for i := 0; i < 8; i++ {
+		f[i] = nibbles[2*i]<<4 | nibbles[2*i+1]
+	}
+	if _, err := io.ReadFull(r, f[8:]); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// panField is the format 4 PAN field: M = PAN length − 12 (0 for shorter
+// PANs, which are left-padded with zeros to 12 digits), the PAN digits,
+// then zero nibbles.
+func panField(pan []byte) [pinBlockSize]byte {
+	var f [pinBlockSize]byte
+	digits := pan
+	m := len(pan) - 12
+	if m < 0 {
+		digits = append(make([]byte, 12-len(pan)), pan...)
+		for i := 0; i < 12-len(pan); i++ {
+			digits[i] = '0'
+		}
+		m = 0
+	}
+	nibbles := make([]byte, 32)
+	nibbles[0] = byte(m)
+	for i, d := range digits {
+		nibbles[1+i] = d - '0'
+	}
+	for i := range f {
+		f[i] = nibbles[2*i]<<4 | nibbles[2*i+1]
+	}
+	return f
+}
+
+// pinFromPKCS1 reads a PIN from the RSAES-PKCS1-v1_5 encoded message em =
+// RSADP(c) (RFC 8017 §7.2.2 step 3): 0x00 0x02, at least 8 nonzero
+// padding bytes, 0x00, and a message of 4 digits with an optional "\n"
+// (the guide's `echo` adds one). Every test runs, in time independent of
+// em's content, and ok is 1 only if all pass; the PIN is dummyPIN
+// otherwise.
+// It is the set-PIN path's only defence against a Bleichenbacher oracle,
+// together with the HSM's raw RSA, which cannot fail on padding.
+func pinFromPKCS1(em []byte) (pin [4]byte, ok int) {
+	k := len(em)
+	if k < 11+5 {
+		return pin, 0 // k is the public modulus length
+	}
+	good := subtle.ConstantTimeByteEq(em[0], 0) & subtle.ConstantTimeByteEq(em[1], 2)
+	lookingForIndex, index := 1, 0
+	for i := 2; i < k; i++ {
+		zero := subtle.ConstantTimeByteEq(em[i], 0)
+		index = subtle.ConstantTimeSelect(lookingForIndex&zero, i, index)
+		lookingForIndex = subtle.ConstantTimeSelect(zero, 0, lookingForIndex)
+	}
+	good &= 1 &^ lookingForIndex
+	good &= subtle.ConstantTimeLessOrEq(10, index) // 8 bytes of padding at least
+	msgLen := k - index - 1
+	four := subtle.ConstantTimeEq(int32(msgLen), 4)
+	five := subtle.ConstantTimeEq(int32(msgLen), 5) & subtle.ConstantTimeByteEq(em[k-1], '\n')
+	good &= four | five
+	tail := em[k-5:]
+	subtle.ConstantTimeCopy(four, pin[:], tail[1:5])
+	subtle.ConstantTimeCopy(five, pin[:], tail[0:4])
+	good &= pinAcceptable(pin)
+	subtle.ConstantTimeCopy(1^good, pin[:], dummyPIN[:])
+	return pin, good
+}
+
+// dummyPIN stands in for an unusable PIN, so the PIN block is built the
+// same way whether or not the PIN was good.
+var dummyPIN = [4]byte{'0', '0', '0', '0'}
+
+// pinAcceptable applies Solaris's PIN rules in constant time: exactly 4
+// digits, not a run of consecutive digits up or down, no digit three or
+// more times. It returns 1 or 0.
+func pinAcceptable(pin [4]byte) int {
+	ok := 1
+	var d [4]int32
+	for i, b := range pin {
+		ok &= subtle.ConstantTimeLessOrEq('0', int(b)) & subtle.ConstantTimeLessOrEq(int(b), '9')
+		d[i] = int32(b) - '0'
+	}
+	up, down := 1, 1
+	for i := 1; i < 4; i++ {
+		up &= subtle.ConstantTimeEq(d[i]-d[i-1], 1)
+		down &= subtle.ConstantTimeEq(d[i-1]-d[i], 1)
+	}
+	triple := 0
+	for i := 0; i < 4; i++ {
+		n := 0
+		for j := 0; j < 4; j++ {
+			n += subtle.ConstantTimeEq(d[i], d[j])
+		}
+		triple |= subtle.ConstantTimeLessOrEq(3, n)
+	}
+	return ok &^ up &^ down &^ triple
+}
