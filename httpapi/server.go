@@ -92,7 +92,12 @@ func New(cfg Config) *Server {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
 	if s.svc != nil && s.tokens != nil {
-		s.jikoCards(e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate))
+		accounts := e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate)
+		s.jikoCards(accounts)
+		s.jikoOrders(accounts)
+		s.jikoPIN(accounts)
+		s.jikoSandbox(e.Group("/api/v1/sandbox", s.authenticate))
+		s.jikoPublicKeys(e.Group("/api/v1", s.authenticate))
 		v1 := e.Group("/v1", s.authenticate)
 		s.nativeCards(v1)
 		s.solarisCards(v1)

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"math/big"
 	"net/http"
 
 	"github.com/cardvault/cardvault/vault"
@@ -11,6 +13,48 @@ import (
 // solarisCards registers the Solaris-shaped card routes under /v1/cards.
 func (s *Server) solarisCards(g *echo.Group) {
 	g.POST("/cards/:id/virtual_card_requests", s.virtualCardRequest, require(ScopeCardsReveal))
+	g.GET("/cards/pin_keys/latest", s.latestPINKey)
+	g.POST("/cards/:id/pin_update_requests", s.pinUpdateRequest, require(ScopePINWrite))
+}
+
+// latestPINKey handles GET /v1/cards/pin_keys/latest: the active set_pin
+// key as a JWK whose kid names its version.
+func (s *Server) latestPINKey(c echo.Context) error {
+	k, err := s.svc.SetPINKey(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{
+		"kid": k.KeyID, "kty": "RSA", "use": "enc", "alg": "RS256",
+		"n": base64.RawURLEncoding.EncodeToString(k.Key.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.Key.E)).Bytes()),
+	})
+}
+
+// pinUpdateRequest handles POST /v1/cards/:id/pin_update_requests: a PIN
+// JWE signed by the device's restricted key. 204, or one fixed refusal for
+// every unusable PIN.
+func (s *Server) pinUpdateRequest(c echo.Context) error {
+	var req struct {
+		DeviceID     string `json:"device_id"`
+		EncryptedPIN string `json:"encrypted_pin"`
+		KeyID        string `json:"key_id"`
+		Signature    string `json:"signature"`
+	}
+	if err := bindJSON(c, &req); err != nil {
+		return err
+	}
+	if err := requireFields(reqField{"device_id", req.DeviceID == ""}, reqField{"encrypted_pin", req.EncryptedPIN == ""},
+		reqField{"key_id", req.KeyID == ""}, reqField{"signature", req.Signature == ""}); err != nil {
+		return err
+	}
+	err := s.svc.SetPINSolaris(c.Request().Context(), caller(c), vault.SetPINSolarisRequest{
+		CardID: c.Param("id"), DeviceID: req.DeviceID, EncryptedPIN: req.EncryptedPIN, KeyID: req.KeyID, Signature: req.Signature,
+	})
+	if err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 // virtualCardRequest handles POST /v1/cards/:id/virtual_card_requests:

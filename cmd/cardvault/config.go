@@ -31,6 +31,8 @@ const (
 	envWindow      = "CARDVAULT_REVEAL_WINDOW"
 	envPerCard     = "CARDVAULT_REVEALS_PER_CARD"
 	envPerDevice   = "CARDVAULT_REVEALS_PER_DEVICE"
+	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
+	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
 )
 
 // defaultDB is the embedded default database.
@@ -49,12 +51,28 @@ func vaultConfig() (vault.Config, error) {
 	if cfg.Reveals.PerDevice, err = intEnv(envPerDevice, cfg.Reveals.PerDevice); err != nil {
 		return cfg, err
 	}
-	if w := os.Getenv(envWindow); w != "" {
-		if cfg.Reveals.Window, err = time.ParseDuration(w); err != nil {
-			return cfg, fmt.Errorf("%s: want a duration such as 1h: %w", envWindow, err)
-		}
+	if cfg.PINAttempts.PerCard, err = intEnv(envPINPerCard, cfg.PINAttempts.PerCard); err != nil {
+		return cfg, err
+	}
+	if cfg.Reveals.Window, err = durationEnv(envWindow, cfg.Reveals.Window); err != nil {
+		return cfg, err
+	}
+	if cfg.PINAttempts.Window, err = durationEnv(envPINWindow, cfg.PINAttempts.Window); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
+}
+
+func durationEnv(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: want a duration such as 1h: %w", name, err)
+	}
+	return d, nil
 }
 
 func intEnv(name string, def int) (int, error) {
