@@ -158,3 +158,59 @@ func clone(m map[string]any) map[string]any {
 	}
 	return out
 }
+
+func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
+	python := "/usr/bin/python3"
+	testenv.Require(t, "Debian python3 with jwcrypto", exec.Command(python, "-c", "import jwcrypto, cryptography").Run())
+	jv := newServedVault(t, pinScopes, envPINPerCard+"=20")
+	r := jv.post(t, jv.base+"/api/v1/jiko-accounts/person-1/card-orders", map[string]any{"name_on_card": "ADA LOVELACE",
+		"shipping_address": map[string]any{"street_address": "1 Main St", "city": "Springfield", "postal_code": "62701", "state": "IL", "country": "US"}}, nil)
+	var o orderView
+	json.Unmarshal([]byte(r.body), &o)
+	gen := jv.post(t, jv.base+"/api/v1/sandbox/generate-card", map[string]string{"card_order_id": o.CardOrderID}, nil)
+	json.Unmarshal([]byte(gen.body), &o)
+	if gen.status != 202 || o.CardID == nil {
+		t.Fatalf("generate card: %d %s", gen.status, gen.body)
+	}
+	card := *o.CardID
+
+	cases := []map[string]any{
+		{"pin": "1234"},                      // a run
+		{"pin": "7771"},                      // a digit three times
+		{"pin": "12a4"},                      // not digits
+		{"pin": "24680"},                     // five digits
+		{"pin": "2468", "tamper": true},      // ciphertext changed: the tag fails
+		{"pin": "2468", "kid": "set-pin-v9"}, // a key that was never published
+		{"pin": "2468"},                      // good
+	}
+	c, _ := json.Marshal(cases)
+	script, _ := filepath.Abs("testdata/solaris_pin.py")
+	cmd := exec.Command(python, script, jv.base, "person-1", card, string(c))
+	cmd.Env = append(os.Environ(), "TOKEN="+jv.token)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("solaris_pin.py: %v\n%s", err, out)
+	}
+	var results [][2]any
+	if err := json.Unmarshal(out, &results); err != nil || len(results) != len(cases) {
+		t.Fatalf("client output %s", out)
+	}
+	refusal := strip(results[0][1].(string))
+	for i := 0; i < 5; i++ {
+		if results[i][0].(float64) != 400 || strip(results[i][1].(string)) != refusal || !strings.Contains(refusal, `"field":"encrypted_pin"`) {
+			t.Errorf("case %v: %v %s, want the one PIN refusal %s", cases[i], results[i][0], results[i][1], refusal)
+		}
+	}
+	if results[5][0].(float64) != 400 || !strings.Contains(results[5][1].(string), `"field":"key_id"`) {
+		t.Errorf("unpublished kid: %v %s", results[5][0], results[5][1])
+	}
+	if results[6][0].(float64) != 204 {
+		t.Fatalf("good PIN: %v %s", results[6][0], results[6][1])
+	}
+	if s := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/cards/"+card+"/status", nil, nil).body; !strings.Contains(s, `"status":"OPEN"`) {
+		t.Fatalf("card after Solaris PIN: %s", s)
+	}
+	if r := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/card-orders/"+o.CardOrderID, nil, nil); !strings.Contains(r.body, `"status":"RECEIVED"`) {
+		t.Fatalf("order after Solaris PIN: %s", r.body)
+	}
+}
