@@ -63,29 +63,40 @@ func panField(pan []byte) [pinBlockSize]byte {
 	return f
 }
 
-// pinFromPKCS1 reads a PIN from the RSAES-PKCS1-v1_5 encoded message em =
-// RSADP(c) (RFC 8017 §7.2.2 step 3): 0x00 0x02, at least 8 nonzero
-// padding bytes, 0x00, and a message of 4 digits with an optional "\n"
-// (the guide's `echo` adds one). Every test runs, in time independent of
-// em's content, and ok is 1 only if all pass; the PIN is dummyPIN
-// otherwise.
-// It is the set-PIN path's only defence against a Bleichenbacher oracle,
-// together with the HSM's raw RSA, which cannot fail on padding.
-func pinFromPKCS1(em []byte) (pin [4]byte, ok int) {
+// unpadPKCS1 checks the RSAES-PKCS1-v1_5 encoding of em = RSADP(c) (RFC
+// 8017 §7.2.2 step 3): 0x00 0x02, at least 8 nonzero padding bytes, 0x00,
+// then the message, which starts at index. It runs in time independent of
+// em's content and returns ok as 1 or 0.
+func unpadPKCS1(em []byte) (index, ok int) {
 	k := len(em)
-	if k < 11+5 {
-		return pin, 0 // k is the public modulus length
+	if k < 11 {
+		return 0, 0 // k is the public modulus length
 	}
 	good := subtle.ConstantTimeByteEq(em[0], 0) & subtle.ConstantTimeByteEq(em[1], 2)
-	lookingForIndex, index := 1, 0
+	lookingForIndex, zeroAt := 1, 0
 	for i := 2; i < k; i++ {
 		zero := subtle.ConstantTimeByteEq(em[i], 0)
-		index = subtle.ConstantTimeSelect(lookingForIndex&zero, i, index)
+		zeroAt = subtle.ConstantTimeSelect(lookingForIndex&zero, i, zeroAt)
 		lookingForIndex = subtle.ConstantTimeSelect(zero, 0, lookingForIndex)
 	}
 	good &= 1 &^ lookingForIndex
-	good &= subtle.ConstantTimeLessOrEq(10, index) // 8 bytes of padding at least
-	msgLen := k - index - 1
+	good &= subtle.ConstantTimeLessOrEq(10, zeroAt) // 8 bytes of padding at least
+	return zeroAt + 1, good
+}
+
+// pinFromPKCS1 reads a PIN from a PKCS#1 v1.5 encoded message whose
+// message is 4 digits with an optional "\n" (the guide's `echo` adds
+// one). Every test runs, in time independent of em's content, and ok is 1
+// only if all pass; the PIN is dummyPIN otherwise. With the HSM's raw RSA,
+// which cannot fail on padding, it is the set-PIN path's defence against
+// a Bleichenbacher oracle.
+func pinFromPKCS1(em []byte) (pin [4]byte, ok int) {
+	k := len(em)
+	if k < 11+5 {
+		return dummyPIN, 0
+	}
+	index, good := unpadPKCS1(em)
+	msgLen := k - index
 	four := subtle.ConstantTimeEq(int32(msgLen), 4)
 	five := subtle.ConstantTimeEq(int32(msgLen), 5) & subtle.ConstantTimeByteEq(em[k-1], '\n')
 	good &= four | five
