@@ -1,0 +1,95 @@
+package vault_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/rand"
+	"crypto/rsa"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"path/filepath"
+	"testing"
+
+	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/vault"
+	"github.com/cardvault/cardvault/vault/sqlstore"
+)
+
+// TestStoredPINBlockIsFormat4 sets a PIN through the real token with a PEK
+// whose value only this test knows, then deciphers the stored block with
+// Go's AES and checks every part of ISO 9564-1:2017 format 4: the PIN field
+// 4|N|PIN|A…A|random, bound to the card's PAN field as X9.24-3's worked
+// encoding has it.
+func TestStoredPINBlockIsFormat4(t *testing.T) {
+	tok := softhsm.TestToken(t)
+	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	pek, _ := hex.DecodeString("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	if err := m.ImportSecret(ctx, hsm.PEK, 1, pek); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []hsm.Purpose{hsm.CardKEK, hsm.PANHMAC, hsm.SetPIN} {
+		if err := m.Generate(ctx, p, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dbPath := filepath.Join(t.TempDir(), "vault.db")
+	store, err := sqlstore.OpenSQLite(ctx, dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller := vault.Caller{Name: "test", RequestID: "r"}
+	card, err := svc.Import(ctx, caller, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte("4111111111111111"), CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2030}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := svc.SetPINKey(ctx)
+	if err != nil || key.KeyID != "set-pin-v1" {
+		t.Fatalf("set_pin key %v %v", key, err)
+	}
+	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357\n"))
+	if err := svc.SetPINJiko(ctx, caller, "acct-1", card.ID, base64.StdEncoding.EncodeToString(ct)); err != nil {
+		t.Fatal(err)
+	}
+
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var block []byte
+	var version int
+	if err := db.QueryRow(`SELECT pin_block, pin_key_version FROM cards WHERE id = ?`, card.ID).Scan(&block, &version); err != nil {
+		t.Fatal(err)
+	}
+	if len(block) != 16 || version != 1 {
+		t.Fatalf("stored block %x under PEK v%d", block, version)
+	}
+	c, _ := aes.NewCipher(pek)
+	ib := make([]byte, 16)
+	c.Decrypt(ib, block)
+	panField, _ := hex.DecodeString("44111111111111111000000000000000") // X9.24-3 supplement's PAN field for this PAN
+	for i := range ib {
+		ib[i] ^= panField[i]
+	}
+	field := make([]byte, 16)
+	c.Decrypt(field, ib)
+	if !bytes.Equal(field[:8], []byte{0x44, 0x13, 0x57, 0xAA, 0xAA, 0xAA, 0xAA, 0xAA}) {
+		t.Fatalf("PIN field %X: want 4|4|1357|A fill", field[:8])
+	}
+	if bytes.Equal(field[8:], make([]byte, 8)) {
+		t.Fatal("the PIN field's random half is zero")
+	}
+}
