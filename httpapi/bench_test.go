@@ -41,7 +41,7 @@ func newBenchStack(b *testing.B) *benchStack {
 	}
 	b.Cleanup(m.Close)
 	ctx := context.Background()
-	for _, p := range []hsm.Purpose{hsm.CardKEK, hsm.PANHMAC} {
+	for _, p := range []hsm.Purpose{hsm.CardKEK, hsm.PANHMAC, hsm.PEK, hsm.SetPIN} {
 		if err := m.Generate(ctx, p, 1); err != nil {
 			b.Fatal(err)
 		}
@@ -58,7 +58,7 @@ func newBenchStack(b *testing.B) *benchStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite})
+	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite, ScopePINWrite})
 	tokensFile := filepath.Join(b.TempDir(), "tokens")
 	os.WriteFile(tokensFile, []byte(line+"\n"), 0o600)
 	tokens, err := LoadTokens(tokensFile)
