@@ -100,12 +100,9 @@ func (s *benchStack) send(method, path string, body []byte) (int, []byte, error)
 	return resp.StatusCode, buf.Bytes(), nil
 }
 
-// BenchmarkReadDetails measures the Jiko read over loopback HTTP beside the
-// raw HSM open rate and the read's crypto bound, in one run, so their
-// ratios are meaningful on a noisy machine.
-func BenchmarkReadDetails(b *testing.B) {
-	s := newBenchStack(b)
-	status, body, err := s.post("/api/v1/jiko-accounts/acct-1/virtual-cards", fakeClientKey())
+// issueCard issues a virtual card to owner over the API.
+func (s *benchStack) issueCard(b *testing.B, owner string) string {
+	status, body, err := s.post("/api/v1/jiko-accounts/"+owner+"/virtual-cards", fakeClientKey())
 	if err != nil || status != http.StatusCreated {
 		b.Fatalf("create: %d %s %v", status, body, err)
 	}
@@ -113,7 +110,16 @@ func BenchmarkReadDetails(b *testing.B) {
 		CardID string `json:"card_id"`
 	}
 	json.Unmarshal(body, &created)
-	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + created.CardID
+	return created.CardID
+}
+
+// BenchmarkReadDetails measures the Jiko read over loopback HTTP beside the
+// raw HSM open rate and the read's crypto bound, in one run, so their
+// ratios are meaningful on a noisy machine.
+func BenchmarkReadDetails(b *testing.B) {
+	s := newBenchStack(b)
+	cardID := s.issueCard(b, "acct-1")
+	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + cardID
 
 	b.Run("HSMOpen", func(b *testing.B) { benchHSMOpen(b, s.m) })
 	// The read's crypto bound: one HSM open and three RSA-4096 PKCS#1

@@ -24,19 +24,12 @@ type pinBench struct {
 
 func newPINBench(b *testing.B) *pinBench {
 	s := newBenchStack(b)
-	status, body, err := s.post("/api/v1/jiko-accounts/acct-1/virtual-cards", fakeClientKey())
-	if err != nil || status != http.StatusCreated {
-		b.Fatalf("create: %d %s %v", status, body, err)
-	}
-	var created struct {
-		CardID string `json:"card_id"`
-	}
-	json.Unmarshal(body, &created)
+	cardID := s.issueCard(b, "acct-1")
 	pub, _, err := s.m.SetPINPublicKey(context.Background(), 0)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &pinBench{s, "/api/v1/jiko-accounts/acct-1/cards/" + created.CardID + "/pin", pub}
+	return &pinBench{s, "/api/v1/jiko-accounts/acct-1/cards/" + cardID + "/pin", pub}
 }
 
 func (p *pinBench) send(ct []byte) (int, []byte, error) {

@@ -83,16 +83,9 @@ func secureViewBody(deviceID string, key *ecdsa.PrivateKey, i int) []byte {
 // public operation the JWE's key wrap costs, in one run.
 func BenchmarkSecureView(b *testing.B) {
 	s := newBenchStack(b)
-	status, body, err := s.post("/api/v1/jiko-accounts/person-1/virtual-cards", fakeClientKey())
-	if err != nil || status != http.StatusCreated {
-		b.Fatalf("create: %d %s %v", status, body, err)
-	}
-	var created struct {
-		CardID string `json:"card_id"`
-	}
-	json.Unmarshal(body, &created)
+	cardID := s.issueCard(b, "person-1")
 	deviceID, deviceKey := s.bindBenchDevice(b, "person-1")
-	path := "/v1/cards/" + created.CardID + "/virtual_card_requests"
+	path := "/v1/cards/" + cardID + "/virtual_card_requests"
 
 	b.Run("HSMOpen", func(b *testing.B) { benchHSMOpen(b, s.m) })
 	b.Run("RSA2048PublicOAEP", func(b *testing.B) {

@@ -3,8 +3,6 @@ package storetest
 import (
 	"context"
 	"errors"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -108,25 +106,11 @@ func testChallenge(t *testing.T, s vault.Store) {
 	if err := s.AnswerChallenge(ctx, ch.ID, ch.ExpiresAt, deviceAudit("device.verify")); !isConflict(err, "id") {
 		t.Fatalf("answered at expiry: %v", err)
 	}
-	var wins, conflicts atomic.Int32
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			switch err := s.AnswerChallenge(ctx, ch.ID, now.Add(time.Minute), deviceAudit("device.verify")); {
-			case err == nil:
-				wins.Add(1)
-			case isConflict(err, "id"):
-				conflicts.Add(1)
-			default:
-				t.Errorf("racer: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 || conflicts.Load() != 7 {
-		t.Fatalf("challenge answered %d times (%d conflicts)", wins.Load(), conflicts.Load())
+	wins, conflicts := race(t, 8, func() error {
+		return s.AnswerChallenge(ctx, ch.ID, now.Add(time.Minute), deviceAudit("device.verify"))
+	}, func(err error) bool { return isConflict(err, "id") })
+	if wins != 1 || conflicts != 7 {
+		t.Fatalf("challenge answered %d times (%d conflicts)", wins, conflicts)
 	}
 	got, _ = s.Challenge(ctx, ch.ID)
 	if got.UsedAt == nil {
@@ -185,24 +169,10 @@ func testRevealBudget(t *testing.T, s vault.Store) {
 
 func testRaceRevealBudget(t *testing.T, s vault.Store) {
 	ctx := context.Background()
-	var wins, limited atomic.Int32
-	var wg sync.WaitGroup
-	for range 12 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			switch err := s.Commit(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Slot: slot("raced", "", now)}); {
-			case err == nil:
-				wins.Add(1)
-			case isRateLimited(err, "card_id"):
-				limited.Add(1)
-			default:
-				t.Errorf("racer: %v", err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 2 || limited.Load() != 10 {
-		t.Fatalf("%d reveals and %d refusals under a budget of 2", wins.Load(), limited.Load())
+	wins, limited := race(t, 12, func() error {
+		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Slot: slot("raced", "", now)})
+	}, func(err error) bool { return isRateLimited(err, "card_id") })
+	if wins != 2 || limited != 10 {
+		t.Fatalf("%d reveals and %d refusals under a budget of 2", wins, limited)
 	}
 }

@@ -271,27 +271,35 @@ func testRaceUsedKey(t *testing.T, s vault.Store) {
 	ctx := context.Background()
 	c := newCard("acct-1")
 	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
-	var wins, conflicts atomic.Int32
+	wins, conflicts := race(t, 16, func() error {
+		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
+	}, func(err error) bool { return isConflict(err, "public_key") })
+	if wins != 1 || conflicts != 15 {
+		t.Fatalf("%d winners and %d conflicts, want 1 and 15", wins, conflicts)
+	}
+}
+
+// race runs try in n goroutines at once and counts the successes and the
+// expected refusals; any other error fails the test.
+func race(t *testing.T, n int, try func() error, refused func(error) bool) (wins, refusals int32) {
+	var w, r atomic.Int32
 	var wg sync.WaitGroup
-	for range 16 {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
-			switch {
+			switch err := try(); {
 			case err == nil:
-				wins.Add(1)
-			case isConflict(err, "public_key"):
-				conflicts.Add(1)
+				w.Add(1)
+			case refused(err):
+				r.Add(1)
 			default:
 				t.Errorf("racer: %v", err)
 			}
 		}()
 	}
 	wg.Wait()
-	if wins.Load() != 1 || conflicts.Load() != 15 {
-		t.Fatalf("%d winners and %d conflicts, want 1 and 15", wins.Load(), conflicts.Load())
-	}
+	return w.Load(), r.Load()
 }
 
 func testRaceIdempotency(t *testing.T, s vault.Store) {
