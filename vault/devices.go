@@ -219,6 +219,17 @@ func (s *Service) device(ctx context.Context, id string) (*Device, error) {
 	return s.store.Device(ctx, id)
 }
 
+// requestingDevice looks up the device a request names in its body: an
+// absent or deleted one is a 404 naming device_id; a store fault stays a
+// fault.
+func (s *Service) requestingDevice(ctx context.Context, id string) (*Device, error) {
+	d, err := s.device(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, &Error{Kind: KindNotFound, Field: "device_id", Msg: "not found"}
+	}
+	return d, err
+}
+
 // Device returns a device that is not deleted.
 func (s *Service) Device(ctx context.Context, id string) (*Device, error) {
 	return s.device(ctx, id)

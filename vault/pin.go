@@ -96,9 +96,9 @@ func (s *Service) SetPINSolaris(ctx context.Context, c Caller, in SetPINSolarisR
 	if err != nil {
 		return err
 	}
-	d, err := s.device(ctx, in.DeviceID)
+	d, err := s.requestingDevice(ctx, in.DeviceID)
 	if err != nil {
-		return &Error{Kind: KindNotFound, Field: "device_id", Msg: "not found"}
+		return err
 	}
 	detail := map[string]string{"device_id": d.ID, "key_id": in.KeyID}
 	switch {

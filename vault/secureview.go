@@ -113,10 +113,7 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	if err != nil {
 		return "", "", err
 	}
-	d, err := s.store.Device(ctx, in.DeviceID)
-	if errors.Is(err, ErrNotFound) {
-		return "", "", &Error{Kind: KindNotFound, Field: "device_id", Msg: "not found"}
-	}
+	d, err := s.requestingDevice(ctx, in.DeviceID)
 	if err != nil {
 		return "", "", err
 	}
