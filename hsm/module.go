@@ -20,6 +20,7 @@ package hsm
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"fmt"
 	"io"
@@ -95,8 +96,8 @@ type conn struct {
 
 	handleMu sync.RWMutex
 	handles  map[handleKey]pkcs11.ObjectHandle
-	modLens  map[string]int     // RSA modulus bytes per key pair label
-	active   map[Purpose]uint32 // highest version per purpose
+	pubKeys  map[string]*rsa.PublicKey // RSA public halves per key pair label
+	active   map[Purpose]uint32        // highest version per purpose
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex
@@ -182,7 +183,7 @@ func (m *Module) connect() (*conn, error) {
 		slot:    slot,
 		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
 		handles: map[handleKey]pkcs11.ObjectHandle{},
-		modLens: map[string]int{},
+		pubKeys: map[string]*rsa.PublicKey{},
 	}
 	if err := c.loadActive(); err != nil {
 		c.close()

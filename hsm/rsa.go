@@ -77,23 +77,9 @@ func (m *Module) PublicKey(ctx context.Context, version uint32) (*rsa.PublicKey,
 	var pub *rsa.PublicKey
 	err := m.do(ctx, "public key", func(c *conn) error {
 		return c.withSession(func(sh pkcs11.SessionHandle) error {
-			h, err := c.handle(sh, Label(SetPIN, version), classPublic)
-			if err != nil {
-				return err
-			}
-			attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
-				pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
-			})
-			if err != nil {
-				return describe("C_GetAttributeValue", err)
-			}
-			e := new(big.Int).SetBytes(attrs[1].Value)
-			if !e.IsInt64() || e.Int64() > 1<<31 {
-				return fmt.Errorf("hsm: %s has an unusable public exponent", Label(SetPIN, version))
-			}
-			pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
-			return nil
+			var err error
+			pub, err = c.publicKey(sh, Label(SetPIN, version))
+			return err
 		})
 	})
 	return pub, err
@@ -198,26 +184,43 @@ func (c *conn) decryptRSA(label string, mech *pkcs11.Mechanism, ciphertext []byt
 	return out, err
 }
 
-// modulusLen reads the modulus size of a key pair from its public half,
-// once per connection: it is on every set-PIN decrypt.
+// modulusLen is the modulus size of a key pair, in bytes.
 func (c *conn) modulusLen(sh pkcs11.SessionHandle, label string) (int, error) {
-	c.handleMu.RLock()
-	k, ok := c.modLens[label]
-	c.handleMu.RUnlock()
-	if ok {
-		return k, nil
-	}
-	pub, err := c.handle(sh, label, classPublic)
+	pub, err := c.publicKey(sh, label)
 	if err != nil {
 		return 0, err
 	}
-	attrs, err := c.p.GetAttributeValue(sh, pub, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil)})
-	if err != nil {
-		return 0, describe("C_GetAttributeValue(CKA_MODULUS)", err)
+	return pub.Size(), nil
+}
+
+// publicKey reads a key pair's public half once per connection: the
+// set-PIN path needs it on every request, and a key never changes under
+// its label.
+func (c *conn) publicKey(sh pkcs11.SessionHandle, label string) (*rsa.PublicKey, error) {
+	c.handleMu.RLock()
+	pub, ok := c.pubKeys[label]
+	c.handleMu.RUnlock()
+	if ok {
+		return pub, nil
 	}
-	k = len(new(big.Int).SetBytes(attrs[0].Value).Bytes())
+	h, err := c.handle(sh, label, classPublic)
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
+		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
+	})
+	if err != nil {
+		return nil, describe("C_GetAttributeValue", err)
+	}
+	e := new(big.Int).SetBytes(attrs[1].Value)
+	if !e.IsInt64() || e.Int64() > 1<<31 {
+		return nil, fmt.Errorf("hsm: %s has an unusable public exponent", label)
+	}
+	pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
 	c.handleMu.Lock()
-	c.modLens[label] = k
+	c.pubKeys[label] = pub
 	c.handleMu.Unlock()
-	return k, nil
+	return pub, nil
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -45,20 +46,18 @@ var (
 
 // ParseKeyAlg checks a key algorithm against the allow-list.
 func ParseKeyAlg(s string) (KeyAlg, bool) {
-	switch a := KeyAlg(s); a {
-	case RSA1_5, RSAOAEP256, RSAOAEP256Android:
-		return a, true
+	if !slices.Contains(KeyAlgs, KeyAlg(s)) {
+		return "", false
 	}
-	return "", false
+	return KeyAlg(s), true
 }
 
 // ParseContentEnc checks a content algorithm against the allow-list.
 func ParseContentEnc(s string) (ContentEnc, bool) {
-	switch e := ContentEnc(s); e {
-	case A256GCM, A256CBCHS512:
-		return e, true
+	if !slices.Contains(ContentEncs, ContentEnc(s)) {
+		return "", false
 	}
-	return "", false
+	return ContentEnc(s), true
 }
 
 // HeaderAlg is the standard name the JWE header carries: the Android

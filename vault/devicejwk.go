@@ -37,15 +37,9 @@ const (
 )
 
 // jwkMembers is the allow-list of members a device JWK may carry, with
-// the one value each fixed member must have (nil: checked on its own).
-var jwkMembers = map[string][]string{
-	"kty": {"RSA"},
-	"n":   nil,
-	"e":   nil,
-	"use": {"enc"},
-	"alg": {"RS256"},
-	"kid": nil,
-}
+// the one value a fixed member must have ("" for members checked on their
+// own).
+var jwkMembers = map[string]string{"kty": "RSA", "n": "", "e": "", "use": "enc", "alg": "RS256", "kid": ""}
 
 // privateJWKMembers are RSA private-key members (RFC 7518 §6.3.2) and the
 // symmetric key member: a request carrying one leaked a private key.
@@ -76,8 +70,8 @@ func ParseDeviceJWK(raw []byte) (*DeviceJWK, error) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if allowed := jwkMembers[name]; len(allowed) > 0 && allowed[0] != members[name] {
-			return nil, Invalid(field("jwk", name), fmt.Sprintf("must be %q", allowed[0]))
+		if fixed := jwkMembers[name]; fixed != "" && fixed != members[name] {
+			return nil, Invalid(field("jwk", name), fmt.Sprintf("must be %q", fixed))
 		}
 	}
 	pub, err := jwkRSAKey(members["n"], members["e"])

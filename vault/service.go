@@ -228,7 +228,7 @@ func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKey
 	// A fresh PAN collides with an existing one about once in 10^9 for a
 	// six-digit BIN; try a few times before calling it a conflict.
 	for attempt := 0; attempt < 5; attempt++ {
-		out, err = s.issueOnce(ctx, c, ownerID, key, TypeVirtual, StatusOpen, "", idem)
+		out, err = s.issueOnce(ctx, c, ownerID, key, idem)
 		var e *Error
 		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
 			continue
@@ -265,13 +265,13 @@ func (s *Service) newRecord(name string) (*secretRecord, error) {
 	return &secretRecord{PAN: pan, CVV: cvv, ExpiryMonth: month, ExpiryYear: year, Name: []byte(name)}, nil
 }
 
-func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, typ CardType, status Status, name string, idem *IdemKey) (*RSAReveal, error) {
-	rec, err := s.newRecord(name)
+func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, idem *IdemKey) (*RSAReveal, error) {
+	rec, err := s.newRecord("")
 	if err != nil {
 		return nil, err
 	}
 	defer rec.clear()
-	card, err := s.sealNew(ctx, ownerID, typ, status, rec)
+	card, err := s.sealNew(ctx, ownerID, TypeVirtual, StatusOpen, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -280,7 +280,7 @@ func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *
 		return nil, err
 	}
 	var w Write
-	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(typ), "key_version": fmt.Sprint(card.KeyVersion)})
+	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(TypeVirtual), "key_version": fmt.Sprint(card.KeyVersion)})
 	w.UsedKey = key.Fingerprint
 	if w.Idempotent, err = s.idempotent(idem, reveal); err != nil {
 		return nil, err

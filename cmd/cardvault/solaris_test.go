@@ -185,17 +185,7 @@ func (jv *jikoVault) bindDevice(t *testing.T, person string, verify bool) *testD
 	r := jv.post(t, jv.base+"/v1/mfa/devices", map[string]any{
 		"person_id": person, "key_type": "ecdsa-p256", "key": hex.EncodeToString(point), "key_purpose": "unrestricted", "name": "go phone",
 	}, nil)
-	if r.status != 202 {
-		t.Fatalf("register: %d %s", r.status, r.body)
-	}
-	var reg struct {
-		ID        string `json:"id"`
-		Challenge struct {
-			ID           string `json:"id"`
-			StringToSign string `json:"string_to_sign"`
-		} `json:"challenge"`
-	}
-	json.Unmarshal([]byte(r.body), &reg)
+	reg := registered(t, r)
 	if verify {
 		r := jv.do(t, "PUT", jv.base+"/v1/mfa/challenges/signatures/"+reg.Challenge.ID,
 			strings.NewReader(fmt.Sprintf(`{"signature":%q}`, sign(t, key, reg.Challenge.StringToSign))), nil)
@@ -204,6 +194,27 @@ func (jv *jikoVault) bindDevice(t *testing.T, person string, verify bool) *testD
 		}
 	}
 	return &testDevice{id: reg.ID, key: key}
+}
+
+// registration is the 202 answer to a device registration.
+type registration struct {
+	ID        string `json:"id"`
+	Challenge struct {
+		ID           string    `json:"id"`
+		Type         string    `json:"type"`
+		StringToSign string    `json:"string_to_sign"`
+		CreatedAt    time.Time `json:"created_at"`
+		ExpiresAt    time.Time `json:"expires_at"`
+	} `json:"challenge"`
+}
+
+func registered(t *testing.T, r response) registration {
+	t.Helper()
+	var reg registration
+	if r.status != 202 || json.Unmarshal([]byte(r.body), &reg) != nil {
+		t.Fatalf("register: %d %s", r.status, r.body)
+	}
+	return reg
 }
 
 // deviceJWK makes a fresh RSA public JWK of the given size and exponent.
@@ -472,20 +483,7 @@ func TestSolarisDeviceBinding(t *testing.T) {
 	wantRefusal(t, "missing key", register(body), 400, "key")
 
 	r := register(valid())
-	if r.status != 202 {
-		t.Fatalf("register: %d %s", r.status, r.body)
-	}
-	var reg struct {
-		ID        string `json:"id"`
-		Challenge struct {
-			ID           string    `json:"id"`
-			Type         string    `json:"type"`
-			StringToSign string    `json:"string_to_sign"`
-			CreatedAt    time.Time `json:"created_at"`
-			ExpiresAt    time.Time `json:"expires_at"`
-		} `json:"challenge"`
-	}
-	json.Unmarshal([]byte(r.body), &reg)
+	reg := registered(t, r)
 	if reg.Challenge.Type != "signature" || reg.Challenge.ExpiresAt.Sub(reg.Challenge.CreatedAt) != 5*time.Minute || len(reg.Challenge.StringToSign) < 40 {
 		t.Fatalf("challenge %s", r.body)
 	}
