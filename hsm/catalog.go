@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -103,6 +104,9 @@ type KeyInfo struct {
 	Extractable bool
 	Usages      []string // the CKA_ usage flags that are true
 	Active      bool     // the highest version of its purpose
+	// EndDate is a public half's CKA_END_DATE, the last day (UTC) clients
+	// may encrypt to it, or zero when none is set.
+	EndDate time.Time
 }
 
 // usageAttrs are the usage flags the catalog reports.
@@ -191,6 +195,11 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 		info.Class = "public"
 	default:
 		return KeyInfo{}, false, nil
+	}
+	if info.Class == "public" {
+		if info.EndDate, err = c.endDate(sh, h); err != nil {
+			return KeyInfo{}, false, err
+		}
 	}
 	info.Sensitive = c.boolAttr(sh, h, pkcs11.CKA_SENSITIVE)
 	info.Extractable = c.boolAttr(sh, h, pkcs11.CKA_EXTRACTABLE)

@@ -77,7 +77,7 @@ func (m *Module) createKey(label string, create func(*conn) error) error {
 	if err := create(c); err != nil {
 		return fmt.Errorf("hsm: create %s: %w", label, err)
 	}
-	return c.loadActive()
+	return c.loadVersions()
 }
 
 func (c *conn) exists(label string) (bool, error) {

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
@@ -39,7 +40,12 @@ type Config struct {
 	TokenLabel  string
 	PIN         string // user PIN; from a file or the environment, never a flag
 	MaxSessions int    // sessions the adapter keeps open; 0 means 32
-	Logger      *slog.Logger
+	// KeyRefresh is how long the adapter trusts its view of which versions
+	// exist before it lists the token again, so that a version another
+	// process created (a rotation ceremony) is picked up by a running
+	// server; 0 means 5s.
+	KeyRefresh time.Duration
+	Logger     *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -58,6 +64,9 @@ func (c *Config) validate() error {
 	}
 	if c.MaxSessions == 0 {
 		c.MaxSessions = 32
+	}
+	if c.KeyRefresh == 0 {
+		c.KeyRefresh = 5 * time.Second
 	}
 	if c.MaxSessions < 2 {
 		return fmt.Errorf("hsm config: max sessions %d, want at least 2", c.MaxSessions)
@@ -97,7 +106,10 @@ type conn struct {
 	handleMu sync.RWMutex
 	handles  map[handleKey]pkcs11.ObjectHandle
 	pubKeys  map[string]*rsa.PublicKey // RSA public halves per key pair label
-	active   map[Purpose]uint32        // highest version per purpose
+
+	versions   atomic.Pointer[versionView]
+	refresh    time.Duration
+	refreshing sync.Mutex // one caller lists the token; the rest use the view they have
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex
@@ -184,38 +196,13 @@ func (m *Module) connect() (*conn, error) {
 		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
 		handles: map[handleKey]pkcs11.ObjectHandle{},
 		pubKeys: map[string]*rsa.PublicKey{},
+		refresh: m.cfg.KeyRefresh,
 	}
-	if err := c.loadActive(); err != nil {
+	if err := c.loadVersions(); err != nil {
 		c.close()
 		return nil, err
 	}
 	return c, nil
-}
-
-// loadActive records the highest version of each purpose.
-func (c *conn) loadActive() error {
-	keys, err := c.listKeys()
-	if err != nil {
-		return err
-	}
-	active := map[Purpose]uint32{}
-	for _, k := range keys {
-		active[k.Purpose] = max(active[k.Purpose], k.Version)
-	}
-	c.handleMu.Lock()
-	c.active = active
-	c.handleMu.Unlock()
-	return nil
-}
-
-func (c *conn) activeVersion(p Purpose) (uint32, error) {
-	c.handleMu.RLock()
-	v := c.active[p]
-	c.handleMu.RUnlock()
-	if v == 0 {
-		return 0, fmt.Errorf("%w: no %s key", ErrKeyNotFound, p)
-	}
-	return v, nil
 }
 
 func findSlot(p p11, label string) (uint, error) {
@@ -362,19 +349,6 @@ func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
 		return err
 	})
 	return out, err
-}
-
-// ActiveVersion returns the highest version of a purpose present in the
-// token, which is the one new writes use. It is ErrKeyNotFound when the
-// purpose has no key.
-func (m *Module) ActiveVersion(ctx context.Context, p Purpose) (uint32, error) {
-	var v uint32
-	err := m.do(ctx, "active", func(c *conn) error {
-		var err error
-		v, err = c.activeVersion(p)
-		return err
-	})
-	return v, err
 }
 
 // TokenInfo identifies the token for transcripts.

@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"crypto/rsa"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -19,6 +20,13 @@ func (m *Module) SetPINPublicKey(ctx context.Context, version uint32) (*rsa.Publ
 	}
 	pub, err := m.PublicKey(ctx, v)
 	return pub, v, err
+}
+
+// SetPINPrevious returns the set_pin version before the active one (0 if
+// none) and the last day its public half was published for (zero if no
+// end date is set).
+func (m *Module) SetPINPrevious(ctx context.Context) (uint32, time.Time, error) {
+	return m.Previous(ctx, SetPIN)
 }
 
 // SetPINDecryptRaw is the raw RSA private operation of a set_pin version

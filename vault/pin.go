@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cardvault/cardvault/jwe"
@@ -39,20 +40,41 @@ func (s *Service) SetPINKey(ctx context.Context) (*PublicSetPINKey, error) {
 	return &PublicSetPINKey{Key: pub, KeyID: SetPINKeyID(v)}, nil
 }
 
+// setPINVersions returns the set_pin versions a PIN may be encrypted under
+// now: the active one first, then the previous one through the end date
+// its rotation set (a grace period for clients holding the key published
+// before). A previous version with no end date is not accepted: grace is
+// granted by the ceremony, never assumed.
+func (s *Service) setPINVersions(ctx context.Context) ([]uint32, error) {
+	_, active, err := s.keys.SetPINPublicKey(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	prev, lastDay, err := s.keys.SetPINPrevious(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if prev != 0 && !lastDay.IsZero() && s.cfg.Now().Before(lastDay.AddDate(0, 0, 1)) {
+		return []uint32{active, prev}, nil
+	}
+	return []uint32{active}, nil
+}
+
 // pinCiphertext is an encrypted PIN as it reaches the one PIN path: a
-// PKCS#1 v1.5 RSA ciphertext (Jiko) or the content key wrap of a JWE
-// (Solaris), and whether it was well-formed enough to try. A malformed one
-// is still tried, on a stand-in, so the HSM sees the same calls.
+// PKCS#1 v1.5 RSA ciphertext (Jiko) or a compact JWE (Solaris), and the
+// set_pin versions to try it under. The versions depend only on the key
+// schedule, never on the ciphertext, so neither does the HSM call
+// sequence.
 type pinCiphertext struct {
-	version uint32 // set_pin version
-	rsa     []byte // Jiko: RSAES-PKCS1-v1_5 ciphertext
-	jwe     string // Solaris: compact JWE
-	keySize int    // the set_pin modulus length
-	formed  int    // 1 if well-formed so far, else 0
+	versions []uint32 // active first
+	rsa      []byte   // Jiko: RSAES-PKCS1-v1_5 ciphertext, as decoded
+	jwe      string   // Solaris: compact JWE
 }
 
 // SetPINJiko is Jiko's set-PIN path: base64 of a PKCS#1 v1.5 ciphertext
-// under the active set_pin key, of a 4-digit PIN with an optional newline.
+// under the published set_pin key, of a 4-digit PIN with an optional
+// newline. Jiko names no key, so during a rotation's grace period the
+// ciphertext is tried under both versions.
 func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, encryptedPIN string) error {
 	if err := ValidateOwnerID("account_id", ownerID); err != nil {
 		return err
@@ -61,18 +83,18 @@ func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, enc
 	if err != nil {
 		return err
 	}
-	pub, v, err := s.keys.SetPINPublicKey(ctx, 0)
+	versions, err := s.setPINVersions(ctx)
 	if err != nil {
 		return err
 	}
-	// Line wraps and spaces from `base64` are allowed; the result must be
-	// exactly one modulus long.
+	// Line wraps and spaces from `base64` are allowed. A body that is not
+	// base64 goes on as an empty ciphertext, refused at the modulus length
+	// check like any other wrong length.
 	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encryptedPIN), ""))
-	formed := 1
-	if err != nil || len(ct) != (pub.N.BitLen()+7)/8 {
-		ct, formed = make([]byte, (pub.N.BitLen()+7)/8), 0
+	if err != nil {
+		ct = nil
 	}
-	return s.setPIN(ctx, c, card, "", pinCiphertext{version: v, rsa: ct, formed: formed}, nil)
+	return s.setPIN(ctx, c, card, "", pinCiphertext{versions: versions, rsa: ct}, nil)
 }
 
 // SetPINSolarisRequest is Solaris's PIN update request.
@@ -85,9 +107,8 @@ type SetPINSolarisRequest struct {
 }
 
 // SetPINSolaris is Solaris's set-PIN path: the device's restricted key
-// signs the JWE, whose kid names the set_pin version; the active version
-// and the one before it are accepted, so clients holding the previous
-// published key keep working until it is retired.
+// signs the JWE, whose kid names the set_pin version: the active one, or
+// the previous one during its grace period.
 func (s *Service) SetPINSolaris(ctx context.Context, c Caller, in SetPINSolarisRequest) error {
 	if in.EncryptedPIN == "" {
 		return Invalid("encrypted_pin", "is required")
@@ -113,27 +134,23 @@ func (s *Service) SetPINSolaris(ctx context.Context, c Caller, in SetPINSolarisR
 	if err != nil {
 		return err
 	}
-	v, ok := parseSetPINKeyID(in.KeyID)
-	_, activeV, err := s.keys.SetPINPublicKey(ctx, 0)
+	versions, err := s.setPINVersions(ctx)
 	if err != nil {
 		return err
 	}
-	if !ok || v > activeV || v+1 < activeV {
-		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(activeV)))
+	v, ok := parseSetPINKeyID(in.KeyID)
+	if !ok || !slices.Contains(versions, v) {
+		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(versions[0])))
 	}
-	pub, _, err := s.keys.SetPINPublicKey(ctx, v)
-	if err != nil {
-		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(activeV)))
-	}
-	ct := pinCiphertext{version: v, jwe: in.EncryptedPIN, keySize: (pub.N.BitLen() + 7) / 8, formed: 1}
-	return s.setPIN(ctx, c, card, d.ID, ct, detail)
+	return s.setPIN(ctx, c, card, d.ID, pinCiphertext{versions: []uint32{v}, jwe: in.EncryptedPIN}, detail)
 }
 
 // setPIN is the one PIN path. Whatever the ciphertext holds, it makes the
 // same HSM calls in the same order (open the card's record for its PAN;
-// one RSA private operation; two PEK encryptions) and one database
-// transaction, and answers errPIN for every kind of unusable PIN. The clear
-// PIN exists only here, in buffers cleared before it returns.
+// one RSA private operation per version tried; two PEK encryptions) and
+// one database transaction, and answers errPIN for every kind of unusable
+// PIN. The clear PIN exists only here, in buffers cleared before it
+// returns.
 func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID string, ct pinCiphertext, detail map[string]string) error {
 	if detail == nil {
 		detail = map[string]string{}
@@ -157,7 +174,6 @@ func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID str
 		return err
 	}
 	defer clear(pin[:])
-	ok &= ct.formed
 	block, pekVersion, err := s.encipherPIN(ctx, pin[:], rec.PAN)
 	if err != nil {
 		return err
@@ -188,34 +204,66 @@ func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID str
 	return nil
 }
 
-// decryptPIN runs the ciphertext's one RSA private operation and decodes
-// the PIN, returning ok 1 or 0. A ciphertext the HSM refuses outright (a
-// value not below the modulus) decodes as an all-zero message: invalid,
-// by the same code path.
+// decryptPIN runs the ciphertext's RSA private operations and decodes the
+// PIN, returning ok 1 or 0. A JWE names its one version. A Jiko ciphertext
+// is tried under every version in the list, each decoded in constant time,
+// and the first good one is selected without a branch.
 func (s *Service) decryptPIN(ctx context.Context, ct pinCiphertext) ([4]byte, int, error) {
 	if ct.jwe != "" {
-		return s.decryptPINJWE(ctx, ct)
+		return s.decryptPINJWE(ctx, ct.versions[0], ct.jwe)
 	}
-	em, err := s.keys.SetPINDecryptRaw(ctx, ct.version, ct.rsa)
+	pin, ok := dummyPIN, 0
+	for _, v := range ct.versions {
+		got, good, err := s.decryptPINRSA(ctx, v, ct.rsa)
+		if err != nil {
+			return [4]byte{}, 0, err
+		}
+		subtle.ConstantTimeCopy(good&(1^ok), pin[:], got[:])
+		ok |= good
+		clear(got[:])
+	}
+	return pin, ok, nil
+}
+
+// decryptPINRSA is one raw RSA private operation under a set_pin version,
+// and the constant-time PKCS#1 v1.5 decode. A ciphertext of the wrong
+// length is replaced by a zero stand-in so the HSM still sees the call; a
+// value the HSM refuses outright (not below the modulus) decodes as an
+// all-zero message. Both are invalid by the same code path.
+func (s *Service) decryptPINRSA(ctx context.Context, version uint32, ct []byte) ([4]byte, int, error) {
+	pub, _, err := s.keys.SetPINPublicKey(ctx, version)
+	if err != nil {
+		return [4]byte{}, 0, err
+	}
+	size := (pub.N.BitLen() + 7) / 8
+	formed := subtle.ConstantTimeEq(int32(len(ct)), int32(size))
+	if formed != 1 {
+		ct = make([]byte, size)
+	}
+	em, err := s.keys.SetPINDecryptRaw(ctx, version, ct)
 	if KindOf(err) == KindCrypto {
-		em, err = make([]byte, len(ct.rsa)), nil
+		em, err = make([]byte, size), nil
 	}
 	if err != nil {
 		return [4]byte{}, 0, err
 	}
 	defer clear(em)
 	pin, ok := pinFromPKCS1(em)
-	return pin, ok, nil
+	return pin, ok & formed, nil
 }
 
 // decryptPINJWE opens a Solaris PIN JWE: the content key is unwrapped in
 // the HSM (RSA-OAEP-256); a failed unwrap yields a random key, so content
 // decryption runs and fails on its tag as a wrong PIN would (RFC 7516
 // §11.5). The plaintext is {"pin":"NNNN"}.
-func (s *Service) decryptPINJWE(ctx context.Context, ct pinCiphertext) ([4]byte, int, error) {
+func (s *Service) decryptPINJWE(ctx context.Context, version uint32, compact string) ([4]byte, int, error) {
 	var pin [4]byte
-	plain, hsmErr := jwe.DecryptPIN(ct.jwe, SetPINKeyID(ct.version), ct.keySize, func(wrapped []byte) ([]byte, error) {
-		cek, err := s.keys.SetPINDecryptOAEP(ctx, ct.version, wrapped)
+	pub, _, err := s.keys.SetPINPublicKey(ctx, version)
+	if err != nil {
+		return pin, 0, err
+	}
+	plain, hsmErr := jwe.DecryptPIN(compact, SetPINKeyID(version), (pub.N.BitLen()+7)/8, func(wrapped []byte) ([]byte, error) {
+		cek, err := s.keys.SetPINDecryptOAEP(ctx, version, wrapped)
 		if KindOf(err) == KindCrypto {
 			return nil, jwe.ErrUnwrap
 		}

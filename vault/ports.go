@@ -26,6 +26,10 @@ type Keys interface {
 type PINKeys interface {
 	// SetPINPublicKey returns a set_pin version's public key.
 	SetPINPublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, uint32, error)
+	// SetPINPrevious returns the set_pin version before the active one (0
+	// if none) and the last day (UTC) clients may still encrypt to it:
+	// the end date its rotation set, zero if none was set.
+	SetPINPrevious(ctx context.Context) (uint32, time.Time, error)
 	// SetPINDecryptRaw is the raw RSA private operation (no padding)
 	// under a set_pin version: its outcome does not depend on the padding.
 	SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)

@@ -22,15 +22,17 @@ import (
 
 func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
-		return errors.New("want a subcommand: init, list")
+		return errors.New("want a subcommand: init, rotate, list")
 	}
 	switch args[0] {
 	case "init":
 		return ceremonyInit(ctx, args[1:], stdout, log)
+	case "rotate":
+		return ceremonyRotate(ctx, args[1:], stdout, log)
 	case "list":
 		return ceremonyList(ctx, args[1:], stdout, log)
 	default:
-		return fmt.Errorf("unknown ceremony %q (want init, list)", args[0])
+		return fmt.Errorf("unknown ceremony %q (want init, rotate, list)", args[0])
 	}
 }
 
@@ -40,6 +42,17 @@ func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog
 type transcript struct {
 	buf bytes.Buffer
 	out io.Writer
+}
+
+// newTranscript starts a ceremony's transcript with what every one
+// records: the ceremony, time, operator and token.
+func newTranscript(out io.Writer, ceremony string, now time.Time, operator string, tok hsm.TokenInfo) *transcript {
+	t := &transcript{out: out}
+	t.printf("cardvault key ceremony: %s\n", ceremony)
+	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
+	t.printf("operator: %s\n", operator)
+	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
+	return t
 }
 
 func (t *transcript) printf(format string, a ...any) {
@@ -120,11 +133,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		has[k.Purpose] = true
 	}
 
-	t := &transcript{out: stdout}
-	t.printf("cardvault key ceremony: init\n")
-	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
-	t.printf("operator: %s\n", *operator)
-	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
+	t := newTranscript(stdout, "init", now, *operator, tok)
 	if *dryRun {
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
@@ -275,7 +284,7 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXTRACTABLE\tUSAGES\tCHECK\n")
+	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXTRACTABLE\tUSAGES\tEND DATE\tCHECK\n")
 	for _, k := range keys {
 		check := "-"
 		if k.Class != "public" {
@@ -283,8 +292,12 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 				return err
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%v\t%v\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
-			k.Active, k.Sensitive, k.Extractable, k.Usages, check)
+		end := "-"
+		if !k.EndDate.IsZero() {
+			end = k.EndDate.Format(time.DateOnly)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%v\t%v\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
+			k.Active, k.Sensitive, k.Extractable, k.Usages, end, check)
 	}
 	return tw.Flush()
 }

@@ -33,6 +33,7 @@ const (
 	envPerDevice   = "CARDVAULT_REVEALS_PER_DEVICE"
 	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
 	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
+	envKeyRefresh  = "CARDVAULT_KEY_REFRESH"
 )
 
 // defaultDB is the embedded default database.
@@ -113,11 +114,13 @@ func hsmConfig(log *slog.Logger) (hsm.Config, error) {
 		TokenLabel: getenv(envTokenLabel, "cardvault"),
 		Logger:     log,
 	}
-	pin, err := readPIN()
-	if err != nil {
+	var err error
+	if cfg.KeyRefresh, err = durationEnv(envKeyRefresh, 5*time.Second); err != nil {
 		return cfg, err
 	}
-	cfg.PIN = pin
+	if cfg.PIN, err = readPIN(); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 

@@ -17,6 +17,7 @@ const usage = `usage: cardvault <command> [flags]
 commands:
   serve                 run the HTTP service (configured from CARDVAULT_* variables)
   ceremony init         create every missing key, version 1; writes a transcript
+  ceremony rotate       create the next version of one purpose's key and make it active
   ceremony list         print the key catalog
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE

@@ -19,13 +19,20 @@ var pinScopes = []string{"cards:write", "cards:read", "cards:reveal", "pin:write
 // body.
 func runPINFlow(t *testing.T, jv *jikoVault, account, card, pin string) (string, string) {
 	t.Helper()
+	return runPINFlowTo(t, jv, "", account, card, pin)
+}
+
+// runPINFlowTo runs the guide's PIN flow with a set_pin key file the client
+// kept, or the key it fetches when keyFile is "".
+func runPINFlowTo(t *testing.T, jv *jikoVault, keyFile, account, card, pin string) (string, string) {
+	t.Helper()
 	for _, tool := range []string{"openssl", "curl", "jq", "base64"} {
 		testenv.RequireCommand(t, tool)
 	}
 	script, _ := filepath.Abs("testdata/jiko-pin-flow.sh")
 	cmd := exec.Command("bash", script, jv.base, account, card, pin)
 	cmd.Dir = t.TempDir()
-	cmd.Env = append(os.Environ(), "TOKEN="+jv.token)
+	cmd.Env = append(os.Environ(), "TOKEN="+jv.token, "SET_PIN_PUB="+keyFile)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr // openssl 3 warns that rsautl is deprecated
 	out, err := cmd.Output()
@@ -165,11 +172,11 @@ func clone(m map[string]any) map[string]any {
 	return out
 }
 
-func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
-	python := "/usr/bin/python3"
-	testenv.Require(t, "Debian python3 with jwcrypto", exec.Command(python, "-c", "import jwcrypto, cryptography").Run())
-	jv := newServedVault(t, pinScopes, envPINPerCard+"=20")
-	r := jv.post(t, jv.base+"/api/v1/jiko-accounts/person-1/card-orders", map[string]any{"name_on_card": "ADA LOVELACE",
+// orderPhysicalCard orders a card for account and has the sandbox produce
+// it, returning the order and the card.
+func orderPhysicalCard(t *testing.T, jv *jikoVault, account string) (string, string) {
+	t.Helper()
+	r := jv.post(t, jv.base+"/api/v1/jiko-accounts/"+account+"/card-orders", map[string]any{"name_on_card": "ADA LOVELACE",
 		"shipping_address": map[string]any{"street_address": "1 Main St", "city": "Springfield", "postal_code": "62701", "state": "IL", "country": "US"}}, nil)
 	var o orderView
 	json.Unmarshal([]byte(r.body), &o)
@@ -178,7 +185,35 @@ func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
 	if gen.status != 202 || o.CardID == nil {
 		t.Fatalf("generate card: %d %s", gen.status, gen.body)
 	}
-	card := *o.CardID
+	return o.CardOrderID, *o.CardID
+}
+
+// debianPython is Debian's python3, the one with python3-jwcrypto.
+const debianPython = "/usr/bin/python3"
+
+// runSolarisPIN runs solaris_pin.py, a device binding and one PIN update
+// request per case, and returns each answer's status and body.
+func runSolarisPIN(t *testing.T, jv *jikoVault, person, card string, cases []map[string]any) [][2]any {
+	t.Helper()
+	testenv.Require(t, "Debian python3 with jwcrypto", exec.Command(debianPython, "-c", "import jwcrypto, cryptography").Run())
+	c, _ := json.Marshal(cases)
+	script, _ := filepath.Abs("testdata/solaris_pin.py")
+	cmd := exec.Command(debianPython, script, jv.base, person, card, string(c))
+	cmd.Env = append(os.Environ(), "TOKEN="+jv.token)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("solaris_pin.py: %v\n%s", err, out)
+	}
+	var results [][2]any
+	if err := json.Unmarshal(out, &results); err != nil || len(results) != len(cases) {
+		t.Fatalf("client output %s", out)
+	}
+	return results
+}
+
+func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
+	jv := newServedVault(t, pinScopes, envPINPerCard+"=20")
+	orderID, card := orderPhysicalCard(t, jv, "person-1")
 
 	cases := []map[string]any{
 		{"pin": "1234"},                      // a run
@@ -189,18 +224,7 @@ func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
 		{"pin": "2468", "kid": "set-pin-v9"}, // a key that was never published
 		{"pin": "2468"},                      // good
 	}
-	c, _ := json.Marshal(cases)
-	script, _ := filepath.Abs("testdata/solaris_pin.py")
-	cmd := exec.Command(python, script, jv.base, "person-1", card, string(c))
-	cmd.Env = append(os.Environ(), "TOKEN="+jv.token)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("solaris_pin.py: %v\n%s", err, out)
-	}
-	var results [][2]any
-	if err := json.Unmarshal(out, &results); err != nil || len(results) != len(cases) {
-		t.Fatalf("client output %s", out)
-	}
+	results := runSolarisPIN(t, jv, "person-1", card, cases)
 	refusal := strip(results[0][1].(string))
 	for i := 0; i < 5; i++ {
 		if results[i][0].(float64) != 400 || strip(results[i][1].(string)) != refusal || !strings.Contains(refusal, `"field":"encrypted_pin"`) {
@@ -216,7 +240,7 @@ func TestSolarisPINUpdateWithJWCrypto(t *testing.T) {
 	if s := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/cards/"+card+"/status", nil, nil).body; !strings.Contains(s, `"status":"OPEN"`) {
 		t.Fatalf("card after Solaris PIN: %s", s)
 	}
-	if r := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/card-orders/"+o.CardOrderID, nil, nil); !strings.Contains(r.body, `"status":"RECEIVED"`) {
+	if r := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/card-orders/"+orderID, nil, nil); !strings.Contains(r.body, `"status":"RECEIVED"`) {
 		t.Fatalf("order after Solaris PIN: %s", r.body)
 	}
 }

@@ -9,7 +9,9 @@ the JWE string with the restricted key, and POSTs pin_update_requests.
 
 Usage: solaris_pin.py BASE PERSON_ID CARD_ID CASES_JSON  (TOKEN in the
 environment). CASES_JSON is a list of {"pin": "NNNN", "tamper": bool,
-"kid": optional override}. Prints a JSON list of [status, body].
+"kid": optional override, "key": optional JWK to encrypt to instead of the
+one fetched, as a client that cached it before a rotation would}. Prints a
+JSON list of [status, body].
 """
 import json
 import os
@@ -67,10 +69,11 @@ set_pin = jwk.JWK(**must(200, call("GET", "/v1/cards/pin_keys/latest")))
 
 results = []
 for case in CASES:
-    kid = case.get("kid", set_pin.key_id)
+    key = jwk.JWK(**case["key"]) if "key" in case else set_pin
+    kid = case.get("kid", key.key_id)
     token = jwe.JWE(json.dumps({"pin": case["pin"]}).encode(),
                     protected={"alg": "RSA-OAEP-256", "enc": "A256CBC-HS512", "kid": kid})
-    token.add_recipient(set_pin)
+    token.add_recipient(key)
     compact = token.serialize(compact=True)
     if case.get("tamper"):
         parts = compact.split(".")

@@ -1,0 +1,140 @@
+package hsm
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/miekg/pkcs11"
+)
+
+// versionView is what the adapter knows of the token's key versions at one
+// moment: the active (highest) version of each purpose and the end date of
+// every label that has one. A connection replaces its view at most once per
+// Config.KeyRefresh, so a version created by another process is in use
+// within that time without a restart.
+type versionView struct {
+	active map[Purpose]uint32
+	ends   map[string]time.Time // label → its public half's CKA_END_DATE
+	at     time.Time
+}
+
+// loadVersions lists the token and replaces the connection's view.
+func (c *conn) loadVersions() error {
+	keys, err := c.listKeys()
+	if err != nil {
+		return err
+	}
+	v := &versionView{active: map[Purpose]uint32{}, ends: map[string]time.Time{}, at: time.Now()}
+	for _, k := range keys {
+		v.active[k.Purpose] = max(v.active[k.Purpose], k.Version)
+		if !k.EndDate.IsZero() {
+			v.ends[k.Label] = k.EndDate
+		}
+	}
+	c.versions.Store(v)
+	return nil
+}
+
+// view returns the connection's version view, listing the token again when
+// the view is older than the refresh interval. While one caller lists, the
+// others go on with the view they have.
+func (c *conn) view() (*versionView, error) {
+	v := c.versions.Load()
+	if time.Since(v.at) < c.refresh || !c.refreshing.TryLock() {
+		return v, nil
+	}
+	defer c.refreshing.Unlock()
+	if err := c.loadVersions(); err != nil {
+		return nil, err
+	}
+	return c.versions.Load(), nil
+}
+
+func (c *conn) activeVersion(p Purpose) (uint32, error) {
+	v, err := c.view()
+	if err != nil {
+		return 0, err
+	}
+	if v.active[p] == 0 {
+		return 0, fmt.Errorf("%w: no %s key", ErrKeyNotFound, p)
+	}
+	return v.active[p], nil
+}
+
+// ActiveVersion returns the highest version of a purpose present in the
+// token, which is the one new writes use. It is ErrKeyNotFound when the
+// purpose has no key.
+func (m *Module) ActiveVersion(ctx context.Context, p Purpose) (uint32, error) {
+	var v uint32
+	err := m.do(ctx, "active", func(c *conn) error {
+		var err error
+		v, err = c.activeVersion(p)
+		return err
+	})
+	return v, err
+}
+
+// Previous returns the version before the active one of a purpose and its
+// end date (zero when none is set); version 0 means the active version is
+// the only one.
+func (m *Module) Previous(ctx context.Context, p Purpose) (version uint32, end time.Time, err error) {
+	err = m.do(ctx, "versions", func(c *conn) error {
+		v, err := c.view()
+		if err != nil {
+			return err
+		}
+		if v.active[p] == 0 {
+			return fmt.Errorf("%w: no %s key", ErrKeyNotFound, p)
+		}
+		version = v.active[p] - 1
+		end = v.ends[Label(p, version)]
+		return nil
+	})
+	return version, end, err
+}
+
+// SetPublicEndDate sets CKA_END_DATE, the last day clients may encrypt
+// to a key pair's version, on the pair's public half. PKCS#11 dates are
+// whole days; the day is taken in UTC.
+//
+// Only the public half carries it: SoftHSM2 stores the date of a private
+// object in clear but decrypts it on reading, so once set it can never be
+// read back (CKR_GENERAL_ERROR; SoftHSMv2 issue #655).
+func (m *Module) SetPublicEndDate(ctx context.Context, p Purpose, version uint32, day time.Time) error {
+	if p.Kind() != KindRSA {
+		return fmt.Errorf("hsm: %s has no public half to date", p)
+	}
+	label := Label(p, version)
+	date := []byte(day.UTC().Format("20060102"))
+	return m.do(ctx, "set end date", func(c *conn) error {
+		err := c.withSession(func(sh pkcs11.SessionHandle) error {
+			h, err := c.handle(sh, label, classPublic)
+			if err != nil {
+				return err
+			}
+			return describeIf("C_SetAttributeValue", c.p.SetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_END_DATE, date)}))
+		})
+		if err != nil {
+			return err
+		}
+		return c.loadVersions()
+	})
+}
+
+// endDate reads a public object's CKA_END_DATE; an empty date reads as
+// zero.
+func (c *conn) endDate(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (time.Time, error) {
+	attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_END_DATE, nil)})
+	if err != nil {
+		return time.Time{}, describe("C_GetAttributeValue", err)
+	}
+	if len(attrs) == 0 || len(attrs[0].Value) == 0 {
+		return time.Time{}, nil
+	}
+	day, err := time.Parse("20060102", string(attrs[0].Value))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("hsm: CKA_END_DATE %q: %w", attrs[0].Value, err)
+	}
+	return day, nil
+}
