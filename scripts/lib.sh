@@ -30,3 +30,33 @@ install_missing() {
   fi
   command -v go >/dev/null || { echo "go not found (expected /usr/local/go)" >&2; return 1; }
 }
+
+# start_test_postgres starts a throwaway PostgreSQL cluster on a loopback
+# port for the tests that need one, exports CARDVAULT_TEST_POSTGRES (a
+# superuser DSN; each test makes its own database) and stops the cluster
+# when the calling script exits. Debian's postgresql package provides it.
+start_test_postgres() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  [ -x "$bin/initdb" ] || { echo "PostgreSQL server binaries not found" >&2; return 1; }
+  PG_TEST_DIR=$(mktemp -d /tmp/cardvault-pg.XXXXXX)
+  local port=$((20000 + RANDOM % 20000))
+  local as=()
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres: "$PG_TEST_DIR"  # the server refuses to run as root
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$PG_TEST_DIR/data" -A trust -U postgres --no-sync >/dev/null
+  "${as[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TEST_DIR -c fsync=off -c max_connections=300" start >/dev/null
+  PG_TEST_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -m immediate stop)
+  trap stop_test_postgres EXIT
+  export CARDVAULT_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+  echo "test PostgreSQL on 127.0.0.1:$port"
+}
+
+stop_test_postgres() {
+  [ -n "${PG_TEST_DIR:-}" ] || return 0
+  "${PG_TEST_STOP[@]}" >/dev/null 2>&1 || true
+  rm -rf "$PG_TEST_DIR"
+}

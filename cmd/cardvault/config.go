@@ -34,6 +34,9 @@ const (
 	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
 	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
 	envKeyRefresh  = "CARDVAULT_KEY_REFRESH"
+	// The database password, when it is not in CARDVAULT_DB: a file, as
+	// a container secret provides it.
+	envDBPasswordFile = "CARDVAULT_DB_PASSWORD_FILE"
 )
 
 // defaultDB is the embedded default database.
@@ -94,7 +97,11 @@ func openStore(ctx context.Context, dsn string) (vault.Store, error) {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		return sqlstore.OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, errors.New(envDB + ": the PostgreSQL store is not built yet; use sqlite:PATH")
+		password, err := readSecretFile(envDBPasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		return sqlstore.OpenPostgres(ctx, dsn, password)
 	}
 	return nil, fmt.Errorf("%s: want sqlite:PATH or a postgres:// URL", envDB)
 }
@@ -124,20 +131,31 @@ func hsmConfig(log *slog.Logger) (hsm.Config, error) {
 	return cfg, nil
 }
 
-func readPIN() (string, error) {
-	if path := os.Getenv(envPINFile); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return "", fmt.Errorf("%s: %w", envPINFile, err)
-		}
-		pin := strings.TrimRight(string(b), "\r\n")
-		if pin == "" {
-			return "", fmt.Errorf("%s: %s is empty", envPINFile, path)
-		}
-		return pin, nil
+// readSecretFile reads the secret in the file an environment variable
+// names, without its trailing newline; "" when the variable is unset.
+func readSecretFile(env string) (string, error) {
+	path := os.Getenv(env)
+	if path == "" {
+		return "", nil
 	}
-	if pin := os.Getenv(envPIN); pin != "" {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", env, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+func readPIN() (string, error) {
+	pin, err := readSecretFile(envPINFile)
+	switch {
+	case err != nil:
+		return "", err
+	case pin != "":
 		return pin, nil
+	case os.Getenv(envPINFile) != "":
+		return "", fmt.Errorf("%s: %s is empty", envPINFile, os.Getenv(envPINFile))
+	case os.Getenv(envPIN) != "":
+		return os.Getenv(envPIN), nil
 	}
 	return "", errors.New("no HSM PIN: set " + envPINFile + " (preferred) or " + envPIN)
 }

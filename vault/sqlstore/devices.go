@@ -46,6 +46,9 @@ func nullMicros(t *time.Time) sql.NullInt64 {
 // the person's device limit.
 func (s *Store) CreateDevice(ctx context.Context, d *vault.Device, ch *vault.Challenge, limit int, w vault.Write) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.serialize(ctx, tx, "devices:"+d.PersonID); err != nil {
+			return err
+		}
 		var n int
 		if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM devices WHERE person_id = ? AND status <> ?`),
 			d.PersonID, string(vault.DeviceDeleted)).Scan(&n); err != nil {

@@ -10,13 +10,18 @@ import (
 )
 
 func TestSQLiteConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) vault.Store {
-		s, err := OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "vault.db"))
-		if err != nil {
-			t.Fatal(err)
+	storetest.Run(t, func(t *testing.T, n int) []vault.Store {
+		path := filepath.Join(t.TempDir(), "vault.db")
+		var stores []vault.Store
+		for range n {
+			s, err := OpenSQLite(context.Background(), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			stores = append(stores, s)
 		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		return stores
 	})
 }
 

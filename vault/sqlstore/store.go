@@ -29,6 +29,19 @@ type dialect struct {
 	isUnique func(err error) bool  // a unique-constraint violation
 	txOpts   func() *sql.TxOptions // isolation for writes
 	prepare  func(*sql.DB) error   // per-open settings
+	// serialize, where set, makes the rest of the transaction exclusive
+	// for each named subject across every connection and replica, for
+	// rules checked by counting before inserting (budgets, the device
+	// limit). SQLite needs none: BEGIN IMMEDIATE serialises all writers.
+	serialize func(ctx context.Context, tx *sql.Tx, subjects ...string) error
+}
+
+// serialize takes the dialect's locks on subjects, in the order given.
+func (s *Store) serialize(ctx context.Context, tx *sql.Tx, subjects ...string) error {
+	if s.d.serialize == nil {
+		return nil
+	}
+	return s.d.serialize(ctx, tx, subjects...)
 }
 
 // Store is a vault.Store on a SQL database.
@@ -151,10 +164,18 @@ func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vau
 	return s.insertAudit(ctx, tx, w.Audit)
 }
 
-// countSlot checks an event against its budget and records it. The write
-// transaction serializes concurrent events (SQLite takes its write lock at
-// BEGIN IMMEDIATE), so two cannot both take the last slot.
+// countSlot checks an event against its budget and records it. Concurrent
+// events are serialised (SQLite takes its write lock at BEGIN IMMEDIATE;
+// PostgreSQL locks the card, then the device), so two cannot both take
+// the last slot.
 func (s *Store) countSlot(ctx context.Context, tx *sql.Tx, r *vault.Slot) error {
+	subjects := []string{"budget:" + r.Kind + ":card:" + r.CardID}
+	if r.DeviceID != "" {
+		subjects = append(subjects, "budget:"+r.Kind+":device:"+r.DeviceID)
+	}
+	if err := s.serialize(ctx, tx, subjects...); err != nil {
+		return err
+	}
 	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), r.Kind, micros(r.Since())); err != nil {
 		return err
 	}

@@ -106,7 +106,7 @@ func testChallenge(t *testing.T, s vault.Store) {
 	if err := s.AnswerChallenge(ctx, ch.ID, ch.ExpiresAt, deviceAudit("device.verify")); !isConflict(err, "id") {
 		t.Fatalf("answered at expiry: %v", err)
 	}
-	wins, conflicts := race(t, 8, func() error {
+	wins, conflicts := race(t, 8, func(int) error {
 		return s.AnswerChallenge(ctx, ch.ID, now.Add(time.Minute), deviceAudit("device.verify"))
 	}, func(err error) bool { return isConflict(err, "id") })
 	if wins != 1 || conflicts != 7 {
@@ -167,12 +167,25 @@ func testRevealBudget(t *testing.T, s vault.Store) {
 	must(t, reveal("c1", "d1", now.Add(71*time.Minute)))
 }
 
-func testRaceRevealBudget(t *testing.T, s vault.Store) {
+func testRaceRevealBudget(t *testing.T, r replicas) {
 	ctx := context.Background()
-	wins, limited := race(t, 12, func() error {
-		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Slot: slot("raced", "", now)})
+	wins, limited := race(t, 12, func(i int) error {
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.reveal", "raced"), Slot: slot("raced", "", now)})
 	}, func(err error) bool { return isRateLimited(err, "card_id") })
 	if wins != 2 || limited != 10 {
 		t.Fatalf("%d reveals and %d refusals under a budget of 2", wins, limited)
+	}
+}
+
+// testRaceDeviceLimit registers many devices for one person at once, on
+// two replicas: the limit holds.
+func testRaceDeviceLimit(t *testing.T, r replicas) {
+	ctx := context.Background()
+	wins, refused := race(t, 12, func(i int) error {
+		d, ch := newDevice("person-1")
+		return r.pick(i).CreateDevice(ctx, d, ch, 3, deviceAudit("device.register"))
+	}, func(err error) bool { return isConflict(err, "person_id") })
+	if wins != 3 || refused != 9 {
+		t.Fatalf("%d devices registered and %d refused under a limit of 3", wins, refused)
 	}
 }

@@ -17,10 +17,12 @@ import (
 	"github.com/google/uuid"
 )
 
-// Opener returns a fresh, empty store for one test.
-type Opener func(t *testing.T) vault.Store
+// Opener returns n handles on one fresh, empty database, each with its own
+// connections, as n replicas of the service would have.
+type Opener func(t *testing.T, n int) []vault.Store
 
-// Run runs the suite.
+// Run runs the suite. The race tests spread their racers over two
+// handles, so a rule held only in one process's memory would fail them.
 func Run(t *testing.T, open Opener) {
 	tests := map[string]func(*testing.T, vault.Store){
 		"CreateAndRead":             testCreateAndRead,
@@ -32,22 +34,36 @@ func Run(t *testing.T, open Opener) {
 		"ListPagesAndFilters":       testList,
 		"StatusTransitions":         testStatus,
 		"CloseShredsRecord":         testClose,
-		"RaceOnUsedKey":             testRaceUsedKey,
-		"RaceOnIdempotencyKey":      testRaceIdempotency,
 		"DeviceLifecycle":           testDeviceLifecycle,
 		"DeviceLimitPerPerson":      testDeviceLimit,
 		"ChallengeOnceWithinTTL":    testChallenge,
 		"RevealBudgetWindow":        testRevealBudget,
-		"RaceOnRevealBudget":        testRaceRevealBudget,
+		"OrderMovesOnce":            testOrderMoves,
 		"Ping":                      func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
-			s := open(t)
-			fn(t, s)
+			fn(t, open(t, 1)[0])
+		})
+	}
+	races := map[string]func(*testing.T, replicas){
+		"RaceOnUsedKey":        testRaceUsedKey,
+		"RaceOnIdempotencyKey": testRaceIdempotency,
+		"RaceOnRevealBudget":   testRaceRevealBudget,
+		"RaceOnOrderMove":      testRaceOrderMove,
+		"RaceOnDeviceLimit":    testRaceDeviceLimit,
+	}
+	for name, fn := range races {
+		t.Run(name, func(t *testing.T) {
+			fn(t, open(t, 2))
 		})
 	}
 }
+
+// replicas are handles on one database; racer i uses handle i mod n.
+type replicas []vault.Store
+
+func (r replicas) pick(i int) vault.Store { return r[i%len(r)] }
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -267,12 +283,12 @@ func testClose(t *testing.T, s vault.Store) {
 	}
 }
 
-func testRaceUsedKey(t *testing.T, s vault.Store) {
+func testRaceUsedKey(t *testing.T, r replicas) {
 	ctx := context.Background()
 	c := newCard("acct-1")
-	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
-	wins, conflicts := race(t, 16, func() error {
-		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
+	must(t, r[0].CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	wins, conflicts := race(t, 16, func(i int) error {
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("raced")})
 	}, func(err error) bool { return isConflict(err, "public_key") })
 	if wins != 1 || conflicts != 15 {
 		t.Fatalf("%d winners and %d conflicts, want 1 and 15", wins, conflicts)
@@ -281,14 +297,14 @@ func testRaceUsedKey(t *testing.T, s vault.Store) {
 
 // race runs try in n goroutines at once and counts the successes and the
 // expected refusals; any other error fails the test.
-func race(t *testing.T, n int, try func() error, refused func(error) bool) (wins, refusals int32) {
+func race(t *testing.T, n int, try func(i int) error, refused func(error) bool) (wins, refusals int32) {
 	var w, r atomic.Int32
 	var wg sync.WaitGroup
-	for range n {
+	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			switch err := try(); {
+			switch err := try(i); {
 			case err == nil:
 				w.Add(1)
 			case refused(err):
@@ -302,18 +318,19 @@ func race(t *testing.T, n int, try func() error, refused func(error) bool) (wins
 	return w.Load(), r.Load()
 }
 
-func testRaceIdempotency(t *testing.T, s vault.Store) {
+func testRaceIdempotency(t *testing.T, r replicas) {
 	ctx := context.Background()
+	s := r[0]
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	var created sync.Map
-	for range 16 {
+	for i := range 16 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c := newCard("acct-1")
 			res := &vault.IdempotentResult{Scope: "s", Key: "same", RequestHash: key("r"), Result: []byte(c.ID), CreatedAt: now}
-			err := s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), Idempotent: res})
+			err := r.pick(i).CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), Idempotent: res})
 			switch {
 			case err == nil:
 				wins.Add(1)
@@ -334,5 +351,61 @@ func testRaceIdempotency(t *testing.T, s vault.Store) {
 	must(t, err)
 	if _, ok := created.Load(string(stored.Result)); !ok || string(stored.Result) != cards[0].ID {
 		t.Fatal("stored result is not the winner's")
+	}
+}
+
+// testOrderMoves walks an order through its life; a move from a status the
+// order has left is refused and writes nothing.
+func testOrderMoves(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	o := newOrder()
+	must(t, s.CreateOrder(ctx, o, vault.Write{Audit: audit("order.create", "")}))
+	c := newCard("acct-1")
+	c.Type, c.Status = vault.TypePhysical, vault.StatusNotActivated
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID),
+		Order: &vault.OrderMove{OrderID: o.ID, From: vault.OrderInitial, To: vault.OrderCardCreated, CardID: c.ID, At: now}}))
+	got, err := s.OrderByCard(ctx, c.ID)
+	must(t, err)
+	if got.ID != o.ID || got.Status != vault.OrderCardCreated {
+		t.Fatalf("order after the card: %+v", got)
+	}
+	err = s.Commit(ctx, vault.Write{Audit: audit("order.created", c.ID),
+		Order: &vault.OrderMove{OrderID: o.ID, From: vault.OrderInitial, To: vault.OrderCardCreated, At: now}})
+	if !isConflict(err, "status") {
+		t.Fatalf("a move from a left status: %v", err)
+	}
+	if trail, _ := s.AuditTrail(ctx, c.ID); len(trail) != 1 {
+		t.Fatalf("the refused move wrote its audit entry: %d entries", len(trail))
+	}
+	must(t, s.SetPIN(ctx, c.ID, []byte("0123456789abcdef"), 1, now, vault.Write{Audit: audit("card.pin", c.ID),
+		Order: &vault.OrderMove{OrderID: o.ID, From: vault.OrderCardCreated, To: vault.OrderOrdered, At: now}}))
+	card, err := s.CardByID(ctx, c.ID)
+	must(t, err)
+	if card.Status != vault.StatusOpen {
+		t.Fatalf("card after its PIN: %s", card.Status)
+	}
+}
+
+func newOrder() *vault.Order {
+	return &vault.Order{ID: uuid.Must(uuid.NewV7()).String(), OwnerID: "acct-1", Status: vault.OrderInitial, NameOnCard: "A CARDHOLDER",
+		Shipping:  vault.ShippingAddress{StreetAddress: "1 Main St", City: "Springfield", PostalCode: "62701", State: "IL", Country: "US"},
+		CreatedAt: now, UpdatedAt: now}
+}
+
+// testRaceOrderMove has many writers, on two replicas, try the same move:
+// exactly one wins and the order moves once.
+func testRaceOrderMove(t *testing.T, r replicas) {
+	ctx := context.Background()
+	o := newOrder()
+	must(t, r[0].CreateOrder(ctx, o, vault.Write{Audit: audit("order.create", "")}))
+	wins, conflicts := race(t, 16, func(i int) error {
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("order.move", "raced-order"),
+			Order: &vault.OrderMove{OrderID: o.ID, From: vault.OrderInitial, To: vault.OrderCardCreated, At: now}})
+	}, func(err error) bool { return isConflict(err, "status") })
+	if wins != 1 || conflicts != 15 {
+		t.Fatalf("%d moves and %d conflicts, want 1 and 15", wins, conflicts)
+	}
+	if trail, _ := r[1].AuditTrail(ctx, "raced-order"); len(trail) != 1 {
+		t.Fatalf("%d audit entries for one move", len(trail))
 	}
 }
