@@ -24,8 +24,8 @@ import (
 	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
-// benchStack is the whole service in-process on a fresh token and SQLite,
-// served over loopback HTTP.
+// benchStack is the whole service in-process on a fresh token and a store
+// (SQLite unless told), served over loopback HTTP.
 type benchStack struct {
 	m     *hsm.Module
 	url   string
@@ -33,6 +33,16 @@ type benchStack struct {
 }
 
 func newBenchStack(b *testing.B) *benchStack {
+	b.Helper()
+	store, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(b.TempDir(), "vault.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { store.Close() })
+	return newBenchStackOn(b, store)
+}
+
+func newBenchStackOn(b *testing.B, store vault.Store) *benchStack {
 	b.Helper()
 	tok := softhsm.TestToken(b)
 	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
@@ -46,11 +56,6 @@ func newBenchStack(b *testing.B) *benchStack {
 			b.Fatal(err)
 		}
 	}
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(b.TempDir(), "vault.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { store.Close() })
 	// A one-second window keeps the budget tables small while the
 	// benchmark reveals one card many times over.
 	budget := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
@@ -146,10 +151,7 @@ func BenchmarkReadDetails(b *testing.B) {
 		})
 	})
 	b.Run("ReadDetailsHTTP", func(b *testing.B) {
-		keys := make([]string, b.N)
-		for i := range keys {
-			keys[i] = fakeClientKey()
-		}
+		keys := fakeClientKeys(b.N)
 		var next atomic.Int64
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {

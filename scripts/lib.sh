@@ -8,7 +8,7 @@ CARDVAULT_PACKAGES=(
   softhsm2 opensc openssl jq gdb curl binutils
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
-  postgresql debootstrap
+  postgresql debootstrap docker-compose
 )
 
 install_missing() {
