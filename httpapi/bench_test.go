@@ -150,18 +150,21 @@ func BenchmarkReadDetails(b *testing.B) {
 			}
 		})
 	})
-	b.Run("ReadDetailsHTTP", func(b *testing.B) {
-		keys := fakeClientKeys(b.N)
-		var next atomic.Int64
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				status, body, err := s.post(path, keys[next.Add(1)-1])
-				if err != nil || status != http.StatusOK {
-					b.Fatal(fmt.Sprintf("read: %d %s %v", status, body, err))
-				}
+	b.Run("ReadDetailsHTTP", func(b *testing.B) { s.benchPosts(b, path, http.StatusOK) })
+}
+
+// benchPosts posts a fresh client key to path b.N times from parallel
+// clients; every answer must have status want.
+func (s *benchStack) benchPosts(b *testing.B, path string, want int) {
+	keys := fakeClientKeys(b.N)
+	var next atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if status, body, err := s.post(path, keys[next.Add(1)-1]); err != nil || status != want {
+				b.Fatal(fmt.Sprintf("POST %s: %d %s %v", path, status, body, err))
 			}
-		})
+		}
 	})
 }
 

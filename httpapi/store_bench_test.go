@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 
 	"github.com/cardvault/cardvault/internal/testenv"
@@ -47,31 +45,9 @@ func BenchmarkStores(b *testing.B) {
 func benchCreateRead(b *testing.B, store vault.Store) {
 	b.Cleanup(func() { store.Close() })
 	s := newBenchStackOn(b, store)
-	b.Run("Create", func(b *testing.B) {
-		keys := fakeClientKeys(b.N)
-		var next atomic.Int64
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if status, body, err := s.post("/api/v1/jiko-accounts/acct-1/virtual-cards", keys[next.Add(1)-1]); err != nil || status != http.StatusCreated {
-					b.Fatal(fmt.Sprintf("create: %d %s %v", status, body, err))
-				}
-			}
-		})
-	})
+	b.Run("Create", func(b *testing.B) { s.benchPosts(b, "/api/v1/jiko-accounts/acct-1/virtual-cards", http.StatusCreated) })
 	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + s.issueCard(b, "acct-1")
-	b.Run("Read", func(b *testing.B) {
-		keys := fakeClientKeys(b.N)
-		var next atomic.Int64
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if status, body, err := s.post(path, keys[next.Add(1)-1]); err != nil || status != http.StatusOK {
-					b.Fatal(fmt.Sprintf("read: %d %s %v", status, body, err))
-				}
-			}
-		})
-	})
+	b.Run("Read", func(b *testing.B) { s.benchPosts(b, path, http.StatusOK) })
 }
 
 func fakeClientKeys(n int) []string {

@@ -29,5 +29,13 @@ fi
 echo "== go vet"
 go vet ./...
 
+# The container tests run on their own, verbosely, so the log shows that
+# they ran (or why they skipped) and the figures they report.
+containers='^(TestPostgresContainerConformance|TestStackServesJikoAndSolaris|TestReplicaFailure|TestPostgresOutage|TestComposeFileValidates)$'
+
 echo "== go test -race"
-go test -race -count=1 -timeout 30m ./...
+go test -race -count=1 -timeout 30m -skip "$containers" ./...
+
+echo "== container tests (testcontainers-go)"
+go test -race -count=1 -timeout 20m -v -run "$containers" ./vault/sqlstore ./internal/stacktest \
+  | grep -E '^(--- |ok |FAIL|PASS|panic)|^\s+[a-z_]+\.go:[0-9]+:'

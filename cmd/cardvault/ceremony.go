@@ -90,6 +90,52 @@ func operatorName() string {
 	return "unknown"
 }
 
+// ceremonyFlags are the flags of every ceremony that writes a transcript.
+type ceremonyFlags struct {
+	transcript, operator *string
+}
+
+func newCeremonyFlags(name string) (*flag.FlagSet, ceremonyFlags) {
+	fs := flag.NewFlagSet("ceremony "+name, flag.ContinueOnError)
+	return fs, ceremonyFlags{
+		transcript: fs.String("transcript", "", "transcript file (default $CARDVAULT_TRANSCRIPT_DIR or ./transcripts, timestamped)"),
+		operator:   fs.String("operator", operatorName(), "operator name for the transcript"),
+	}
+}
+
+func (cf ceremonyFlags) parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+// begin is what every ceremony does before its first change: settle the
+// transcript's path (refusing to overwrite one), open the token and read
+// its identity. The caller closes the module.
+func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger) (*hsm.Module, hsm.TokenInfo, time.Time, error) {
+	now := time.Now()
+	if *cf.transcript == "" {
+		*cf.transcript = defaultTranscript(name, now)
+	}
+	if _, err := os.Stat(*cf.transcript); err == nil {
+		return nil, hsm.TokenInfo{}, now, fmt.Errorf("transcript %s exists; refusing to overwrite", *cf.transcript)
+	}
+	m, _, err := openHSM(log)
+	if err != nil {
+		return nil, hsm.TokenInfo{}, now, err
+	}
+	tok, err := m.Token(ctx)
+	if err != nil {
+		m.Close()
+		return nil, hsm.TokenInfo{}, now, err
+	}
+	return m, tok, now, nil
+}
+
 func defaultTranscript(ceremony string, now time.Time) string {
 	return filepath.Join(getenv(envTranscripts, "transcripts"),
 		fmt.Sprintf("ceremony-%s-%s.txt", ceremony, now.UTC().Format("20060102T150405Z")))
@@ -98,32 +144,16 @@ func defaultTranscript(ceremony string, now time.Time) string {
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
 // never touches an existing key; a second run creates nothing and says so.
 func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("ceremony init", flag.ContinueOnError)
+	fs, cf := newCeremonyFlags("init")
 	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
-	path := fs.String("transcript", "", "transcript file (default $CARDVAULT_TRANSCRIPT_DIR or ./transcripts, timestamped)")
-	operator := fs.String("operator", operatorName(), "operator name for the transcript")
-	if err := fs.Parse(args); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	now := time.Now()
-	if *path == "" {
-		*path = defaultTranscript("init", now)
-	}
-	if _, err := os.Stat(*path); err == nil {
-		return fmt.Errorf("transcript %s exists; refusing to overwrite", *path)
-	}
-	m, _, err := openHSM(log)
+	m, tok, now, err := cf.begin(ctx, "init", log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	tok, err := m.Token(ctx)
-	if err != nil {
-		return err
-	}
 	existing, err := m.Keys(ctx)
 	if err != nil {
 		return err
@@ -133,7 +163,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		has[k.Purpose] = true
 	}
 
-	t := newTranscript(stdout, "init", now, *operator, tok)
+	t := newTranscript(stdout, "init", now, *cf.operator, tok)
 	if *dryRun {
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
@@ -181,7 +211,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	default:
 		t.printf("\nresult: created %d key(s)\n", created)
 	}
-	return t.save(*path)
+	return t.save(*cf.transcript)
 }
 
 func countMissing(has map[hsm.Purpose]bool) int {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -22,16 +21,11 @@ import (
 // previous version's public half: PINs encrypted to it are accepted
 // through that day (UTC), and refused after.
 func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("ceremony rotate", flag.ContinueOnError)
+	fs, cf := newCeremonyFlags("rotate")
 	purposeName := fs.String("purpose", "", "the key to rotate: card-kek, pan-hmac, set-pin, pek or audit")
 	graceDays := fs.Int("grace-days", 7, "set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC)")
-	path := fs.String("transcript", "", "transcript file (default $CARDVAULT_TRANSCRIPT_DIR or ./transcripts, timestamped)")
-	operator := fs.String("operator", operatorName(), "operator name for the transcript")
-	if err := fs.Parse(args); err != nil {
+	if err := cf.parse(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	p, err := hsm.ParsePurpose(*purposeName)
 	if err != nil {
@@ -45,22 +39,11 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	case *graceDays < 0:
 		return fmt.Errorf("--grace-days %d: want 0 or more", *graceDays)
 	}
-	now := time.Now()
-	if *path == "" {
-		*path = defaultTranscript("rotate-"+string(p), now)
-	}
-	if _, err := os.Stat(*path); err == nil {
-		return fmt.Errorf("transcript %s exists; refusing to overwrite", *path)
-	}
-	m, _, err := openHSM(log)
+	m, tok, now, err := cf.begin(ctx, "rotate-"+string(p), log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	tok, err := m.Token(ctx)
-	if err != nil {
-		return err
-	}
 	previous, err := m.ActiveVersion(ctx, p)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
 		return fmt.Errorf("no %s key to rotate; run ceremony init first", p)
@@ -69,7 +52,7 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	next := previous + 1
 
-	t := newTranscript(stdout, "rotate", now, *operator, tok)
+	t := newTranscript(stdout, "rotate", now, *cf.operator, tok)
 	t.printf("purpose:  %s (%s)\n", p, p.Kind())
 	oldCheck, err := keyCheck(ctx, m, p, previous)
 	if err != nil {
@@ -99,5 +82,5 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		t.printf("previous: stays in the token for reading until retired\n")
 	}
 	t.printf("\nresult: %s active\n", hsm.Label(p, next))
-	return t.save(*path)
+	return t.save(*cf.transcript)
 }
