@@ -22,11 +22,11 @@ func (m *Module) SetPINPublicKey(ctx context.Context, version uint32) (*rsa.Publ
 	return pub, v, err
 }
 
-// SetPINPrevious returns the set_pin version before the active one (0 if
-// none) and the last day its public half was published for (zero if no
+// SetPINVersions returns the active set_pin version, the one before it (0
+// if none) and the last day its public half was published for (zero if no
 // end date is set).
-func (m *Module) SetPINPrevious(ctx context.Context) (uint32, time.Time, error) {
-	return m.Previous(ctx, SetPIN)
+func (m *Module) SetPINVersions(ctx context.Context) (uint32, uint32, time.Time, error) {
+	return m.Versions(ctx, SetPIN)
 }
 
 // SetPINDecryptRaw is the raw RSA private operation of a set_pin version

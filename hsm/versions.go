@@ -75,23 +75,23 @@ func (m *Module) ActiveVersion(ctx context.Context, p Purpose) (uint32, error) {
 	return v, err
 }
 
-// Previous returns the version before the active one of a purpose and its
-// end date (zero when none is set); version 0 means the active version is
-// the only one.
-func (m *Module) Previous(ctx context.Context, p Purpose) (version uint32, end time.Time, err error) {
+// Versions returns, from one view of the token, the active version of a
+// purpose, the version before it (0 when the active one is the first) and
+// that version's end date (zero when none is set).
+func (m *Module) Versions(ctx context.Context, p Purpose) (active, previous uint32, end time.Time, err error) {
 	err = m.do(ctx, "versions", func(c *conn) error {
 		v, err := c.view()
 		if err != nil {
 			return err
 		}
-		if v.active[p] == 0 {
+		if active = v.active[p]; active == 0 {
 			return fmt.Errorf("%w: no %s key", ErrKeyNotFound, p)
 		}
-		version = v.active[p] - 1
-		end = v.ends[Label(p, version)]
+		previous = active - 1
+		end = v.ends[Label(p, previous)]
 		return nil
 	})
-	return version, end, err
+	return active, previous, end, err
 }
 
 // SetPublicEndDate sets CKA_END_DATE, the last day clients may encrypt

@@ -42,13 +42,13 @@ func TestRotationSeenByRunningModule(t *testing.T) {
 func TestEndDateMarksThePreviousSetPINVersion(t *testing.T) {
 	ctx := context.Background()
 	m := openKeyedModule(t, SetPIN)
-	if prev, _, err := m.Previous(ctx, SetPIN); err != nil || prev != 0 {
-		t.Fatalf("previous of a first version: %d %v", prev, err)
+	if active, prev, _, err := m.Versions(ctx, SetPIN); err != nil || active != 1 || prev != 0 {
+		t.Fatalf("versions before rotation: active %d previous %d %v", active, prev, err)
 	}
 	if err := m.Generate(ctx, SetPIN, 2); err != nil {
 		t.Fatal(err)
 	}
-	prev, end, err := m.Previous(ctx, SetPIN)
+	_, prev, end, err := m.Versions(ctx, SetPIN)
 	if err != nil || prev != 1 || !end.IsZero() {
 		t.Fatalf("previous after rotation: %d %v %v, want 1 with no end date", prev, end, err)
 	}
@@ -56,7 +56,7 @@ func TestEndDateMarksThePreviousSetPINVersion(t *testing.T) {
 	if err := m.SetPublicEndDate(ctx, SetPIN, 1, day); err != nil {
 		t.Fatal(err)
 	}
-	if _, end, _ = m.Previous(ctx, SetPIN); !end.Equal(time.Date(2031, 3, 1, 0, 0, 0, 0, time.UTC)) {
+	if _, _, end, _ = m.Versions(ctx, SetPIN); !end.Equal(time.Date(2031, 3, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("end date %v, want 2031-03-01", end)
 	}
 	keys, err := m.Keys(ctx)

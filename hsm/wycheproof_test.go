@@ -4,33 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
-	"io/fs"
 	"testing"
 
-	"github.com/c2sp/wycheproof"
+	"github.com/cardvault/cardvault/internal/vectors"
 	"github.com/miekg/pkcs11"
 )
-
-// wycheproofFile is the part of the RSAES decryption schemas the tests read.
-type wycheproofFile struct {
-	Schema     string `json:"schema"`
-	TestGroups []struct {
-		KeySize         int    `json:"keySize"`
-		SHA             string `json:"sha"`
-		MGFSHA          string `json:"mgfSha"`
-		PrivateKeyPKCS8 string `json:"privateKeyPkcs8"`
-		Tests           []struct {
-			TcID   int    `json:"tcId"`
-			Msg    string `json:"msg"`
-			CT     string `json:"ct"`
-			Label  string `json:"label"`
-			Result string `json:"result"`
-		} `json:"tests"`
-	} `json:"testGroups"`
-}
 
 // importRSAKey puts a known RSA private key into the token as a set_pin
 // version, so that vectors made with it decrypt inside the token. Only
@@ -78,19 +57,6 @@ func importRSAKey(t testing.TB, m *Module, version uint32, key *rsa.PrivateKey) 
 	}
 }
 
-func loadWycheproof(t testing.TB, name string) wycheproofFile {
-	t.Helper()
-	raw, err := fs.ReadFile(wycheproof.TestVectors, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f wycheproofFile
-	if err := json.Unmarshal(raw, &f); err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 // TestWycheproofRSADecrypt runs Wycheproof's RSAES vectors through the
 // token: PKCS#1 v1.5 and OAEP-SHA1 inside it, OAEP-SHA256 (both MGF1
 // variants) on whichever path the token supports. A valid vector must
@@ -116,21 +82,14 @@ func TestWycheproofRSADecrypt(t *testing.T) {
 	keys := map[string]uint32{}
 	var valid, invalid, labelled int
 	for _, file := range files {
-		f := loadWycheproof(t, file.name)
+		f := vectors.Load(t, file.name)
 		for _, g := range f.TestGroups {
 			v, ok := keys[g.PrivateKeyPKCS8]
 			if !ok {
-				der, err := hex.DecodeString(g.PrivateKeyPKCS8)
-				if err != nil {
-					t.Fatal(err)
-				}
-				k, err := x509.ParsePKCS8PrivateKey(der)
-				if err != nil {
-					t.Fatalf("%s: %v", file.name, err)
-				}
+				priv, _ := g.PrivateKey(t)
 				version++
 				v = version
-				importRSAKey(t, m, v, k.(*rsa.PrivateKey))
+				importRSAKey(t, m, v, priv)
 				keys[g.PrivateKeyPKCS8] = v
 			}
 			for _, tc := range g.Tests {

@@ -46,11 +46,7 @@ func (s *Service) SetPINKey(ctx context.Context) (*PublicSetPINKey, error) {
 // before). A previous version with no end date is not accepted: grace is
 // granted by the ceremony, never assumed.
 func (s *Service) setPINVersions(ctx context.Context) ([]uint32, error) {
-	_, active, err := s.keys.SetPINPublicKey(ctx, 0)
-	if err != nil {
-		return nil, err
-	}
-	prev, lastDay, err := s.keys.SetPINPrevious(ctx)
+	active, prev, lastDay, err := s.keys.SetPINVersions(ctx)
 	if err != nil {
 		return nil, err
 	}

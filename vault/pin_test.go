@@ -3,15 +3,11 @@ package vault
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
-	"io/fs"
 	"math/big"
 	"testing"
 
-	"github.com/c2sp/wycheproof"
+	"github.com/cardvault/cardvault/internal/vectors"
 )
 
 // ANSI X9.24-3:2017 supplement test vectors (Calculation of AES PIN Block
@@ -109,32 +105,10 @@ func TestPINFromPKCS1(t *testing.T) {
 // runs them through the HSM and the endpoint): every valid vector unpads
 // to its message, and no invalid one unpads.
 func TestUnpadPKCS1Wycheproof(t *testing.T) {
-	raw, err := fs.ReadFile(wycheproof.TestVectors, "rsa_pkcs1_4096_test.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		TestGroups []struct {
-			PrivateKeyPKCS8 string `json:"privateKeyPkcs8"`
-			Tests           []struct {
-				TcID   int    `json:"tcId"`
-				Msg    string `json:"msg"`
-				CT     string `json:"ct"`
-				Result string `json:"result"`
-			} `json:"tests"`
-		} `json:"testGroups"`
-	}
-	if err := json.Unmarshal(raw, &file); err != nil {
-		t.Fatal(err)
-	}
+	file := vectors.Load(t, "rsa_pkcs1_4096_test.json")
 	counts := map[string]int{}
 	for _, g := range file.TestGroups {
-		der, _ := hex.DecodeString(g.PrivateKeyPKCS8)
-		k, err := x509.ParsePKCS8PrivateKey(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		priv := k.(*rsa.PrivateKey)
+		priv, _ := g.PrivateKey(t)
 		size := (priv.N.BitLen() + 7) / 8
 		for _, tc := range g.Tests {
 			ct, _ := hex.DecodeString(tc.CT)

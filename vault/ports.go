@@ -26,10 +26,11 @@ type Keys interface {
 type PINKeys interface {
 	// SetPINPublicKey returns a set_pin version's public key.
 	SetPINPublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, uint32, error)
-	// SetPINPrevious returns the set_pin version before the active one (0
-	// if none) and the last day (UTC) clients may still encrypt to it:
-	// the end date its rotation set, zero if none was set.
-	SetPINPrevious(ctx context.Context) (uint32, time.Time, error)
+	// SetPINVersions returns, from one view of the token, the active
+	// set_pin version, the one before it (0 if none) and the last day
+	// (UTC) clients may still encrypt to that one: the end date its
+	// rotation set, zero if none was set.
+	SetPINVersions(ctx context.Context) (active, previous uint32, previousLastDay time.Time, err error)
 	// SetPINDecryptRaw is the raw RSA private operation (no padding)
 	// under a set_pin version: its outcome does not depend on the padding.
 	SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)

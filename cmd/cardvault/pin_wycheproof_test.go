@@ -6,17 +6,15 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/c2sp/wycheproof"
 	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/vectors"
 )
 
 // TestSetPINEndpointWithWycheproofVectors puts Wycheproof's RSAES-PKCS1-v1_5
@@ -27,23 +25,7 @@ import (
 // same key then succeeds, which shows the vectors reached that key.
 func TestSetPINEndpointWithWycheproofVectors(t *testing.T) {
 	testenv.RequireCommand(t, "pkcs11-tool")
-	raw, err := fs.ReadFile(wycheproof.TestVectors, "rsa_pkcs1_4096_test.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var file struct {
-		TestGroups []struct {
-			PrivateKeyPKCS8 string `json:"privateKeyPkcs8"`
-			Tests           []struct {
-				TcID   int    `json:"tcId"`
-				CT     string `json:"ct"`
-				Result string `json:"result"`
-			} `json:"tests"`
-		} `json:"testGroups"`
-	}
-	if err := json.Unmarshal(raw, &file); err != nil {
-		t.Fatal(err)
-	}
+	file := vectors.Load(t, "rsa_pkcs1_4096_test.json")
 	// The file's main group shares one key over valid and invalid
 	// vectors; the others are one vector each on special keys, which the
 	// vault's unit test covers.
@@ -53,12 +35,7 @@ func TestSetPINEndpointWithWycheproofVectors(t *testing.T) {
 			group = g
 		}
 	}
-	der, _ := hex.DecodeString(group.PrivateKeyPKCS8)
-	k, err := x509.ParsePKCS8PrivateKey(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv := k.(*rsa.PrivateKey)
+	priv, der := group.PrivateKey(t)
 
 	v := newVaultEnv(t)
 	pubDER, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
