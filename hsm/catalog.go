@@ -102,6 +102,9 @@ type KeyInfo struct {
 	Class       string // "secret", "private", "public"
 	Sensitive   bool
 	Extractable bool
+	// WrapWithTrusted means the key can leave only wrapped under a key
+	// the security officer marked trusted.
+	WrapWithTrusted bool
 	Usages      []string // the CKA_ usage flags that are true
 	Active      bool     // the highest version of its purpose
 	// EndDate is a public half's CKA_END_DATE, the last day (UTC) clients
@@ -203,6 +206,7 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 	}
 	info.Sensitive = c.boolAttr(sh, h, pkcs11.CKA_SENSITIVE)
 	info.Extractable = c.boolAttr(sh, h, pkcs11.CKA_EXTRACTABLE)
+	info.WrapWithTrusted = c.boolAttr(sh, h, pkcs11.CKA_WRAP_WITH_TRUSTED)
 	for _, u := range usageAttrs {
 		if c.boolAttr(sh, h, u.attr) {
 			info.Usages = append(info.Usages, u.name)

@@ -29,9 +29,12 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(label)),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		// The value never leaves the token, in clear or wrapped.
+		// The value never leaves the token in clear. It leaves wrapped
+		// only under a key the security officer marked trusted, which
+		// is how a backup ceremony moves keys between tokens.
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
-		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
 		// AES keys seal (card KEK) or encipher PIN blocks (PEK).
 		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, aes),
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, aes),
@@ -137,8 +140,10 @@ func (c *conn) generateRSA(label string) error {
 		// Decrypt only: the set_pin key never signs or unwraps.
 		{pkcs11.CKA_SIGN, false},
 		{pkcs11.CKA_UNWRAP, false},
+		// As secret keys: never in clear, wrapped only by a trusted key.
 		{pkcs11.CKA_SENSITIVE, true},
-		{pkcs11.CKA_EXTRACTABLE, false},
+		{pkcs11.CKA_EXTRACTABLE, true},
+		{pkcs11.CKA_WRAP_WITH_TRUSTED, true},
 	} {
 		if err := private.Set(kv.t, kv.v); err != nil {
 			return err

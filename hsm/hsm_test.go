@@ -71,7 +71,9 @@ func TestKCVMatchesOpenSSL(t *testing.T) {
 	}
 }
 
-func TestKeysAreNotExtractable(t *testing.T) {
+// TestKeysLeaveOnlyWrappedByATrustedKey: no key's value can be read, and
+// a wrapping key the user makes (which cannot be trusted) cannot wrap one.
+func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 	pkcs11Tool := testenv.RequireCommand(t, "pkcs11-tool")
 	m, tok := openTestModule(t)
 	ctx := context.Background()
@@ -92,8 +94,8 @@ func TestKeysAreNotExtractable(t *testing.T) {
 		if k.Class == "public" {
 			continue
 		}
-		if !k.Sensitive || k.Extractable {
-			t.Errorf("%s: sensitive=%v extractable=%v", k.Label, k.Sensitive, k.Extractable)
+		if !k.Sensitive || !k.WrapWithTrusted {
+			t.Errorf("%s: sensitive=%v wrap-with-trusted=%v", k.Label, k.Sensitive, k.WrapWithTrusted)
 		}
 		err := c.withSession(func(sh pkcs11.SessionHandle) error {
 			class := uint(classSecret)
@@ -114,6 +116,22 @@ func TestKeysAreNotExtractable(t *testing.T) {
 			}
 			if !errors.Is(err, pkcs11.Error(pkcs11.CKR_ATTRIBUTE_SENSITIVE)) {
 				return fmt.Errorf("reading key material failed with %v, want CKR_ATTRIBUTE_SENSITIVE", err)
+			}
+			// The user may make a wrapping key, but not a trusted one.
+			wk, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+				pkcs11.NewAttribute(pkcs11.CKA_WRAP, true),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
+			})
+			if err != nil {
+				return err
+			}
+			defer c.p.DestroyObject(sh, wk)
+			wrapped, err := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(wrapMechanism, nil)}, wk, h)
+			if !errors.Is(err, pkcs11.Error(pkcs11.CKR_KEY_NOT_WRAPPABLE)) {
+				return fmt.Errorf("wrapping under an untrusted key gave %d bytes and %v, want CKR_KEY_NOT_WRAPPABLE", len(wrapped), err)
 			}
 			return nil
 		})

@@ -207,6 +207,18 @@ func (c *conn) publicKey(sh pkcs11.SessionHandle, label string) (*rsa.PublicKey,
 	if err != nil {
 		return nil, err
 	}
+	if pub, err = c.rsaPublicOf(sh, h, label); err != nil {
+		return nil, err
+	}
+	c.handleMu.Lock()
+	c.pubKeys[label] = pub
+	c.handleMu.Unlock()
+	return pub, nil
+}
+
+// rsaPublicOf reads the public key of an RSA object, either half: both
+// carry the modulus and public exponent.
+func (c *conn) rsaPublicOf(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, label string) (*rsa.PublicKey, error) {
 	attrs, err := c.p.GetAttributeValue(sh, h, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_MODULUS, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, nil),
@@ -218,9 +230,5 @@ func (c *conn) publicKey(sh pkcs11.SessionHandle, label string) (*rsa.PublicKey,
 	if !e.IsInt64() || e.Int64() > 1<<31 {
 		return nil, fmt.Errorf("hsm: %s has an unusable public exponent", label)
 	}
-	pub = &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}
-	c.handleMu.Lock()
-	c.pubKeys[label] = pub
-	c.handleMu.Unlock()
-	return pub, nil
+	return &rsa.PublicKey{N: new(big.Int).SetBytes(attrs[0].Value), E: int(e.Int64())}, nil
 }

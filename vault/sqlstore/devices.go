@@ -45,7 +45,7 @@ func nullMicros(t *time.Time) sql.NullInt64 {
 // CreateDevice inserts a pending device and its first challenge, within
 // the person's device limit.
 func (s *Store) CreateDevice(ctx context.Context, d *vault.Device, ch *vault.Challenge, limit int, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		if err := s.serialize(ctx, tx, "devices:"+d.PersonID); err != nil {
 			return err
 		}
@@ -120,7 +120,7 @@ func (s *Store) Challenge(ctx context.Context, id string) (*vault.Challenge, err
 // guards in the WHERE clauses make a concurrent answer or delete lose
 // cleanly.
 func (s *Store) AnswerChallenge(ctx context.Context, challengeID string, at time.Time, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE device_challenges SET used_at = ? WHERE id = ? AND used_at IS NULL AND expires_at > ?`),
 			micros(at), challengeID, micros(at))
 		if err != nil {
@@ -147,7 +147,7 @@ func (s *Store) AddDeviceKey(ctx context.Context, deviceID string, p vault.KeyPu
 	if p == vault.KeyUnrestricted {
 		column = "unrestricted_key"
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE devices SET `+column+` = ? WHERE id = ? AND status = ? AND `+column+` IS NULL`),
 			key, deviceID, string(vault.DeviceVerified))
 		if err != nil {
@@ -162,7 +162,7 @@ func (s *Store) AddDeviceKey(ctx context.Context, deviceID string, p vault.KeyPu
 
 // DeleteDevice marks a device deleted.
 func (s *Store) DeleteDevice(ctx context.Context, id string, at time.Time, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE devices SET status = ?, deleted_at = ? WHERE id = ? AND status <> ?`),
 			string(vault.DeviceDeleted), micros(at), id, string(vault.DeviceDeleted))
 		if err != nil {

@@ -34,7 +34,7 @@ func (s *Store) CreateOrder(ctx context.Context, o *vault.Order, w vault.Write) 
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO card_orders (`+orderColumns+`) VALUES (?, ?, NULL, ?, ?, ?, ?, ?)`),
 			o.ID, o.OwnerID, string(o.Status), o.NameOnCard, string(shipping), micros(o.CreatedAt), micros(o.UpdatedAt)); err != nil {
 			return err
@@ -86,7 +86,7 @@ func (s *Store) ListOrders(ctx context.Context, ownerID string) ([]*vault.Order,
 
 // moveOrder applies an order's move. The status guard makes a concurrent
 // or repeated move lose cleanly: an order never skips or goes back.
-func (s *Store) moveOrder(ctx context.Context, tx *sql.Tx, m *vault.OrderMove) error {
+func (s *Store) moveOrder(ctx context.Context, tx *txn, m *vault.OrderMove) error {
 	res, err := tx.ExecContext(ctx, s.q(`UPDATE card_orders SET status = ?, card_id = COALESCE(card_id, NULLIF(?, '')), updated_at = ? WHERE id = ? AND status = ?`),
 		string(m.To), m.CardID, micros(m.At), m.OrderID, string(m.From))
 	if err != nil {
@@ -100,7 +100,7 @@ func (s *Store) moveOrder(ctx context.Context, tx *sql.Tx, m *vault.OrderMove) e
 
 // SetPIN stores a card's PIN block and opens a NOT_ACTIVATED card.
 func (s *Store) SetPIN(ctx context.Context, cardID string, block []byte, pekVersion uint32, at time.Time, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET pin_block = ?, pin_key_version = ?, pin_set_at = ?, updated_at = ?,
 			status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ? AND status <> ?`),
 			block, int64(pekVersion), micros(at), micros(at), string(vault.StatusNotActivated), string(vault.StatusOpen), cardID, string(vault.StatusClosed))

@@ -7,7 +7,6 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -37,17 +36,18 @@ type dialect struct {
 }
 
 // serialize takes the dialect's locks on subjects, in the order given.
-func (s *Store) serialize(ctx context.Context, tx *sql.Tx, subjects ...string) error {
+func (s *Store) serialize(ctx context.Context, tx *txn, subjects ...string) error {
 	if s.d.serialize == nil {
 		return nil
 	}
-	return s.d.serialize(ctx, tx, subjects...)
+	return s.d.serialize(ctx, tx.Tx, subjects...)
 }
 
 // Store is a vault.Store on a SQL database.
 type Store struct {
-	db *sql.DB
-	d  dialect
+	db     *sql.DB
+	d      dialect
+	chains *chains
 }
 
 var _ vault.Store = (*Store)(nil)
@@ -72,11 +72,22 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
 	}
-	return &Store{db: db, d: d}, nil
+	chains, err := newChains(auditChains)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, d: d, chains: chains}, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close checkpoints every audit chain this store extended since its last
+// checkpoint, then closes the database.
+func (s *Store) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.checkpointAll(ctx)
+	return s.db.Close()
+}
 
 // Ping checks the database is usable.
 func (s *Store) Ping(ctx context.Context) error {
@@ -105,32 +116,13 @@ func (s *Store) fail(err error) error {
 
 func (s *Store) q(query string) string { return s.d.rebind(query) }
 
-// inTx runs fn in a transaction and commits it, or rolls it back.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, s.d.txOpts())
-	if err != nil {
-		return s.fail(err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return s.fail(err)
-	}
-	if err := tx.Commit(); err != nil {
-		if s.d.isUnique(err) {
-			return vault.Conflict("", "concurrent change")
-		}
-		return s.fail(err)
-	}
-	return nil
-}
-
 func micros(t time.Time) int64 { return t.UTC().UnixMicro() }
 
 func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
 // applyWrite inserts a change's companions: the burnt key, the idempotent
 // result and the audit entry.
-func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vault.Write) error {
+func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.Write) error {
 	if w.UsedKey != nil {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO used_client_keys (fingerprint, card_id, used_at) VALUES (?, ?, ?)`),
 			w.UsedKey, cardID, micros(w.Audit.At))
@@ -168,7 +160,7 @@ func (s *Store) applyWrite(ctx context.Context, tx *sql.Tx, cardID string, w vau
 // events are serialised (SQLite takes its write lock at BEGIN IMMEDIATE;
 // PostgreSQL locks the card, then the device), so two cannot both take
 // the last slot.
-func (s *Store) countSlot(ctx context.Context, tx *sql.Tx, r *vault.Slot) error {
+func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	subjects := []string{"budget:" + r.Kind + ":card:" + r.CardID}
 	if r.DeviceID != "" {
 		subjects = append(subjects, "budget:"+r.Kind+":device:"+r.DeviceID)
@@ -226,53 +218,6 @@ func (s *Store) BudgetUse(ctx context.Context, kind, cardID, deviceID string, si
 	return u, s.fail(err)
 }
 
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-func (s *Store) insertAudit(ctx context.Context, x execer, e vault.AuditEntry) error {
-	id, err := uuid.NewV7()
-	if err != nil {
-		return err
-	}
-	detail, err := json.Marshal(e.Detail)
-	if err != nil {
-		return err
-	}
-	_, err = x.ExecContext(ctx, s.q(`INSERT INTO audit (id, at, actor, action, card_id, owner_id, outcome, request_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		id.String(), micros(e.At), e.Actor, e.Action, e.CardID, e.OwnerID, e.Outcome, e.RequestID, string(detail))
-	return err
-}
-
-// AppendAudit records an entry on its own.
-func (s *Store) AppendAudit(ctx context.Context, e vault.AuditEntry) error {
-	return s.fail(s.insertAudit(ctx, s.db, e))
-}
-
-// AuditTrail returns a card's entries, oldest first.
-func (s *Store) AuditTrail(ctx context.Context, cardID string) ([]vault.AuditEntry, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at, actor, action, card_id, owner_id, outcome, request_id, detail FROM audit WHERE card_id = ? ORDER BY id`), cardID)
-	if err != nil {
-		return nil, s.fail(err)
-	}
-	defer rows.Close()
-	var out []vault.AuditEntry
-	for rows.Next() {
-		var e vault.AuditEntry
-		var at int64
-		var detail string
-		if err := rows.Scan(&at, &e.Actor, &e.Action, &e.CardID, &e.OwnerID, &e.Outcome, &e.RequestID, &detail); err != nil {
-			return nil, s.fail(err)
-		}
-		e.At = fromMicros(at)
-		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
-			return nil, s.fail(err)
-		}
-		out = append(out, e)
-	}
-	return out, s.fail(rows.Err())
-}
-
 const cardColumns = `id, owner_id, type, status, last4, expiry_month, expiry_year, name, fingerprint, fp_version, sealed, key_version, created_at, updated_at, closed_at, closure_reason`
 
 type scanner interface{ Scan(dest ...any) error }
@@ -299,7 +244,7 @@ func scanCard(r scanner) (*vault.Card, error) {
 
 // CreateCard inserts a card with its Write.
 func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
 			c.ID, c.OwnerID, string(c.Type), string(c.Status), c.Last4, c.ExpiryMonth, c.ExpiryYear, c.Name,
 			c.Fingerprint, int64(c.FPVersion), c.Sealed, int64(c.KeyVersion), micros(c.CreatedAt), micros(c.UpdatedAt))
@@ -363,7 +308,7 @@ func (s *Store) ListCards(ctx context.Context, f vault.CardFilter) ([]*vault.Car
 
 // Commit commits a Write on its own.
 func (s *Store) Commit(ctx context.Context, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		return s.applyWrite(ctx, tx, w.Audit.CardID, w)
 	})
 }
@@ -371,7 +316,7 @@ func (s *Store) Commit(ctx context.Context, w vault.Write) error {
 // SetStatus moves a card between statuses.
 func (s *Store) SetStatus(ctx context.Context, ownerID, id string, from []vault.Status, to vault.Status, at time.Time, w vault.Write) (*vault.Card, error) {
 	var out *vault.Card
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(tx *txn) error {
 		c, err := scanCard(tx.QueryRowContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE id = ? AND owner_id = ?`), id, ownerID))
 		if errors.Is(err, sql.ErrNoRows) {
 			return vault.ErrNotFound
@@ -404,7 +349,7 @@ func (s *Store) SetStatus(ctx context.Context, ownerID, id string, from []vault.
 
 // CloseCard closes a card and deletes its sealed record.
 func (s *Store) CloseCard(ctx context.Context, ownerID, id string, reason vault.ClosureReason, at time.Time, w vault.Write) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(tx *txn) error {
 		var status string
 		err := tx.QueryRowContext(ctx, s.q(`SELECT status FROM cards WHERE id = ? AND owner_id = ?`), id, ownerID).Scan(&status)
 		if errors.Is(err, sql.ErrNoRows) {

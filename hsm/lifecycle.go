@@ -1,0 +1,111 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/miekg/pkcs11"
+)
+
+// ErrActiveVersion reports an attempt to destroy the version new writes
+// use.
+var ErrActiveVersion = errors.New("hsm: refusing to destroy the active version")
+
+// DestroyVersion destroys every object of a purpose's version (a secret
+// key, or both halves of a key pair) and returns how many it destroyed.
+// It refuses the active version. Whether any record still needs the
+// version is the caller's question; the token cannot know.
+func (m *Module) DestroyVersion(ctx context.Context, p Purpose, version uint32) (int, error) {
+	label := Label(p, version)
+	var n int
+	err := m.do(ctx, "destroy", func(c *conn) error {
+		active, err := c.activeVersion(p)
+		if err != nil {
+			return err
+		}
+		if version == active {
+			return fmt.Errorf("%w: %s", ErrActiveVersion, label)
+		}
+		err = c.withSession(func(sh pkcs11.SessionHandle) error {
+			hs, err := c.findObjects(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)})
+			if err != nil {
+				return err
+			}
+			if len(hs) == 0 {
+				return fmt.Errorf("%w: %s", ErrKeyNotFound, label)
+			}
+			for _, h := range hs {
+				if err := c.p.DestroyObject(sh, h); err != nil {
+					return describe("C_DestroyObject", err)
+				}
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		c.forget(label)
+		return c.loadVersions()
+	})
+	return n, err
+}
+
+// forget drops the cached handles and public key of a label.
+func (c *conn) forget(label string) {
+	c.handleMu.Lock()
+	defer c.handleMu.Unlock()
+	for k := range c.handles {
+		if k.label == label {
+			delete(c.handles, k)
+		}
+	}
+	delete(c.pubKeys, label)
+}
+
+// ValueKCV is the key check value a clear secret of a purpose's kind would
+// have, computed inside the token on a session object that is destroyed
+// straight after: what a key custodian checks a component against before
+// it is combined. The value is the caller's to clear.
+func (m *Module) ValueKCV(ctx context.Context, kind Kind, value []byte) (string, error) {
+	var keyType, mech uint
+	switch kind {
+	case KindAES:
+		keyType, mech = pkcs11.CKK_AES, pkcs11.CKM_AES_CMAC
+	case KindHMAC:
+		keyType, mech = pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC
+	default:
+		return "", fmt.Errorf("hsm: %s keys have no KCV", kind)
+	}
+	if len(value) != 32 {
+		return "", fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
+	}
+	var sum []byte
+	err := m.do(ctx, "kcv", func(c *conn) error {
+		return c.withSession(func(sh pkcs11.SessionHandle) error {
+			h, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false), // gone with the session at the latest
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
+			})
+			if err != nil {
+				return describe("C_CreateObject", err)
+			}
+			defer func() { _ = c.p.DestroyObject(sh, h) }()
+			if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
+				return describe("C_SignInit", err)
+			}
+			sum, err = c.p.Sign(sh, make([]byte, 16))
+			return describeIf("C_Sign", err)
+		})
+	})
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%X", sum[:3]), nil
+}

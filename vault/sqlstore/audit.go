@@ -1,0 +1,432 @@
+package sqlstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/google/uuid"
+)
+
+// The audit trail is tamper-evident. Every entry belongs to a chain and
+// carries its position (seq), the hash of the entry before it and its own
+// hash over all of its columns, so an edited, deleted or reordered row
+// breaks its chain at that row. Every checkpointEvery entries, and when the
+// store closes, the chain's position and hash are MACed by the audit key
+// in the HSM: that anchors the chain against being rewritten wholesale or
+// cut short, for one HSM call per checkpointEvery entries.
+//
+// Several replicas write at once, and so do several transactions of one
+// replica. Each store opens auditChains fresh chains, named by a random
+// writer id; a transaction leases one for its life, so a chain grows one
+// committed entry at a time and a rolled-back transaction leaves its
+// chain as it was.
+
+// auditChains is how many transactions of one store can append at once.
+const auditChains = 8
+
+// defaultCheckpointEvery is how many entries a chain takes between
+// checkpoints.
+const defaultCheckpointEvery = 100
+
+// AuditKey MACs and re-MACs checkpoints; the HSM's audit key implements it.
+type AuditKey interface {
+	// AuditMAC is the MAC of msg under the active audit key, and its
+	// version.
+	AuditMAC(ctx context.Context, msg []byte) ([]byte, uint32, error)
+	// AuditMACWithVersion is the MAC of msg under a named version.
+	AuditMACWithVersion(ctx context.Context, version uint32, msg []byte) ([]byte, error)
+}
+
+// chainHead is the committed end of one chain.
+type chainHead struct {
+	id        string
+	seq       int64
+	hash      []byte
+	sealedSeq int64 // the last checkpointed seq
+}
+
+type chains struct {
+	free  chan *chainHead
+	mu    sync.Mutex // guards key and every
+	key   AuditKey
+	every int64
+}
+
+func newChains(n int) (*chains, error) {
+	writer := make([]byte, 8)
+	if _, err := rand.Read(writer); err != nil {
+		return nil, err
+	}
+	c := &chains{free: make(chan *chainHead, n), every: defaultCheckpointEvery}
+	for i := range n {
+		c.free <- &chainHead{id: fmt.Sprintf("%x-%d", writer, i), hash: make([]byte, sha256.Size)}
+	}
+	return c, nil
+}
+
+// UseAuditKey makes the store checkpoint its chains under key every n
+// entries (0 means 100). Without one, entries are chained but not
+// checkpointed.
+func (s *Store) UseAuditKey(key AuditKey, every int) {
+	s.chains.mu.Lock()
+	defer s.chains.mu.Unlock()
+	s.chains.key = key
+	if every > 0 {
+		s.chains.every = int64(every)
+	}
+}
+
+// txn is a write transaction holding the lease on one audit chain.
+type txn struct {
+	*sql.Tx
+	head *chainHead
+	seq  int64  // the chain's end as this transaction has extended it
+	hash []byte // …and its hash
+}
+
+// inTx runs fn in a transaction and commits it, or rolls it back. The
+// chain lease is taken before the transaction begins, so no transaction
+// holds a database lock while it waits for a chain.
+func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
+	var head *chainHead
+	select {
+	case head = <-s.chains.free:
+	case <-ctx.Done():
+		return s.fail(ctx.Err())
+	}
+	t := &txn{head: head, seq: head.seq, hash: head.hash}
+	err := s.runTx(ctx, t, fn)
+	if err == nil {
+		head.seq, head.hash = t.seq, t.hash
+	}
+	due := s.checkpointDue(head)
+	s.chains.free <- head
+	if due {
+		s.checkpoint(ctx, head.id, t.seq, t.hash)
+	}
+	return err
+}
+
+func (s *Store) runTx(ctx context.Context, t *txn, fn func(*txn) error) error {
+	tx, err := s.db.BeginTx(ctx, s.d.txOpts())
+	if err != nil {
+		return s.fail(err)
+	}
+	t.Tx = tx
+	if err := fn(t); err != nil {
+		_ = tx.Rollback()
+		return s.fail(err)
+	}
+	if err := tx.Commit(); err != nil {
+		if s.d.isUnique(err) {
+			return vault.Conflict("", "concurrent change")
+		}
+		return s.fail(err)
+	}
+	return nil
+}
+
+// checkpointDue reports whether a chain has grown checkpointEvery entries
+// past its last checkpoint, and if so marks it checkpointed: a checkpoint
+// that then fails is logged nowhere but caught by the next one.
+func (s *Store) checkpointDue(head *chainHead) bool {
+	s.chains.mu.Lock()
+	defer s.chains.mu.Unlock()
+	if s.chains.key == nil || head.seq-head.sealedSeq < s.chains.every {
+		return false
+	}
+	head.sealedSeq = head.seq
+	return true
+}
+
+// checkpointAll checkpoints every chain with entries past its last
+// checkpoint.
+func (s *Store) checkpointAll(ctx context.Context) {
+	s.chains.mu.Lock()
+	hasKey := s.chains.key != nil
+	s.chains.mu.Unlock()
+	if !hasKey {
+		return
+	}
+	for range cap(s.chains.free) {
+		head := <-s.chains.free
+		defer func() { s.chains.free <- head }()
+		if head.seq > head.sealedSeq {
+			if s.checkpoint(ctx, head.id, head.seq, head.hash) == nil {
+				head.sealedSeq = head.seq
+			}
+		}
+	}
+}
+
+// checkpoint MACs a chain's position and hash and stores it.
+func (s *Store) checkpoint(ctx context.Context, chain string, seq int64, hash []byte) error {
+	s.chains.mu.Lock()
+	key := s.chains.key
+	s.chains.mu.Unlock()
+	mac, version, err := key.AuditMAC(ctx, checkpointMessage(chain, seq, hash))
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at) VALUES (?, ?, ?, ?, ?, ?)`),
+		chain, seq, hash, int64(version), mac, micros(time.Now()))
+	return err
+}
+
+// auditRow is an audit entry as stored: the entry's columns as text, so
+// the hash is over exactly what the database holds.
+type auditRow struct {
+	ID, Actor, Action, CardID, OwnerID, Outcome, RequestID, Detail string
+	At                                                             int64
+}
+
+// entryHash is the hash of an entry at seq in a chain whose previous
+// entry hashed to prev. Every field is length-prefixed, so no two rows
+// encode alike.
+func entryHash(chain string, seq int64, prev []byte, r auditRow) []byte {
+	h := sha256.New()
+	var n [8]byte
+	field := func(s string) {
+		binary.BigEndian.PutUint32(n[:4], uint32(len(s)))
+		h.Write(n[:4])
+		h.Write([]byte(s))
+	}
+	number := func(v int64) {
+		binary.BigEndian.PutUint64(n[:], uint64(v))
+		h.Write(n[:])
+	}
+	field("cardvault-audit-v1")
+	field(chain)
+	number(seq)
+	field(string(prev))
+	field(r.ID)
+	number(r.At)
+	for _, f := range []string{r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail} {
+		field(f)
+	}
+	return h.Sum(nil)
+}
+
+// checkpointMessage is what a checkpoint's MAC covers.
+func checkpointMessage(chain string, seq int64, hash []byte) []byte {
+	msg := fmt.Appendf(nil, "cardvault-audit-checkpoint-v1\x00%s\x00", chain)
+	msg = binary.BigEndian.AppendUint64(msg, uint64(seq))
+	return append(msg, hash...)
+}
+
+// insertAudit appends an entry to the transaction's chain.
+func (s *Store) insertAudit(ctx context.Context, tx *txn, e vault.AuditEntry) error {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return err
+	}
+	detail, err := json.Marshal(e.Detail)
+	if err != nil {
+		return err
+	}
+	r := auditRow{ID: id.String(), At: micros(e.At), Actor: e.Actor, Action: e.Action, CardID: e.CardID,
+		OwnerID: e.OwnerID, Outcome: e.Outcome, RequestID: e.RequestID, Detail: string(detail)}
+	seq := tx.seq + 1
+	hash := entryHash(tx.head.id, seq, tx.hash, r)
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO audit (id, at, actor, action, card_id, owner_id, outcome, request_id, detail, chain, seq, prev_hash, hash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		r.ID, r.At, r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail, tx.head.id, seq, tx.hash, hash)
+	if err != nil {
+		return err
+	}
+	tx.seq, tx.hash = seq, hash
+	return nil
+}
+
+// AppendAudit records an entry on its own.
+func (s *Store) AppendAudit(ctx context.Context, e vault.AuditEntry) error {
+	return s.inTx(ctx, func(tx *txn) error { return s.insertAudit(ctx, tx, e) })
+}
+
+// AuditTrail returns a card's entries, oldest first.
+func (s *Store) AuditTrail(ctx context.Context, cardID string) ([]vault.AuditEntry, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT at, actor, action, card_id, owner_id, outcome, request_id, detail FROM audit WHERE card_id = ? ORDER BY id`), cardID)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	defer rows.Close()
+	var out []vault.AuditEntry
+	for rows.Next() {
+		var e vault.AuditEntry
+		var at int64
+		var detail string
+		if err := rows.Scan(&at, &e.Actor, &e.Action, &e.CardID, &e.OwnerID, &e.Outcome, &e.RequestID, &detail); err != nil {
+			return nil, s.fail(err)
+		}
+		e.At = fromMicros(at)
+		if err := json.Unmarshal([]byte(detail), &e.Detail); err != nil {
+			return nil, s.fail(err)
+		}
+		out = append(out, e)
+	}
+	return out, s.fail(rows.Err())
+}
+
+// AuditBreak is the first place a chain fails verification.
+type AuditBreak struct {
+	Chain  string
+	Seq    int64  // the position that fails
+	ID     string // the audit row there, if there is one
+	Reason string
+}
+
+func (b AuditBreak) String() string {
+	row := b.ID
+	if row == "" {
+		row = "none"
+	}
+	return fmt.Sprintf("chain %s seq %d (audit id %s): %s", b.Chain, b.Seq, row, b.Reason)
+}
+
+// AuditReport is what VerifyAudit found.
+type AuditReport struct {
+	Chains, Entries, Checkpoints int
+	// Unchained counts rows written before the chain existed (migration
+	// 00004); nothing vouches for them.
+	Unchained int
+	// Unsealed counts entries after their chain's last checkpoint: their
+	// chain is intact, but their removal from its end would not show.
+	Unsealed int
+	Breaks   []AuditBreak // the first break of each broken chain
+}
+
+// VerifyAudit walks every chain and checks every checkpoint's MAC with
+// key, reporting each chain's first broken link.
+func (s *Store) VerifyAudit(ctx context.Context, key AuditKey) (*AuditReport, error) {
+	rep := &AuditReport{}
+	ends, firstBreak, err := s.walkChains(ctx, rep)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	lastCheckpoint := map[string]int64{}
+	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq, hash, key_version, mac FROM audit_checkpoints ORDER BY chain, seq`)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var chain string
+		var seq, version int64
+		var hash, mac []byte
+		if err := rows.Scan(&chain, &seq, &hash, &version, &mac); err != nil {
+			return nil, s.fail(err)
+		}
+		rep.Checkpoints++
+		lastCheckpoint[chain] = max(lastCheckpoint[chain], seq)
+		want, err := key.AuditMACWithVersion(ctx, uint32(version), checkpointMessage(chain, seq, hash))
+		if err != nil && vault.KindOf(err) != vault.KindCrypto && !errors.Is(err, vault.ErrNotFound) {
+			return nil, err
+		}
+		broken := func(reason string) {
+			if b, ok := firstBreak[chain]; !ok || seq < b.Seq {
+				firstBreak[chain] = AuditBreak{Chain: chain, Seq: seq, Reason: reason}
+			}
+		}
+		end := ends[chain]
+		switch {
+		case err != nil || subtle.ConstantTimeCompare(want, mac) != 1:
+			broken(fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", version))
+		case seq > end.seq:
+			broken(fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d: entries were removed", seq, end.seq))
+		case !bytes.Equal(end.hashes[seq], hash):
+			broken("entry differs from the one its checkpoint vouches for")
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.fail(err)
+	}
+	for chain, end := range ends {
+		rep.Unsealed += int(end.seq - lastCheckpoint[chain])
+	}
+	for _, b := range firstBreak {
+		rep.Breaks = append(rep.Breaks, b)
+	}
+	sort.Slice(rep.Breaks, func(i, j int) bool {
+		if rep.Breaks[i].Chain != rep.Breaks[j].Chain {
+			return rep.Breaks[i].Chain < rep.Breaks[j].Chain
+		}
+		return rep.Breaks[i].Seq < rep.Breaks[j].Seq
+	})
+	return rep, nil
+}
+
+// chainEnd is how far a chain verified, and the hash at each position.
+type chainEnd struct {
+	seq    int64
+	hashes map[int64][]byte
+}
+
+// walkChains recomputes every chain in order, and returns where each one
+// ends and where each broken one first breaks.
+func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*chainEnd, map[string]AuditBreak, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, at, actor, action, card_id, owner_id, outcome, request_id, detail, chain, seq, prev_hash, hash
+		FROM audit ORDER BY chain, seq`)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	ends := map[string]*chainEnd{}
+	breaks := map[string]AuditBreak{}
+	var prev []byte
+	for rows.Next() {
+		var r auditRow
+		var chain sql.NullString
+		var seq sql.NullInt64
+		var prevHash, hash []byte
+		if err := rows.Scan(&r.ID, &r.At, &r.Actor, &r.Action, &r.CardID, &r.OwnerID, &r.Outcome, &r.RequestID, &r.Detail,
+			&chain, &seq, &prevHash, &hash); err != nil {
+			return nil, nil, err
+		}
+		if !chain.Valid || !seq.Valid {
+			rep.Unchained++
+			continue
+		}
+		rep.Entries++
+		end, ok := ends[chain.String]
+		if !ok {
+			end = &chainEnd{hashes: map[int64][]byte{}}
+			ends[chain.String] = end
+			rep.Chains++
+			prev = make([]byte, sha256.Size)
+		}
+		if _, broken := breaks[chain.String]; broken {
+			end.seq = seq.Int64 // later rows still count towards the chain's end
+			continue
+		}
+		broke := func(at int64, id, reason string) {
+			breaks[chain.String] = AuditBreak{Chain: chain.String, Seq: at, ID: id, Reason: reason}
+			end.seq = seq.Int64
+		}
+		want := end.seq + 1
+		switch {
+		case seq.Int64 != want:
+			broke(want, "", fmt.Sprintf("entry missing: the chain jumps from seq %d to seq %d (row %s)", end.seq, seq.Int64, r.ID))
+		case !bytes.Equal(prevHash, prev):
+			broke(seq.Int64, r.ID, "previous-hash link does not match the entry before it: an entry was removed, reordered or edited")
+		case !bytes.Equal(entryHash(chain.String, seq.Int64, prev, r), hash):
+			broke(seq.Int64, r.ID, "entry does not match its hash: it was edited")
+		default:
+			end.seq = seq.Int64
+			end.hashes[seq.Int64] = hash
+			prev = hash
+		}
+	}
+	return ends, breaks, rows.Err()
+}
