@@ -105,8 +105,8 @@ type KeyInfo struct {
 	// WrapWithTrusted means the key can leave only wrapped under a key
 	// the security officer marked trusted.
 	WrapWithTrusted bool
-	Usages      []string // the CKA_ usage flags that are true
-	Active      bool     // the highest version of its purpose
+	Usages          []string // the CKA_ usage flags that are true
+	Active          bool     // the highest version of its purpose
 	// EndDate is a public half's CKA_END_DATE, the last day (UTC) clients
 	// may encrypt to it, or zero when none is set.
 	EndDate time.Time
