@@ -92,3 +92,14 @@ func (m *Module) kcvOf(ctx context.Context, label string, mech uint) (string, er
 	}
 	return fmt.Sprintf("%X", sum[:3]), nil
 }
+
+// AuditMAC MACs an audit checkpoint under the active audit key.
+func (m *Module) AuditMAC(ctx context.Context, msg []byte) ([]byte, uint32, error) {
+	return m.MAC(ctx, Audit, msg)
+}
+
+// AuditMACWithVersion re-MACs a checkpoint under the version that made it,
+// for verification.
+func (m *Module) AuditMACWithVersion(ctx context.Context, version uint32, msg []byte) ([]byte, error) {
+	return m.MACWithVersion(ctx, Audit, version, msg)
+}

@@ -146,6 +146,9 @@ func (m *Module) Close() {
 	m.raw.Destroy()
 }
 
+// Label is the label of the token the module serves.
+func (m *Module) Label() string { return m.cfg.TokenLabel }
+
 // Reconnects counts how often the adapter re-established its connection.
 func (m *Module) Reconnects() int64 { return m.reconnects.Load() }
 

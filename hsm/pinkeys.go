@@ -66,3 +66,9 @@ func (m *Module) versionOrActive(ctx context.Context, p Purpose, version uint32)
 	}
 	return m.ActiveVersion(ctx, p)
 }
+
+// PEKDecryptBlock deciphers one AES block under a PEK version: PIN
+// translation between PEK versions needs it.
+func (m *Module) PEKDecryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, error) {
+	return m.DecryptBlock(ctx, version, block)
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cardvault/cardvault/vault"
 	"github.com/miekg/pkcs11"
 )
 
@@ -137,4 +138,24 @@ func (c *conn) endDate(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (time.Tim
 		return time.Time{}, fmt.Errorf("hsm: CKA_END_DATE %q: %w", attrs[0].Value, err)
 	}
 	return day, nil
+}
+
+// ActiveVersions returns the versions of the record-protecting keys that
+// new writes use, from one view of the token.
+func (m *Module) ActiveVersions(ctx context.Context) (vault.KeyVersions, error) {
+	var out vault.KeyVersions
+	err := m.do(ctx, "versions", func(c *conn) error {
+		for _, k := range []struct {
+			p    Purpose
+			into *uint32
+		}{{CardKEK, &out.CardKEK}, {PANHMAC, &out.PANHMAC}, {PEK, &out.PEK}} {
+			v, err := c.activeVersion(k.p)
+			if err != nil {
+				return err
+			}
+			*k.into = v
+		}
+		return nil
+	})
+	return out, err
 }

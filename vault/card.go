@@ -61,6 +61,10 @@ type Card struct {
 	FPVersion   uint32 // pan-hmac version of Fingerprint
 	Sealed      []byte // the sealed record; nil once the card is closed
 	KeyVersion  uint32 // card KEK version of Sealed
+	// PINBlock is the format 4 PIN block under PEK version PINKeyVersion,
+	// nil when no PIN is set or the card is closed.
+	PINBlock      []byte
+	PINKeyVersion uint32
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	ClosedAt    *time.Time

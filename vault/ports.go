@@ -122,8 +122,9 @@ type CardStore interface {
 	// SetStatus moves a card from one of from to to; a card in another
 	// status is a conflict naming field "status".
 	SetStatus(ctx context.Context, ownerID, id string, from []Status, to Status, at time.Time, w Write) (*Card, error)
-	// CloseCard sets CLOSED and deletes the sealed record: the card's data
-	// is crypto-shredded while its metadata and audit trail stay.
+	// CloseCard sets CLOSED and deletes the sealed record and the PIN
+	// block: the card's data is crypto-shredded while its metadata and
+	// audit trail stay.
 	CloseCard(ctx context.Context, ownerID, id string, reason ClosureReason, at time.Time, w Write) error
 	// SetPIN stores a card's PIN block and its PEK version, and opens a
 	// NOT_ACTIVATED card, with w (which may move the card's order).

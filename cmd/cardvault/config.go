@@ -34,6 +34,10 @@ const (
 	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
 	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
 	envKeyRefresh  = "CARDVAULT_KEY_REFRESH"
+	envAuditEvery  = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
+	// The security officer's PIN, which only the backup export needs.
+	envSOPINFile = "CARDVAULT_PKCS11_SO_PIN_FILE"
+	envSOPIN     = "CARDVAULT_PKCS11_SO_PIN"
 	// The database password, when it is not in CARDVAULT_DB: a file, as
 	// a container secret provides it.
 	envDBPasswordFile = "CARDVAULT_DB_PASSWORD_FILE"
@@ -92,7 +96,7 @@ func intEnv(name string, def int) (int, error) {
 }
 
 // openStore opens the database a CARDVAULT_DB value names.
-func openStore(ctx context.Context, dsn string) (vault.Store, error) {
+func openStore(ctx context.Context, dsn string) (*sqlstore.Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
 		return sqlstore.OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
@@ -158,6 +162,27 @@ func readPIN() (string, error) {
 		return os.Getenv(envPIN), nil
 	}
 	return "", errors.New("no HSM PIN: set " + envPINFile + " (preferred) or " + envPIN)
+}
+
+// openVault opens the token and the database, and has the store
+// checkpoint its audit chains with the token's audit key. The caller
+// closes the store before the module: closing checkpoints the chains.
+func openVault(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.Store, error) {
+	every, err := intEnv(envAuditEvery, 100)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, _, err := openHSM(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	store.UseAuditKey(m, every)
+	return m, store, nil
 }
 
 // openHSM opens the configured token.

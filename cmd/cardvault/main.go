@@ -18,7 +18,14 @@ commands:
   serve                 run the HTTP service (configured from CARDVAULT_* variables)
   ceremony init         create every missing key, version 1; writes a transcript
   ceremony rotate       create the next version of one purpose's key and make it active
+  ceremony rewrap       move every record to the active key versions (--dry-run counts them)
+  ceremony retire       destroy a key version no record uses (--purpose P --version N)
+  ceremony import-components
+                        form a key's next version from custodian components (--purpose P --components N)
+  ceremony export       back up every key, wrapped under a key formed from components (--out F --components N)
+  ceremony import       restore a backup into this token (--in F --components N)
   ceremony list         print the key catalog
+  audit verify          check the audit trail's hash chains and checkpoints; exit 1 at a broken link
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
 `
@@ -42,6 +49,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serveCmd(ctx, args[1:], log)
 	case "ceremony":
 		err = ceremonyCmd(ctx, args[1:], stdout, log)
+	case "audit":
+		err = auditCmd(ctx, args[1:], stdout, log)
 	case "token":
 		err = tokenCmd(args[1:], stdout)
 	case "-h", "--help", "help":

@@ -35,16 +35,12 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m, tokenLabel, err := openHSM(log)
+	m, store, err := openVault(ctx, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+	defer store.Close() // first: it checkpoints the audit chains with the HSM
 	svc, err := vault.NewService(m, store, vcfg)
 	if err != nil {
 		return err
@@ -70,7 +66,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
-	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", tokenLabel)
+	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", m.Label())
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

@@ -185,6 +185,14 @@ func (s *Store) checkpoint(ctx context.Context, chain string, seq int64, hash []
 	return err
 }
 
+// CheckpointsUnder counts the checkpoints MACed under an audit key
+// version: verification needs that version while any remain.
+func (s *Store) CheckpointsUnder(ctx context.Context, version uint32) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM audit_checkpoints WHERE key_version = ?`), int64(version)).Scan(&n)
+	return n, s.fail(err)
+}
+
 // auditRow is an audit entry as stored: the entry's columns as text, so
 // the hash is over exactly what the database holds.
 type auditRow struct {

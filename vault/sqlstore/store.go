@@ -218,7 +218,10 @@ func (s *Store) BudgetUse(ctx context.Context, kind, cardID, deviceID string, si
 	return u, s.fail(err)
 }
 
-const cardColumns = `id, owner_id, type, status, last4, expiry_month, expiry_year, name, fingerprint, fp_version, sealed, key_version, created_at, updated_at, closed_at, closure_reason`
+const (
+	cardInsertColumns = `id, owner_id, type, status, last4, expiry_month, expiry_year, name, fingerprint, fp_version, sealed, key_version, created_at, updated_at, closed_at, closure_reason`
+	cardColumns       = cardInsertColumns + `, pin_block, pin_key_version`
+)
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -228,10 +231,12 @@ func scanCard(r scanner) (*vault.Card, error) {
 	var closed sql.NullInt64
 	var typ, status, reason string
 	var fpv, kv int64
+	var pinVersion sql.NullInt64
 	if err := r.Scan(&c.ID, &c.OwnerID, &typ, &status, &c.Last4, &c.ExpiryMonth, &c.ExpiryYear, &c.Name,
-		&c.Fingerprint, &fpv, &c.Sealed, &kv, &created, &updated, &closed, &reason); err != nil {
+		&c.Fingerprint, &fpv, &c.Sealed, &kv, &created, &updated, &closed, &reason, &c.PINBlock, &pinVersion); err != nil {
 		return nil, err
 	}
+	c.PINKeyVersion = uint32(pinVersion.Int64)
 	c.Type, c.Status, c.Closure = vault.CardType(typ), vault.Status(status), vault.ClosureReason(reason)
 	c.FPVersion, c.KeyVersion = uint32(fpv), uint32(kv)
 	c.CreatedAt, c.UpdatedAt = fromMicros(created), fromMicros(updated)
@@ -245,7 +250,7 @@ func scanCard(r scanner) (*vault.Card, error) {
 // CreateCard inserts a card with its Write.
 func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardInsertColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
 			c.ID, c.OwnerID, string(c.Type), string(c.Status), c.Last4, c.ExpiryMonth, c.ExpiryYear, c.Name,
 			c.Fingerprint, int64(c.FPVersion), c.Sealed, int64(c.KeyVersion), micros(c.CreatedAt), micros(c.UpdatedAt))
 		if s.d.isUnique(err) {
@@ -361,7 +366,9 @@ func (s *Store) CloseCard(ctx context.Context, ownerID, id string, reason vault.
 		if vault.Status(status) == vault.StatusClosed {
 			return vault.Conflict("status", "card is already closed")
 		}
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET status = ?, sealed = NULL, closed_at = ?, closure_reason = ?, updated_at = ? WHERE id = ? AND status = ?`),
+		// The PIN block goes with the record: nothing of a closed card
+		// can be recovered, and no key version stays in use for it.
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET status = ?, sealed = NULL, pin_block = NULL, closed_at = ?, closure_reason = ?, updated_at = ? WHERE id = ? AND status = ?`),
 			string(vault.StatusClosed), micros(at), string(reason), micros(at), id, status)
 		if err != nil {
 			return err

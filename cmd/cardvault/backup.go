@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"text/tabwriter"
+
+	"github.com/cardvault/cardvault/hsm"
+)
+
+// readSOPIN reads the security officer's PIN from a file or the
+// environment, never a flag.
+func readSOPIN() (string, error) {
+	pin, err := readSecretFile(envSOPINFile)
+	switch {
+	case err != nil:
+		return "", err
+	case pin != "":
+		return pin, nil
+	case os.Getenv(envSOPIN) != "":
+		return os.Getenv(envSOPIN), nil
+	}
+	return "", errors.New("the export needs the security officer's PIN: set " + envSOPINFile + " (preferred) or " + envSOPIN)
+}
+
+// ceremonyExport wraps every key in the token under a key-encryption key
+// formed from custodian components and writes the backup file.
+func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+	fs, cf := newCeremonyFlags("export")
+	out := fs.String("out", "", "the backup file to write (refuses to overwrite)")
+	comps := addComponentFlags(fs)
+	if err := cf.parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("--out: name the backup file")
+	}
+	if err := comps.validate(); err != nil {
+		return err
+	}
+	if _, err := os.Stat(*out); err == nil {
+		return fmt.Errorf("--out %s exists; refusing to overwrite", *out)
+	}
+	soPIN, err := readSOPIN()
+	if err != nil {
+		return err
+	}
+	m, tok, now, err := cf.begin(ctx, "export", log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
+	if err != nil {
+		return err
+	}
+	defer clear(kek)
+	t := newTranscript(stdout, "export", now, *cf.operator, tok)
+	recordCustodians(t, custodians)
+	b, err := m.Export(ctx, soPIN, kek)
+	if err != nil {
+		return err
+	}
+	body, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(body, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
+	if err := printBackupKeys(t, b, "exported"); err != nil {
+		return err
+	}
+	t.printf("\nbackup:   %s sha256 %x\n", *out, sha256.Sum256(append(body, '\n')))
+	t.printf("\nresult: %d key object(s) exported\n", len(b.Keys))
+	return t.save(*cf.transcript)
+}
+
+// ceremonyImport restores a backup into this token, unwrapping under the
+// key the custodians' components form, and checks every key's KCV or
+// fingerprint against the backup's.
+func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+	fs, cf := newCeremonyFlags("import")
+	in := fs.String("in", "", "the backup file to restore")
+	comps := addComponentFlags(fs)
+	if err := cf.parse(fs, args); err != nil {
+		return err
+	}
+	if *in == "" {
+		return errors.New("--in: name the backup file")
+	}
+	if err := comps.validate(); err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var b hsm.Backup
+	if err := dec.Decode(&b); err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	m, tok, now, err := cf.begin(ctx, "import", log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
+	if err != nil {
+		return err
+	}
+	defer clear(kek)
+	t := newTranscript(stdout, "import", now, *cf.operator, tok)
+	recordCustodians(t, custodians)
+	t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", *in, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
+	if err := m.Import(ctx, kek, &b); err != nil {
+		return err
+	}
+	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
+	if err := printBackupKeys(t, &b, "restored, check matches"); err != nil {
+		return err
+	}
+	t.printf("\nresult: %d key object(s) restored\n", len(b.Keys))
+	return t.save(*cf.transcript)
+}
+
+func recordCustodians(t *transcript, custodians []custodianRecord) {
+	for i, c := range custodians {
+		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format("2006-01-02T15:04:05Z"), c.KCV)
+	}
+}
+
+func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "LABEL\tCLASS\tCHECK\tRESULT\n")
+	for _, k := range b.Keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Label, k.Class, k.Check, result)
+	}
+	return tw.Flush()
+}
