@@ -142,11 +142,11 @@ func TestCeremonyInitCreatesEveryKeyOnce(t *testing.T) {
 		t.Fatalf("list: %v\n%s", err, list)
 	}
 	for _, label := range []string{"card-kek/v1", "pan-hmac/v1", "set-pin/v1", "pek/v1", "audit/v1"} {
-		if !regexp.MustCompile(regexp.QuoteMeta(label) + `.*true\s+true\s+false`).MatchString(list) {
-			t.Errorf("list does not show %s as active, sensitive and not extractable:\n%s", label, list)
+		if !regexp.MustCompile(regexp.QuoteMeta(label) + `.*true\s+true\s+trusted-wrap`).MatchString(list) {
+			t.Errorf("list does not show %s as active, sensitive and leaving only under a trusted wrapping key:\n%s", label, list)
 		}
 	}
-	if !regexp.MustCompile(`set-pin/v1\s+set-pin\s+1\s+RSA-4096\s+private\s+true\s+true\s+false\s+\[decrypt\]`).MatchString(list) {
+	if !regexp.MustCompile(`set-pin/v1\s+set-pin\s+1\s+RSA-4096\s+private\s+true\s+true\s+trusted-wrap\s+\[decrypt\]`).MatchString(list) {
 		t.Errorf("set_pin private key has other usages than decrypt:\n%s", list)
 	}
 }
