@@ -75,7 +75,7 @@ func TestStoredPINBlockIsFormat4(t *testing.T) {
 
 // newPINService opens a fresh token with version 1 of every key, the PEK
 // imported from pek, and a service over a fresh SQLite file.
-func newPINService(t *testing.T, pek []byte, cfg vault.Config) (*hsm.Module, *vault.Service, string) {
+func newPINService(t testing.TB, pek []byte, cfg vault.Config) (*hsm.Module, *vault.Service, string) {
 	t.Helper()
 	tok := softhsm.TestToken(t)
 	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
