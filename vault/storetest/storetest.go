@@ -25,21 +25,22 @@ type Opener func(t *testing.T, n int) []vault.Store
 // handles, so a rule held only in one process's memory would fail them.
 func Run(t *testing.T, open Opener) {
 	tests := map[string]func(*testing.T, vault.Store){
-		"CreateAndRead":             testCreateAndRead,
-		"OwnerIsolation":            testOwnerIsolation,
-		"DuplicatePANWritesNothing": testDuplicatePAN,
-		"UsedKeyIsBurnt":            testUsedKey,
-		"UsedKeyAbortsCreate":       testUsedKeyAbortsCreate,
-		"Idempotency":               testIdempotency,
-		"ListPagesAndFilters":       testList,
-		"StatusTransitions":         testStatus,
-		"CloseShredsRecord":         testClose,
-		"DeviceLifecycle":           testDeviceLifecycle,
-		"DeviceLimitPerPerson":      testDeviceLimit,
-		"ChallengeOnceWithinTTL":    testChallenge,
-		"RevealBudgetWindow":        testRevealBudget,
-		"OrderMovesOnce":            testOrderMoves,
-		"Ping":                      func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
+		"CreateAndRead":              testCreateAndRead,
+		"OwnerIsolation":             testOwnerIsolation,
+		"DuplicatePANWritesNothing":  testDuplicatePAN,
+		"UsedKeyIsBurnt":             testUsedKey,
+		"UsedKeyAbortsCreate":        testUsedKeyAbortsCreate,
+		"Idempotency":                testIdempotency,
+		"ListPagesAndFilters":        testList,
+		"StatusTransitions":          testStatus,
+		"CloseShredsRecord":          testClose,
+		"DeviceLifecycle":            testDeviceLifecycle,
+		"DeviceLimitPerPerson":       testDeviceLimit,
+		"ChallengeOnceWithinTTL":     testChallenge,
+		"RevealBudgetWindow":         testRevealBudget,
+		"OrderMovesOnce":             testOrderMoves,
+		"RewrapLosesToServiceWrites": testRewrap,
+		"Ping":                       func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) {
