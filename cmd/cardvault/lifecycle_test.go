@@ -599,3 +599,85 @@ func TestBackupRestoreToAnotherToken(t *testing.T) {
 		t.Fatalf("token A reading token B's card: %q, %v", mask(got), err)
 	}
 }
+
+// TestAuditVerifyFindsTampering serves traffic with a checkpoint every 2
+// entries per chain, snapshots the database, and tampers with copies of
+// it: `audit verify`, checking checkpoints with the token's audit key,
+// passes the untouched copy and names the tampered row in each other one.
+func TestAuditVerifyFindsTampering(t *testing.T) {
+	jv := newServedVault(t, solarisScopes, envAuditEvery+"=2")
+	for i := range 48 { // 6 entries in each of the server's 8 chains
+		jv.importCard(t, "person-1", panFor(i))
+	}
+	dir := t.TempDir()
+	snapshot := func(name string) (string, *sql.DB) {
+		path := filepath.Join(dir, name+".db")
+		live, err := sql.Open("sqlite", "file:"+filepath.Join(jv.dir, "vault.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer live.Close()
+		if _, err := live.Exec(`VACUUM INTO ?`, path); err != nil {
+			t.Fatal(err)
+		}
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return path, db
+	}
+	verify := func(path string) (string, error) {
+		v := *jv.vaultEnv
+		v.env = append(append([]string{}, jv.env...), envDB+"=sqlite:"+path)
+		return v.run(t, "audit", "verify")
+	}
+
+	path, db := snapshot("intact")
+	out, err := verify(path)
+	if err != nil || !strings.Contains(out, "every chain and checkpoint verifies") || regexp.MustCompile(`checkpoints: 0\b`).MatchString(out) {
+		t.Fatalf("intact trail: %v\n%s", err, out)
+	}
+	// A chain with four entries or more, and its rows in order.
+	var chain string
+	if err := db.QueryRow(`SELECT chain FROM audit WHERE chain IS NOT NULL GROUP BY chain HAVING COUNT(*) >= 4 LIMIT 1`).Scan(&chain); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	rows, _ := db.Query(`SELECT id FROM audit WHERE chain = ? ORDER BY seq`, chain)
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+
+	for _, tc := range []struct {
+		name  string
+		sql   []string
+		at    string // what verify must name
+		cause string
+	}{
+		{"edit", []string{`UPDATE audit SET actor = 'someone else' WHERE id = '` + ids[2] + `'`},
+			fmt.Sprintf("chain %s seq 3 (audit id %s): entry does not match its hash", chain, ids[2]), "edited"},
+		{"delete", []string{`DELETE FROM audit WHERE id = '` + ids[1] + `'`},
+			fmt.Sprintf("chain %s seq 2 (audit id none): entry missing", chain), "removed"},
+		{"reorder", []string{
+			`UPDATE audit SET seq = -1 WHERE id = '` + ids[1] + `'`,
+			`UPDATE audit SET seq = 2 WHERE id = '` + ids[2] + `'`,
+			`UPDATE audit SET seq = 3 WHERE id = '` + ids[1] + `'`},
+			fmt.Sprintf("chain %s seq 2 (audit id %s): previous-hash link does not match", chain, ids[2]), "reordered"},
+	} {
+		path, db := snapshot(tc.name)
+		for _, q := range tc.sql {
+			if _, err := db.Exec(q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db.Close()
+		out, err := verify(path)
+		if err == nil || !strings.Contains(out, "BROKEN: "+tc.at) || !strings.Contains(out, "first broken link") {
+			t.Errorf("%s (%s): verify err=%v, want it to name %q:\n%s", tc.name, tc.cause, err, tc.at, out)
+		}
+	}
+}
