@@ -65,10 +65,10 @@ type Card struct {
 	// nil when no PIN is set or the card is closed.
 	PINBlock      []byte
 	PINKeyVersion uint32
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	ClosedAt    *time.Time
-	Closure     ClosureReason
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	ClosedAt      *time.Time
+	Closure       ClosureReason
 }
 
 // CardFilter selects cards of one owner for listing.
