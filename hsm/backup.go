@@ -99,16 +99,12 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 	for _, k := range keys {
 		bk := BackupKey{Label: k.Label, Purpose: k.Purpose, Version: k.Version, Class: k.Class}
 		switch k.Class {
-		case "secret":
-			h, err := c.handle(sh, k.Label, classSecret)
-			if err != nil {
-				return nil, err
+		case "secret", "private":
+			class := uint(classSecret)
+			if k.Class == "private" {
+				class = classPrivate
 			}
-			if bk.Wrapped, err = c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(wrapMechanism, nil)}, wrapKey, h); err != nil {
-				return nil, fmt.Errorf("%s: %w", k.Label, describe("C_WrapKey", err))
-			}
-		case "private":
-			h, err := c.handle(sh, k.Label, classPrivate)
+			h, err := c.handle(sh, k.Label, class)
 			if err != nil {
 				return nil, err
 			}

@@ -30,19 +30,26 @@ func readSOPIN() (string, error) {
 	return "", errors.New("the export needs the security officer's PIN: set " + envSOPINFile + " (preferred) or " + envSOPIN)
 }
 
+// parseBackupFlags parses a backup ceremony's flags: the backup file (flag
+// fileFlag, required) and the components of the wrapping key.
+func parseBackupFlags(name, fileFlag, help string, args []string) (ceremonyFlags, *string, *componentFlags, error) {
+	fs, cf := newCeremonyFlags(name)
+	file := fs.String(fileFlag, "", help)
+	comps := addComponentFlags(fs)
+	if err := cf.parse(fs, args); err != nil {
+		return cf, nil, nil, err
+	}
+	if *file == "" {
+		return cf, nil, nil, fmt.Errorf("--%s: name the backup file", fileFlag)
+	}
+	return cf, file, comps, comps.validate()
+}
+
 // ceremonyExport wraps every key in the token under a key-encryption key
 // formed from custodian components and writes the backup file.
 func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("export")
-	out := fs.String("out", "", "the backup file to write (refuses to overwrite)")
-	comps := addComponentFlags(fs)
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	if *out == "" {
-		return errors.New("--out: name the backup file")
-	}
-	if err := comps.validate(); err != nil {
+	cf, out, comps, err := parseBackupFlags("export", "out", "the backup file to write (refuses to overwrite)", args)
+	if err != nil {
 		return err
 	}
 	if _, err := os.Stat(*out); err == nil {
@@ -96,16 +103,8 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 // key the custodians' components form, and checks every key's KCV or
 // fingerprint against the backup's.
 func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("import")
-	in := fs.String("in", "", "the backup file to restore")
-	comps := addComponentFlags(fs)
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	if *in == "" {
-		return errors.New("--in: name the backup file")
-	}
-	if err := comps.validate(); err != nil {
+	cf, in, comps, err := parseBackupFlags("import", "in", "the backup file to restore", args)
+	if err != nil {
 		return err
 	}
 	raw, err := os.ReadFile(*in)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
@@ -152,6 +153,23 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 		return nil, hsm.TokenInfo{}, now, err
 	}
 	return m, tok, now, nil
+}
+
+// beginWithStore is begin for ceremonies that also read or write the
+// database; the store checkpoints its audit chains with the token's audit
+// key. The caller closes the store, then the module.
+func (cf ceremonyFlags) beginWithStore(ctx context.Context, name string, log *slog.Logger) (*hsm.Module, *sqlstore.Store, hsm.TokenInfo, time.Time, error) {
+	m, tok, now, err := cf.begin(ctx, name, log)
+	if err != nil {
+		return nil, nil, tok, now, err
+	}
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	if err != nil {
+		m.Close()
+		return nil, nil, tok, now, err
+	}
+	store.UseAuditKey(m, 0)
+	return m, store, tok, now, nil
 }
 
 func defaultTranscript(ceremony string, now time.Time) string {

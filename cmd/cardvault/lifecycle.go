@@ -58,17 +58,12 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 		fmt.Fprintf(stdout, "\nstale records: %d\n", stale)
 		return nil
 	}
-	m, tok, now, err := cf.begin(ctx, "rewrap", log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "rewrap", log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
-	if err != nil {
-		return err
-	}
 	defer store.Close()
-	store.UseAuditKey(m, 0)
 	rw := vault.NewRewrapper(m, store)
 	target, before, stale, err := rw.Plan(ctx)
 	if err != nil {
@@ -175,17 +170,12 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err != nil {
 		return err
 	}
-	m, tok, now, err := cf.begin(ctx, "retire-"+string(p), log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "retire-"+string(p), log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
-	if err != nil {
-		return err
-	}
 	defer store.Close()
-	store.UseAuditKey(m, 0)
 
 	label := hsm.Label(p, version)
 	active, err := m.ActiveVersion(ctx, p)

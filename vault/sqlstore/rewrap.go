@@ -65,20 +65,7 @@ func (s *Store) CountStale(ctx context.Context, target vault.KeyVersions) (int, 
 // StaleCards lists stale cards in id order after the cursor.
 func (s *Store) StaleCards(ctx context.Context, target vault.KeyVersions, after string, limit int) ([]*vault.Card, error) {
 	args := append(targetArgs(target), after, limit)
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+stale+` AND id > ? ORDER BY id LIMIT ?`), args...)
-	if err != nil {
-		return nil, s.fail(err)
-	}
-	defer rows.Close()
-	var out []*vault.Card
-	for rows.Next() {
-		c, err := scanCard(rows)
-		if err != nil {
-			return nil, s.fail(err)
-		}
-		out = append(out, c)
-	}
-	return out, s.fail(rows.Err())
+	return s.queryCards(ctx, stale+` AND id > ? ORDER BY id LIMIT ?`, args...)
 }
 
 // ApplyRewrap stores the moves whose cards are unchanged since they were

@@ -295,7 +295,13 @@ func (s *Store) ListCards(ctx context.Context, f vault.CardFilter) ([]*vault.Car
 		args = append(args, string(f.Status))
 	}
 	args = append(args, f.Limit)
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`), args...)
+	return s.queryCards(ctx, strings.Join(where, " AND ")+` ORDER BY id LIMIT ?`, args...)
+}
+
+// queryCards reads the cards a WHERE clause (and its ORDER and LIMIT)
+// selects.
+func (s *Store) queryCards(ctx context.Context, where string, args ...any) ([]*vault.Card, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...)
 	if err != nil {
 		return nil, s.fail(err)
 	}
