@@ -5,30 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 )
-
-// readSOPIN reads the security officer's PIN from a file or the
-// environment, never a flag.
-func readSOPIN() (string, error) {
-	pin, err := readSecretFile(envSOPINFile)
-	switch {
-	case err != nil:
-		return "", err
-	case pin != "":
-		return pin, nil
-	case os.Getenv(envSOPIN) != "":
-		return os.Getenv(envSOPIN), nil
-	}
-	return "", errors.New("the export needs the security officer's PIN: set " + envSOPINFile + " (preferred) or " + envSOPIN)
-}
 
 // parseBackupFlags parses a backup ceremony's flags: the backup file (flag
 // fileFlag, required) and the components of the wrapping key.
@@ -55,22 +40,16 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if _, err := os.Stat(*out); err == nil {
 		return fmt.Errorf("--out %s exists; refusing to overwrite", *out)
 	}
-	soPIN, err := readSOPIN()
+	soPIN, err := readPINFrom(envSOPINFile, envSOPIN, "the export needs the security officer's PIN")
 	if err != nil {
 		return err
 	}
-	m, tok, now, err := cf.begin(ctx, "export", log)
+	m, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
-	if err != nil {
-		return err
-	}
 	defer clear(kek)
-	t := newTranscript(stdout, "export", now, *cf.operator, tok)
-	recordCustodians(t, custodians)
 	b, err := m.Export(ctx, soPIN, kek)
 	if err != nil {
 		return err
@@ -117,18 +96,12 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err := dec.Decode(&b); err != nil {
 		return fmt.Errorf("%s: %w", *in, err)
 	}
-	m, tok, now, err := cf.begin(ctx, "import", log)
+	m, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
-	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
-	if err != nil {
-		return err
-	}
 	defer clear(kek)
-	t := newTranscript(stdout, "import", now, *cf.operator, tok)
-	recordCustodians(t, custodians)
 	t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", *in, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
 	if err := m.Import(ctx, kek, &b); err != nil {
 		return err
@@ -141,10 +114,24 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	return t.save(*cf.transcript)
 }
 
-func recordCustodians(t *transcript, custodians []custodianRecord) {
-	for i, c := range custodians {
-		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format("2006-01-02T15:04:05Z"), c.KCV)
+// beginWithKEK begins a backup ceremony: it opens the token, forms the
+// wrapping key from the custodians' components and starts the transcript
+// with them. The caller clears the key and closes the module.
+func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*hsm.Module, []byte, *transcript, error) {
+	m, tok, now, err := cf.begin(ctx, name, log)
+	if err != nil {
+		return nil, nil, nil, err
 	}
+	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
+	if err != nil {
+		m.Close()
+		return nil, nil, nil, err
+	}
+	t := newTranscript(stdout, name, now, *cf.operator, tok)
+	for i, c := range custodians {
+		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format(time.RFC3339), c.KCV)
+	}
+	return m, kek, t, nil
 }
 
 func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -150,18 +149,24 @@ func readSecretFile(env string) (string, error) {
 }
 
 func readPIN() (string, error) {
-	pin, err := readSecretFile(envPINFile)
+	return readPINFrom(envPINFile, envPIN, "no HSM PIN")
+}
+
+// readPINFrom reads a PIN from the file fileEnv names (preferred) or from
+// env; missing says what is missing.
+func readPINFrom(fileEnv, env, missing string) (string, error) {
+	pin, err := readSecretFile(fileEnv)
 	switch {
 	case err != nil:
 		return "", err
 	case pin != "":
 		return pin, nil
-	case os.Getenv(envPINFile) != "":
-		return "", fmt.Errorf("%s: %s is empty", envPINFile, os.Getenv(envPINFile))
-	case os.Getenv(envPIN) != "":
-		return os.Getenv(envPIN), nil
+	case os.Getenv(fileEnv) != "":
+		return "", fmt.Errorf("%s: %s is empty", fileEnv, os.Getenv(fileEnv))
+	case os.Getenv(env) != "":
+		return os.Getenv(env), nil
 	}
-	return "", errors.New("no HSM PIN: set " + envPINFile + " (preferred) or " + envPIN)
+	return "", fmt.Errorf("%s: set %s (preferred) or %s", missing, fileEnv, env)
 }
 
 // openVault opens the token and the database, and has the store
