@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -179,9 +180,15 @@ func (t *Tokens) verify(presented string) (apiToken, bool) {
 // callerKey is where the authenticated token's entry lives on the context.
 const callerKey = "cardvault.caller"
 
-// authenticate checks the bearer token on every route it wraps.
+// authenticate identifies the caller on every route it wraps: by a
+// verified client certificate whose subject is mapped to scopes, or else by
+// a bearer token.
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		if tok, ok := s.certCaller(c.Request()); ok {
+			c.Set(callerKey, tok)
+			return next(c)
+		}
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		presented, ok := strings.CutPrefix(h, "Bearer ")
 		if !ok || presented == "" {
@@ -194,6 +201,20 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(callerKey, tok)
 		return next(c)
 	}
+}
+
+// certCaller maps the request's verified client certificate to a caller.
+// Only a chain the TLS layer verified against the client CA counts.
+func (s *Server) certCaller(r *http.Request) (apiToken, bool) {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		return apiToken{}, false
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	scopes, ok := s.subjects[leaf.Subject.String()]
+	if !ok {
+		return apiToken{}, false
+	}
+	return apiToken{name: "cert:" + leaf.Subject.CommonName, scopes: scopes}, true
 }
 
 // require wraps a handler with a scope check.

@@ -30,6 +30,10 @@ type Config struct {
 	Ready   []Check
 	Service *vault.Service
 	Tokens  *Tokens
+	// CertSubjects maps a verified client certificate's subject (RFC 2253,
+	// as crypto/x509 prints it) to the scopes it grants without a bearer
+	// token. Empty when the server does not verify client certificates.
+	CertSubjects map[string][]string
 	// MaxBody caps request bodies; 0 means 64 KiB.
 	MaxBody string
 }
@@ -42,6 +46,8 @@ type Server struct {
 	metrics *metrics
 	svc     *vault.Service
 	tokens  *Tokens
+	// subjects maps client certificate subjects to scopes.
+	subjects map[string][]string
 }
 
 type metrics struct {
@@ -82,7 +88,7 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens}
+	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects}
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(middleware.RemoveTrailingSlash())
 	e.Use(middleware.RequestID())

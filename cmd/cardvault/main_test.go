@@ -217,9 +217,10 @@ func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBu
 	})
 	base := "http://" + addr
 	for i := 0; i < 100; i++ {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
+		// The server listens once the token and the database are open, and
+		// serves (HTTP or TLS) from then on.
+		if conn, err := net.Dial("tcp", addr); err == nil {
+			conn.Close()
 			return base, logs
 		}
 		time.Sleep(100 * time.Millisecond)

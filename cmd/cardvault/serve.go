@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,6 +36,10 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg, subjects, err := serverTLS()
+	if err != nil {
+		return err
+	}
 	m, store, err := openVault(ctx, log)
 	if err != nil {
 		return err
@@ -50,6 +55,8 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		Logger:  log,
 		Service: svc,
 		Tokens:  tokens,
+		// Only with a client CA are there verified subjects to map.
+		CertSubjects: subjects,
 		Ready: []httpapi.Check{
 			{Name: "hsm", Check: m.Probe},
 			{Name: "database", Check: store.Ping},
@@ -59,6 +66,9 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -66,7 +76,8 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
 	}
-	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", m.Label())
+	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", m.Label(),
+		"tls", tlsCfg != nil, "client_certificates", tlsCfg != nil && tlsCfg.ClientCAs != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
