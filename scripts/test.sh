@@ -39,3 +39,20 @@ go test -race -count=1 -timeout 30m -skip "$containers" ./...
 echo "== container tests (testcontainers-go)"
 go test -race -count=1 -timeout 20m -v -run "$containers" ./vault/sqlstore ./internal/stacktest \
   | grep -E '^(--- |ok |FAIL|PASS|panic)|^\s+[a-z_]+\.go:[0-9]+:'
+
+# Every fuzz target, each for a bounded time (FUZZTIME, default 10s), from
+# its committed seeds; a crash fails the run and leaves its input under
+# the package's testdata/fuzz for the fix's regression test.
+echo "== fuzzing (${FUZZTIME:-10s} per target)"
+for pkg in $(go list ./...); do
+  for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+    line=$( (go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" 2>&1 || true) \
+      | tee /tmp/cardvault-fuzz.log | grep -E '^fuzz: elapsed' | tail -1 || true)
+    if ! grep -q '^ok' /tmp/cardvault-fuzz.log; then
+      cat /tmp/cardvault-fuzz.log
+      echo "fuzz target $target in $pkg failed"
+      exit 1
+    fi
+    echo "$target ($pkg): ${line#fuzz: }"
+  done
+done
