@@ -69,13 +69,8 @@ func (c *conn) forget(label string) {
 // straight after: what a key custodian checks a component against before
 // it is combined. The value is the caller's to clear.
 func (m *Module) ValueKCV(ctx context.Context, kind Kind, value []byte) (string, error) {
-	var keyType, mech uint
-	switch kind {
-	case KindAES:
-		keyType, mech = pkcs11.CKK_AES, pkcs11.CKM_AES_CMAC
-	case KindHMAC:
-		keyType, mech = pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC
-	default:
+	keyType, mech, ok := kcvMechanism(kind)
+	if !ok {
 		return "", fmt.Errorf("hsm: %s keys have no KCV", kind)
 	}
 	if len(value) != 32 {

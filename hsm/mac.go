@@ -68,16 +68,23 @@ func (c *conn) sign(label string, mech uint, data []byte) ([]byte, error) {
 // for AES keys AES-CMAC over one zero block (ANSI X9.24-1), for HMAC keys
 // HMAC-SHA256 over the same block; the first 3 bytes in upper-case hex.
 func (m *Module) KCV(ctx context.Context, p Purpose, version uint32) (string, error) {
-	var mech uint
-	switch p.Kind() {
-	case KindAES:
-		mech = pkcs11.CKM_AES_CMAC
-	case KindHMAC:
-		mech = pkcs11.CKM_SHA256_HMAC
-	default:
+	_, mech, ok := kcvMechanism(p.Kind())
+	if !ok {
 		return "", fmt.Errorf("hsm: %s keys have no KCV; use the public key fingerprint", p)
 	}
 	return m.kcvOf(ctx, Label(p, version), mech)
+}
+
+// kcvMechanism is the PKCS#11 key type of a secret kind and the
+// mechanism its KCV is computed with.
+func kcvMechanism(k Kind) (keyType, mech uint, ok bool) {
+	switch k {
+	case KindAES:
+		return pkcs11.CKK_AES, pkcs11.CKM_AES_CMAC, true
+	case KindHMAC:
+		return pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC, true
+	}
+	return 0, 0, false
 }
 
 func (m *Module) kcvOf(ctx context.Context, label string, mech uint) (string, error) {

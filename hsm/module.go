@@ -149,6 +149,10 @@ func (m *Module) Close() {
 // Label is the label of the token the module serves.
 func (m *Module) Label() string { return m.cfg.TokenLabel }
 
+// KeyRefresh is how long the module, and every server configured alike,
+// may go on using its view of the key versions.
+func (m *Module) KeyRefresh() time.Duration { return m.cfg.KeyRefresh }
+
 // Reconnects counts how often the adapter re-established its connection.
 func (m *Module) Reconnects() int64 { return m.reconnects.Load() }
 

@@ -166,10 +166,6 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 		return fmt.Errorf("--version %q: want a version number, 1 or more", *versionFlag)
 	}
 	version := uint32(v64)
-	hcfg, err := hsmConfig(log)
-	if err != nil {
-		return err
-	}
 	m, store, tok, now, err := cf.beginWithStore(ctx, "retire-"+string(p), log)
 	if err != nil {
 		return err
@@ -198,7 +194,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	t := newTranscript(stdout, "retire", now, *cf.operator, tok)
 	t.printf("key:      %s  %s (active is v%d)\n", label, check, active)
 	if inUse == 0 {
-		wait := 2 * hcfg.KeyRefresh
+		wait := 2 * m.KeyRefresh()
 		t.printf("in use:   none; waiting %s (two key refresh intervals) and counting again\n", wait)
 		select {
 		case <-time.After(wait):

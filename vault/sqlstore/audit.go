@@ -111,10 +111,13 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 	if err == nil {
 		head.seq, head.hash = t.seq, t.hash
 	}
+	// The checkpoint names the chain's committed end, read before the
+	// lease goes back: a rolled-back transaction's entries never existed.
 	due := s.checkpointDue(head)
+	chain, seq, hash := head.id, head.seq, head.hash
 	s.chains.free <- head
 	if due {
-		s.checkpoint(ctx, head.id, t.seq, t.hash)
+		s.checkpoint(ctx, chain, seq, hash)
 	}
 	return err
 }

@@ -77,13 +77,15 @@ func (s *Store) ApplyRewrap(ctx context.Context, moves []vault.Rewrapped, w vaul
 	err := s.inTx(ctx, func(tx *txn) error {
 		n = 0
 		for _, m := range moves {
-			var other string
-			err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM cards WHERE fingerprint = ? AND id <> ?`), m.Fingerprint, m.Old.ID).Scan(&other)
-			if err == nil {
-				continue
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return err
+			if m.FPVersion != m.Old.FPVersion {
+				var other string
+				err := tx.QueryRowContext(ctx, s.q(`SELECT id FROM cards WHERE fingerprint = ? AND id <> ?`), m.Fingerprint, m.Old.ID).Scan(&other)
+				if err == nil {
+					continue
+				}
+				if !errors.Is(err, sql.ErrNoRows) {
+					return err
+				}
 			}
 			// The guard compares every field the move read, so a card
 			// closed, re-PINned or moved by another run meanwhile is
