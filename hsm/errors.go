@@ -114,14 +114,22 @@ func describeIf(call string, err error) error {
 // decryptFault classifies the error of C_Decrypt itself. SoftHSM2 reports a
 // GCM tag mismatch as CKR_GENERAL_ERROR (measured on 2.6.1), and other
 // tokens use CKR_ENCRYPTED_DATA_INVALID or CKR_ENCRYPTED_DATA_LEN_RANGE, so
-// once C_DecryptInit has accepted the key, anything but a lost session is
-// taken as the input's fault: ErrCrypto, never a reconnect or a 503.
+// once C_DecryptInit has accepted the key, anything but a lost session or
+// an unambiguous device failure is taken as the input's fault: ErrCrypto,
+// never a reconnect or a 503.
 func decryptFault(call string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if classify(err) == faultSession {
+	if classify(err) == faultSession || deviceFailure(err) {
 		return describe(call, err)
 	}
 	return ErrCrypto
+}
+
+// deviceFailure reports the device-class codes no input can cause; the
+// ambiguous CKR_GENERAL_ERROR and CKR_FUNCTION_FAILED are left out.
+func deviceFailure(err error) bool {
+	code, ok := returnCode(err)
+	return ok && (code == pkcs11.CKR_DEVICE_ERROR || code == pkcs11.CKR_DEVICE_MEMORY || code == pkcs11.CKR_HOST_MEMORY)
 }

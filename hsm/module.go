@@ -45,7 +45,12 @@ type Config struct {
 	// process created (a rotation ceremony) is picked up by a running
 	// server; 0 means 5s.
 	KeyRefresh time.Duration
-	Logger     *slog.Logger
+	// CallTimeout bounds an operation: the wait for one of MaxSessions
+	// session slots plus the token's work. An operation that exceeds it
+	// fails closed (ErrUnavailable, HTTP 503) while the token finishes
+	// the call in the background; 0 means 10s.
+	CallTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 func (c *Config) validate() error {
@@ -68,6 +73,9 @@ func (c *Config) validate() error {
 	if c.KeyRefresh == 0 {
 		c.KeyRefresh = 5 * time.Second
 	}
+	if c.CallTimeout == 0 {
+		c.CallTimeout = 10 * time.Second
+	}
 	if c.MaxSessions < 2 {
 		return fmt.Errorf("hsm config: max sessions %d, want at least 2", c.MaxSessions)
 	}
@@ -87,6 +95,10 @@ type Module struct {
 
 	mu  sync.Mutex // serialises connect and reconnect
 	cur atomic.Pointer[conn]
+
+	// slots holds one token per operation running in the token, so that
+	// at most MaxSessions run at once, whatever the request load.
+	slots chan struct{}
 
 	// oaepSHA256 records whether the token decrypts OAEP with SHA-256
 	// itself: 0 unknown, 1 yes, 2 no (use RSA_X_509 plus the local decode).
@@ -116,7 +128,11 @@ type conn struct {
 }
 
 // Open loads the module, logs in to the token and probes its mechanisms.
-func Open(cfg Config) (*Module, error) {
+func Open(cfg Config) (*Module, error) { return openWith(cfg, nil) }
+
+// openWith is Open with the adapter's own PKCS#11 calls passed through
+// wrap, which tests use to inject faults.
+func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -124,7 +140,10 @@ func Open(cfg Config) (*Module, error) {
 	if raw == nil {
 		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s", cfg.Module)
 	}
-	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger}
+	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxSessions)}
+	if wrap != nil {
+		m.p = wrap(raw)
+	}
 	if _, err := m.current(); err != nil {
 		raw.Destroy()
 		return nil, err
@@ -256,9 +275,44 @@ func (m *Module) reconnect(broken *conn) {
 	m.log.Info("hsm reconnected", "reconnects", m.reconnects.Load())
 }
 
-// do runs an idempotent operation, reconnecting and retrying once when the
-// session or login was lost. Device faults fail closed as ErrUnavailable.
+// do runs an idempotent operation within the call timeout: it waits for
+// a session slot, then runs the operation, reconnecting and retrying once
+// when the session or login was lost. Device faults, a token that stays
+// away, no slot free in time and a call that outlives the timeout all
+// fail closed as ErrUnavailable. A call left running finishes in the
+// background and only then gives its slot back, so a hung token takes
+// at most MaxSessions goroutines with it.
 func (m *Module) do(ctx context.Context, op string, fn func(*conn) error) error {
+	callCtx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
+	defer cancel()
+	select {
+	case m.slots <- struct{}{}:
+	case <-callCtx.Done():
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m.log.Warn("hsm busy: no session slot free within the call timeout", "op", op, "sessions", cap(m.slots))
+		return ErrUnavailable
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-m.slots }()
+		done <- m.attempt(callCtx, op, fn)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-callCtx.Done():
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m.log.Error("hsm call exceeded the call timeout; failing closed", "op", op, "timeout", m.cfg.CallTimeout)
+		return ErrUnavailable
+	}
+}
+
+// attempt runs fn, reconnecting and retrying once on a session fault.
+func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) error {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return err

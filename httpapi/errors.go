@@ -96,6 +96,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if e.Kind == vault.KindUnauthorized {
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="cardvault"`)
 	}
+	if e.RetryAfter == 0 && code == http.StatusServiceUnavailable {
+		// The token or database is away; the adapter reconnects on the
+		// next call, so a client may try again at once.
+		c.Response().Header().Set(echo.HeaderRetryAfter, "1")
+	}
 	if e.RetryAfter > 0 {
 		c.Response().Header().Set(echo.HeaderRetryAfter, strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}

@@ -26,6 +26,8 @@ commands:
   ceremony import       restore a backup into this token (--in F --components N)
   ceremony list         print the key catalog
   audit verify          check the audit trail's hash chains and checkpoints; exit 1 at a broken link
+  bench [--clients N] [--duration D] [--json] [--ops a,b]
+                        drive a loopback server on this token and report each operation against its crypto bound
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
 `
@@ -51,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = ceremonyCmd(ctx, args[1:], stdout, log)
 	case "audit":
 		err = auditCmd(ctx, args[1:], stdout, log)
+	case "bench":
+		err = benchCmd(ctx, args[1:], stdout, stderr, log)
 	case "token":
 		err = tokenCmd(args[1:], stdout)
 	case "-h", "--help", "help":

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/vault"
 )
@@ -51,30 +52,13 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 
-	srv := httpapi.New(httpapi.Config{
-		Logger:  log,
-		Service: svc,
-		Tokens:  tokens,
-		// Only with a client CA are there verified subjects to map.
-		CertSubjects: subjects,
-		Ready: []httpapi.Check{
-			{Name: "hsm", Check: m.Probe},
-			{Name: "database", Check: store.Ping},
-		},
-	})
+	hs := newHTTPServer(log, m, store, svc, tokens, subjects)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
-	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
 	}
 	log.Info("cardvault serving", "addr", ln.Addr().String(), "token", m.Label(),
 		"tls", tlsCfg != nil, "client_certificates", tlsCfg != nil && tlsCfg.ClientCAs != nil)
@@ -95,4 +79,26 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 	return nil
+}
+
+// newHTTPServer is the HTTP service over the vault, with the timeouts
+// every listener gets; bench serves the same one.
+func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vault.Service, tokens *httpapi.Tokens, subjects map[string][]string) *http.Server {
+	return &http.Server{
+		Handler: httpapi.New(httpapi.Config{
+			Logger:  log,
+			Service: svc,
+			Tokens:  tokens,
+			// Only with a client CA are there verified subjects to map.
+			CertSubjects: subjects,
+			Ready: []httpapi.Check{
+				{Name: "hsm", Check: m.Probe},
+				{Name: "database", Check: store.Ping},
+			},
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+	}
 }

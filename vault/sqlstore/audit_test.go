@@ -36,9 +36,9 @@ func (k softAuditKey) AuditMACWithVersion(_ context.Context, v uint32, msg []byt
 	return m.Sum(nil), nil
 }
 
-// auditEntries is enough for the 8 chains of a store to hold 8 or more
-// each.
-const auditEntries = 120
+// auditEntries is enough for every chain of a store to hold 8 or more
+// entries, so the longest surely does.
+const auditEntries = auditChains*8 + 56
 
 var testAuditKey = softAuditKey{1: []byte("audit key version one, 32 bytes")}
 

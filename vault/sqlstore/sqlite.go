@@ -42,6 +42,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		rebind:   func(q string) string { return q },
 		isUnique: sqliteUnique,
 		txOpts:   func() *sql.TxOptions { return nil },
+		// Other processes (a ceremony) still meet busy_timeout.
+		singleWriter: true,
 	})
 }
 

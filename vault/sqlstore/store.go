@@ -33,6 +33,12 @@ type dialect struct {
 	// rules checked by counting before inserting (budgets, the device
 	// limit). SQLite needs none: BEGIN IMMEDIATE serialises all writers.
 	serialize func(ctx context.Context, tx *sql.Tx, subjects ...string) error
+	// singleWriter says the database takes one write transaction at a
+	// time (SQLite). The store then queues its writers itself and commits
+	// them in groups (group.go): SQLite's busy handler polls with sleeps
+	// of up to 100 ms, which under load turns a queue of a few
+	// milliseconds into a tail of hundreds.
+	singleWriter bool
 }
 
 // serialize takes the dialect's locks on subjects, in the order given.
@@ -48,6 +54,10 @@ type Store struct {
 	db     *sql.DB
 	d      dialect
 	chains *chains
+	// writer is held for a write transaction's life when the dialect
+	// has a single writer; nil otherwise.
+	writer chan struct{}
+	group  groupQueue // write transactions waiting for the writer slot
 }
 
 var _ vault.Store = (*Store)(nil)
@@ -77,7 +87,11 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, d: d, chains: chains}, nil
+	st := &Store{db: db, d: d, chains: chains}
+	if d.singleWriter {
+		st.writer = make(chan struct{}, 1)
+	}
+	return st, nil
 }
 
 // Close checkpoints every audit chain this store extended since its last

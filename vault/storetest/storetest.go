@@ -30,6 +30,7 @@ func Run(t *testing.T, open Opener) {
 		"DuplicatePANWritesNothing":  testDuplicatePAN,
 		"UsedKeyIsBurnt":             testUsedKey,
 		"UsedKeyAbortsCreate":        testUsedKeyAbortsCreate,
+		"ConcurrentWritesFailAlone":  testConcurrentWritesFailAlone,
 		"Idempotency":                testIdempotency,
 		"ListPagesAndFilters":        testList,
 		"StatusTransitions":          testStatus,
@@ -185,6 +186,45 @@ func testUsedKeyAbortsCreate(t *testing.T, s vault.Store) {
 	}
 	if _, err := s.CardByID(ctx, b.ID); err != vault.ErrNotFound {
 		t.Fatal("card written although its key was refused")
+	}
+}
+
+// testConcurrentWritesFailAlone issues many creates at once, every other
+// one with a key that is already burnt. Where a store commits concurrent
+// writes together (SQLite's group commit), a refused one must undo only
+// itself: every accepted card is there with its audit entry, and no
+// refused card or entry is.
+func testConcurrentWritesFailAlone(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	burnt := newCard("acct-g")
+	must(t, s.CreateCard(ctx, burnt, vault.Write{Audit: audit("card.issue", burnt.ID), UsedKey: key("burnt")}))
+	const n = 48
+	cards := make([]*vault.Card, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		cards[i] = newCard("acct-g")
+		k := key(fmt.Sprint("fresh-", i))
+		if i%2 == 1 {
+			k = key("burnt")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.CreateCard(ctx, cards[i], vault.Write{Audit: audit("card.issue", cards[i].ID), UsedKey: k})
+		}()
+	}
+	wg.Wait()
+	for i, c := range cards {
+		_, err := s.CardByID(ctx, c.ID)
+		trail, terr := s.AuditTrail(ctx, c.ID)
+		must(t, terr)
+		switch {
+		case i%2 == 0 && (errs[i] != nil || err != nil || len(trail) != 1):
+			t.Errorf("accepted create %d: create %v, read %v, %d audit entries", i, errs[i], err, len(trail))
+		case i%2 == 1 && (!isConflict(errs[i], "public_key") || err != vault.ErrNotFound || len(trail) != 0):
+			t.Errorf("refused create %d: create %v, read %v, %d audit entries", i, errs[i], err, len(trail))
+		}
 	}
 }
 

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/httpapi"
+	"github.com/cardvault/cardvault/internal/bench"
+	"github.com/cardvault/cardvault/vault"
+	"github.com/cardvault/cardvault/vault/sqlstore"
+)
+
+// benchCmd handles `cardvault bench`: it serves the vault on a loopback
+// port over the configured token and a throwaway SQLite database, drives
+// it with concurrent clients, and reports each operation against its
+// crypto bound.
+func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	clients := fs.Int("clients", 16, "concurrent clients (1 to 256)")
+	duration := fs.Duration("duration", 10*time.Second, "time per phase: each operation's bound, and its service run (1s to 10m)")
+	asJSON := fs.Bool("json", false, "print one JSON object per operation instead of a table")
+	only := fs.String("ops", "", "comma-separated operations to run; all when empty")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *clients < 1 || *clients > 256 {
+		return fmt.Errorf("--clients %d: want 1 to 256", *clients)
+	}
+	if *duration < time.Second || *duration > 10*time.Minute {
+		return fmt.Errorf("--duration %s: want 1s to 10m", *duration)
+	}
+
+	m, err := openKeyedHSM(ctx, stderr, log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	dir, err := os.MkdirTemp("", "cardvault-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	url, token, stop, err := serveBench(ctx, m, dir)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	api := bench.NewClient(url, token, *clients)
+	defer api.Close()
+	ops, err := selectOps(bench.Ops(&bench.Env{API: api, Keys: m}, runtime.NumCPU()), *only)
+	if err != nil {
+		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	results, err := bench.Run(ctx, ops, *clients, *duration, stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return bench.WriteJSON(stdout, results)
+	}
+	fmt.Fprintf(stdout, "cardvault bench: %d clients, %s per phase, SQLite, token %q, %d CPUs\n\n", *clients, *duration, m.Label(), runtime.NumCPU())
+	return bench.WriteTable(stdout, results)
+}
+
+// openKeyedHSM opens the configured token, running the init ceremony
+// first if any key is missing.
+func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm.Module, error) {
+	m, _, err := openHSM(log)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	present := map[hsm.Purpose]bool{}
+	for _, k := range keys {
+		present[k.Purpose] = true
+	}
+	if countMissing(present) == 0 {
+		return m, nil
+	}
+	m.Close()
+	fmt.Fprintln(stderr, "bench: keys are missing; running the init ceremony")
+	if err := ceremonyInit(ctx, nil, stderr, log); err != nil {
+		return nil, err
+	}
+	m, _, err = openHSM(log)
+	return m, err
+}
+
+// serveBench serves the vault on a loopback port, over m and a new SQLite
+// database in dir, with budgets no bench reaches (the bench reveals one
+// card per client many times over). It returns the base URL, a bearer
+// token with every scope, and a function that stops the server and closes
+// the store.
+func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string, func(), error) {
+	every, err := intEnv(envAuditEvery, 100)
+	if err != nil {
+		return "", "", nil, err
+	}
+	cfg, err := vaultConfig()
+	if err != nil {
+		return "", "", nil, err
+	}
+	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
+	cfg.Reveals, cfg.PINAttempts = unlimited, unlimited
+	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "bench.db"))
+	if err != nil {
+		return "", "", nil, err
+	}
+	store.UseAuditKey(m, every)
+	svc, err := vault.NewService(m, store, cfg)
+	if err != nil {
+		store.Close()
+		return "", "", nil, err
+	}
+	token, line, err := httpapi.NewToken("bench", httpapi.Scopes)
+	if err != nil {
+		store.Close()
+		return "", "", nil, err
+	}
+	tokensFile := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokensFile, []byte(line+"\n"), 0o600); err != nil {
+		store.Close()
+		return "", "", nil, err
+	}
+	tokens, err := httpapi.LoadTokens(tokensFile)
+	if err != nil {
+		store.Close()
+		return "", "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		store.Close()
+		return "", "", nil, err
+	}
+	// The service logs as serve does, one JSON line per request, so that
+	// the bench pays for logging; the lines themselves are dropped.
+	hs := newHTTPServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), m, store, svc, tokens, nil)
+	go hs.Serve(ln)
+	stop := func() {
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(shutdownCtx)
+		store.Close()
+	}
+	return "http://" + ln.Addr().String(), token, stop, nil
+}
+
+// selectOps keeps the operations named in a comma-separated list, in the
+// bench's order; an empty list keeps them all.
+func selectOps(all []bench.Op, list string) ([]bench.Op, error) {
+	if list == "" {
+		return all, nil
+	}
+	want := strings.Split(list, ",")
+	var names []string
+	var out []bench.Op
+	for _, op := range all {
+		names = append(names, op.Name())
+		if slices.Contains(want, op.Name()) {
+			out = append(out, op)
+		}
+	}
+	if len(out) != len(want) {
+		return nil, fmt.Errorf("--ops %q: want some of %s", list, strings.Join(names, ","))
+	}
+	return out, nil
+}
+

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/cardvault/cardvault/internal/bench"
+)
+
+// TestBenchReportsEveryOperation runs the real binary's bench, briefly, on
+// a fresh token with no keys: it must run the init ceremony itself, and
+// report every operation with requests answered, no failures, a crypto
+// bound and a ratio. Figures are reported, never asserted: the machines
+// are shared, so rates and ratios belong in benchmarks, not in tests.
+func TestBenchReportsEveryOperation(t *testing.T) {
+	v := newVaultEnv(t)
+	cmd := exec.Command(binary, "bench", "--clients", "2", "--duration", "1s", "--json")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "running the init ceremony") {
+		t.Errorf("bench did not say it ran the init ceremony:\n%s", stderr.String())
+	}
+	want := []string{"jiko_create", "jiko_read", "secure_view_2048", "secure_view_4096", "pin_set"}
+	var got []string
+	dec := json.NewDecoder(&stdout)
+	for dec.More() {
+		var r bench.Result
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("bench --json: %v", err)
+		}
+		got = append(got, r.Op)
+		t.Logf("%s: %.0f req/s, bound %.0f/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms", r.Op, r.Throughput, r.Bound, r.Ratio, r.P50, r.P99)
+		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 || r.Ratio <= 0 || r.P50 <= 0 || r.P99 < r.P50 || r.Clients != 2 {
+			t.Errorf("%s: implausible result %+v", r.Op, r)
+		}
+		if (r.Op == "pin_set") != (r.Reference == "hsm_rsa4096_decrypt" && r.ReferenceRatio > 0) {
+			t.Errorf("%s: reference %q ratio %.2f", r.Op, r.Reference, r.ReferenceRatio)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("operations %v, want %v", got, want)
+	}
+	list, _ := v.run(t, "ceremony", "list")
+	for _, label := range []string{"card-kek/v1", "pan-hmac/v1", "set-pin/v1", "pek/v1", "audit/v1"} {
+		if !strings.Contains(list, label) {
+			t.Errorf("bench's init ceremony made no %s:\n%s", label, list)
+		}
+	}
+}
+
+func TestBenchRefusesBadFlags(t *testing.T) {
+	v := newVaultEnv(t)
+	for _, args := range [][]string{
+		{"--clients", "0"},
+		{"--duration", "10ms"},
+		{"--ops", "jiko_read,nonsense"},
+	} {
+		out, err := v.run(t, append([]string{"bench"}, args...)...)
+		if err == nil || !strings.Contains(out, args[0]) {
+			t.Errorf("bench %v = %v, want a refusal naming %s:\n%s", args, err, args[0], out)
+		}
+	}
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs `cardvault bench` on a SoftHSM2 token of its own under .bench/ (made
+# on first use; the bench runs the init ceremony on it), so the bench never
+# touches the dev token's keys. Arguments go to the bench, e.g.
+#   scripts/bench.sh --clients 16 --duration 10s [--json] [--cpuprofile F]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+install_missing
+
+BENCH="$PWD/.bench"
+mkdir -p "$BENCH/softhsm/tokens" "$BENCH/transcripts"
+chmod 700 "$BENCH"
+sed "s#@TOKENDIR@#$BENCH/softhsm/tokens#" softhsm/softhsm2.conf.tmpl > "$BENCH/softhsm/softhsm2.conf"
+export SOFTHSM2_CONF="$BENCH/softhsm/softhsm2.conf"
+export CARDVAULT_TOKEN_LABEL=cardvault-bench
+export CARDVAULT_PKCS11_PIN_FILE="$BENCH/pin"
+export CARDVAULT_TRANSCRIPT_DIR="$BENCH/transcripts"
+
+if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\bcardvault-bench\b"; then
+  umask 077
+  head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$BENCH/pin"
+  # softhsm2-util takes PINs as arguments; acceptable for a bench token only.
+  softhsm2-util --init-token --free --label cardvault-bench \
+    --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$(cat "$BENCH/pin")" >/dev/null
+fi
+
+go build -o "$BENCH/cardvault" ./cmd/cardvault
+exec "$BENCH/cardvault" bench "$@"
