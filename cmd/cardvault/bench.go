@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -33,6 +34,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	asJSON := fs.Bool("json", false, "print one JSON object per operation instead of a table")
 	only := fs.String("ops", "", "comma-separated operations to run; all when empty")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
+	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts: real RSA-2048 device keys to make, one per checked reveal")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +44,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	if *duration < time.Second || *duration > 10*time.Minute {
 		return fmt.Errorf("--duration %s: want 1s to 10m", *duration)
+	}
+	if *restarts < 0 || *restarts > 10 || *faultKeys < 0 || *faultKeys > 5000 {
+		return fmt.Errorf("--token-restarts %d --fault-keys %d: want 0 to 10 restarts and 0 to 5000 keys", *restarts, *faultKeys)
 	}
 
 	m, err := openKeyedHSM(ctx, stderr, log)
@@ -61,7 +67,19 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 
 	api := bench.NewClient(url, token, *clients)
 	defer api.Close()
-	ops, err := selectOps(bench.Ops(&bench.Env{API: api, Keys: m}, runtime.NumCPU()), *only)
+	env := &bench.Env{API: api, Keys: m}
+	if *restarts > 0 {
+		rep, err := bench.RunFaults(ctx, env, *clients, *duration, *restarts, *faultKeys, m.RestartUnderneath, stderr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return json.NewEncoder(stdout).Encode(rep)
+		}
+		bench.WriteFaultReport(stdout, rep)
+		return nil
+	}
+	ops, err := selectOps(bench.Ops(env, runtime.NumCPU()), *only)
 	if err != nil {
 		return err
 	}
@@ -194,4 +212,3 @@ func selectOps(all []bench.Op, list string) ([]bench.Op, error) {
 	}
 	return out, nil
 }
-

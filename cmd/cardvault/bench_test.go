@@ -68,3 +68,39 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadUnderTokenRestarts is the load-under-faults run with the real
+// binary: imports and secure views while the token is restarted twice
+// underneath the server. Every reveal is decrypted with its real device
+// key and compared; every acknowledged import is looked up afterwards.
+func TestLoadUnderTokenRestarts(t *testing.T) {
+	v := newVaultEnv(t)
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	cmd := exec.Command(binary, "bench", "--clients", "4", "--duration", "4s", "--token-restarts", "2", "--fault-keys", "24", "--json")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var r bench.FaultReport
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	t.Logf("sent %d, answered %d, ok %d, 503 %d, other %d, wrong %d, acknowledged %d, lost %d, reveals %d, recovery %v",
+		r.Sent, r.Answered, r.OK, r.Unavailable, r.Other, r.Wrong, r.Acknowledged, r.Lost, r.Reveals, r.Recovery)
+	if r.Wrong != 0 || r.Lost != 0 || r.Other != 0 {
+		t.Fatalf("wrong answers %d, lost writes %d, other statuses %d: %s", r.Wrong, r.Lost, r.Other, r.FirstProblem)
+	}
+	if r.Acknowledged == 0 || r.Reveals == 0 || r.Answered != r.OK+r.Unavailable+r.Other {
+		t.Fatalf("implausible report %+v", r)
+	}
+	if len(r.Recovery) != 2 || r.Recovery[0] < 0 || r.Recovery[1] < 0 {
+		t.Fatalf("recovery %v: the service did not answer after each restart", r.Recovery)
+	}
+	if n := strings.Count(stderr.String(), `"msg":"hsm reconnected"`); n < 2 {
+		t.Fatalf("the adapter reconnected %d times over 2 restarts:\n%s", n, stderr.String())
+	}
+}

@@ -367,13 +367,17 @@ func (o *secureView) Prepare(_ context.Context, n int) error {
 	return nil
 }
 
-// secureViewBody is a request with a fresh JWK, signed by the device over
-// the JWK's members as "name:value" pairs in name order, joined by ";".
+// secureViewBody is a request with a fresh fake JWK of bits bits.
 func secureViewBody(d device, bits, i int) []byte {
-	jwk := map[string]string{
+	return signJWK(d, map[string]string{
 		"kty": "RSA", "use": "enc", "alg": "RS256", "kid": fmt.Sprint("bench-", i),
 		"n": base64.RawURLEncoding.EncodeToString(fakeModulus(bits).Bytes()), "e": "AQAB",
-	}
+	})
+}
+
+// signJWK is a secure view request for jwk, signed by the device over the
+// JWK's members as "name:value" pairs in name order, joined by ";".
+func signJWK(d device, jwk map[string]string) []byte {
 	names := make([]string, 0, len(jwk))
 	for k := range jwk {
 		names = append(names, k)
