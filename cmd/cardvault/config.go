@@ -33,7 +33,7 @@ const (
 	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
 	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
 	envKeyRefresh  = "CARDVAULT_KEY_REFRESH"
-	envHSMTimeout  = "CARDVAULT_HSM_CALL_TIMEOUT" // an HSM operation's bound, session wait included
+	envHSMTimeout  = "CARDVAULT_HSM_CALL_TIMEOUT"       // an HSM operation's bound, session wait included
 	envAuditEvery  = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
 	// The security officer's PIN, which only the backup export needs.
 	envSOPINFile = "CARDVAULT_PKCS11_SO_PIN_FILE"
