@@ -187,6 +187,13 @@ func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
 // its base URL and its log.
 func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBuffer) {
 	t.Helper()
+	base, logs, _ := startServerCmd(t, v, extraEnv...)
+	return base, logs
+}
+
+// startServerCmd is startServer that also returns the server's process.
+func startServerCmd(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBuffer, *exec.Cmd) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -221,12 +228,12 @@ func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBu
 		// serves (HTTP or TLS) from then on.
 		if conn, err := net.Dial("tcp", addr); err == nil {
 			conn.Close()
-			return base, logs
+			return base, logs, cmd
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("server did not come up:\n%s", logs)
-	return "", nil
+	return "", nil, nil
 }
 
 // syncBuffer is a bytes.Buffer a child process and the test share.

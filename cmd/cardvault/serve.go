@@ -17,6 +17,10 @@ import (
 	"github.com/cardvault/cardvault/vault"
 )
 
+// shutdownDrain is how long a stopping server waits for requests in
+// flight; the HTTP write timeout bounds any one of them anyway.
+const shutdownDrain = 10 * time.Second
+
 // serveCmd runs the HTTP service until ctx ends, then drains in-flight
 // requests and closes the HSM once.
 func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
@@ -45,8 +49,17 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close() // first: it checkpoints the audit chains with the HSM
+	// Closed once, the store first: closing it checkpoints the audit
+	// chains with the HSM.
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("database close failed", "error", err)
+		} else {
+			log.Info("database closed")
+		}
+		m.Close()
+		log.Info("hsm closed")
+	}()
 	svc, err := vault.NewService(m, store, vcfg)
 	if err != nil {
 		return err
@@ -69,12 +82,13 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	log.Info("shutting down: no new connections; draining requests in flight", "deadline", shutdownDrain)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownDrain)
 	defer cancel()
 	if err := hs.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return fmt.Errorf("shutdown: requests still in flight after %s: %w", shutdownDrain, err)
 	}
+	log.Info("drained")
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
