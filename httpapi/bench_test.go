@@ -27,9 +27,10 @@ import (
 // benchStack is the whole service in-process on a fresh token and a store
 // (SQLite unless told), served over loopback HTTP.
 type benchStack struct {
-	m     *hsm.Module
-	url   string
-	token string
+	m       *hsm.Module
+	url     string
+	token   string
+	handler http.Handler
 }
 
 func newBenchStack(b *testing.B) *benchStack {
@@ -42,7 +43,7 @@ func newBenchStack(b *testing.B) *benchStack {
 	return newBenchStackOn(b, store)
 }
 
-func newBenchStackOn(b *testing.B, store vault.Store) *benchStack {
+func newBenchStackOn(b testing.TB, store vault.Store) *benchStack {
 	b.Helper()
 	tok := softhsm.TestToken(b)
 	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
@@ -70,9 +71,10 @@ func newBenchStackOn(b *testing.B, store vault.Store) *benchStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(New(Config{Service: svc, Tokens: tokens}))
+	h := New(Config{Service: svc, Tokens: tokens})
+	srv := httptest.NewServer(h)
 	b.Cleanup(srv.Close)
-	return &benchStack{m: m, url: srv.URL, token: token}
+	return &benchStack{m: m, url: srv.URL, token: token, handler: h}
 }
 
 // fakeClientKey makes a distinct 4096-bit public key cheaply: an odd
