@@ -15,10 +15,9 @@ const pinBlockSize = 16
 // pinField is the format 4 plain-text PIN field: control 4, the PIN
 // length, the PIN digits, fill nibbles 0xA to nibble 15, then 8 random
 // bytes. pin is 4 to 12 ASCII digits. The caller clears the field.
-func pinField(pin []byte, r io.Reader) ([pinBlockSize]byte, error) {
-	var f [pinBlockSize]byte
+func pinField(f *[pinBlockSize]byte, pin []byte, r io.Reader) error {
 	if len(pin) < 4 || len(pin) > 12 {
-		return f, errors.New("PIN must be 4 to 12 digits")
+		return errors.New("PIN must be 4 to 12 digits")
 	}
 	nibbles := make([]byte, 16)
 	defer clear(nibbles)
@@ -32,10 +31,8 @@ func pinField(pin []byte, r io.Reader) ([pinBlockSize]byte, error) {
 	for i := 0; i < 8; i++ {
 		f[i] = nibbles[2*i]<<4 | nibbles[2*i+1]
 	}
-	if _, err := io.ReadFull(r, f[8:]); err != nil {
-		return f, err
-	}
-	return f, nil
+	_, err := io.ReadFull(r, f[8:])
+	return err
 }
 
 // panField is the format 4 PAN field: M = PAN length − 12 (0 for shorter
