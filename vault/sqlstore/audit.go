@@ -93,7 +93,8 @@ func (s *Store) UseAuditKey(key AuditKey, every int) {
 // txn is a write transaction holding the lease on one audit chain.
 type txn struct {
 	*sql.Tx
-	head *chainHead
+	stmts *stmtCache // nil: statements run unprepared
+	head  *chainHead
 	seq  int64  // the chain's end as this transaction has extended it
 	hash []byte // …and its hash
 }
@@ -108,7 +109,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 	case <-ctx.Done():
 		return s.fail(ctx.Err())
 	}
-	t := &txn{head: head, seq: head.seq, hash: head.hash}
+	t := &txn{stmts: s.stmts, head: head, seq: head.seq, hash: head.hash}
 	err := s.runTx(ctx, t, fn)
 	if err == nil {
 		head.seq, head.hash = t.seq, t.hash
@@ -189,7 +190,7 @@ func (s *Store) checkpoint(ctx context.Context, chain string, seq int64, hash []
 		return err
 	}
 	// A write of its own, outside any chain: it needs no lease.
-	return s.runTx(ctx, &txn{}, func(t *txn) error {
+	return s.runTx(ctx, &txn{stmts: s.stmts}, func(t *txn) error {
 		_, err := t.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at) VALUES (?, ?, ?, ?, ?, ?)`),
 			chain, seq, hash, int64(version), mac, micros(time.Now()))
 		return err

@@ -58,6 +58,7 @@ type Store struct {
 	// has a single writer; nil otherwise.
 	writer chan struct{}
 	group  groupQueue // write transactions waiting for the writer slot
+	stmts  *stmtCache // the write path's prepared statements (SQLite)
 }
 
 var _ vault.Store = (*Store)(nil)
@@ -89,7 +90,9 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 	}
 	st := &Store{db: db, d: d, chains: chains}
 	if d.singleWriter {
+		// PostgreSQL's driver (pgx) caches prepared statements itself.
 		st.writer = make(chan struct{}, 1)
+		st.stmts = &stmtCache{db: db}
 	}
 	return st, nil
 }
@@ -100,6 +103,7 @@ func (s *Store) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.checkpointAll(ctx)
+	s.stmts.close()
 	return s.db.Close()
 }
 
