@@ -120,41 +120,6 @@ func (s *benchStack) issueCard(b *testing.B, owner string) string {
 	return created.CardID
 }
 
-// BenchmarkReadDetails measures the Jiko read over loopback HTTP beside the
-// raw HSM open rate and the read's crypto bound, in one run, so their
-// ratios are meaningful on a noisy machine.
-func BenchmarkReadDetails(b *testing.B) {
-	s := newBenchStack(b)
-	cardID := s.issueCard(b, "acct-1")
-	path := "/api/v1/jiko-accounts/acct-1/virtual-cards/" + cardID
-
-	b.Run("HSMOpen", func(b *testing.B) { benchHSMOpen(b, s.m) })
-	// The read's crypto bound: one HSM open and three RSA-4096 PKCS#1
-	// encryptions, with no HTTP, JSON or database.
-	b.Run("CryptoBound", func(b *testing.B) {
-		ctx := context.Background()
-		sealed, _, err := s.m.Seal(ctx, []byte("card"), make([]byte, 40))
-		if err != nil {
-			b.Fatal(err)
-		}
-		block, _ := pem.Decode([]byte(fakeClientKey()))
-		pub, _ := x509.ParsePKIXPublicKey(block.Bytes)
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := s.m.Open(ctx, []byte("card"), sealed); err != nil {
-					b.Fatal(err)
-				}
-				for range 3 {
-					if _, err := rsa.EncryptPKCS1v15(rand.Reader, pub.(*rsa.PublicKey), []byte("4000001234567899")); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-		})
-	})
-	b.Run("ReadDetailsHTTP", func(b *testing.B) { s.benchPosts(b, path, http.StatusOK) })
-}
-
 // benchPosts posts a fresh client key to path b.N times from parallel
 // clients; every answer must have status want.
 func (s *benchStack) benchPosts(b *testing.B, path string, want int) {
@@ -165,22 +130,6 @@ func (s *benchStack) benchPosts(b *testing.B, path string, want int) {
 		for pb.Next() {
 			if status, body, err := s.post(path, keys[next.Add(1)-1]); err != nil || status != want {
 				b.Fatal(fmt.Sprintf("POST %s: %d %s %v", path, status, body, err))
-			}
-		}
-	})
-}
-
-// benchHSMOpen is the raw rate of the one HSM operation every reveal makes.
-func benchHSMOpen(b *testing.B, m *hsm.Module) {
-	ctx := context.Background()
-	sealed, _, err := m.Seal(ctx, []byte("card"), make([]byte, 40))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := m.Open(ctx, []byte("card"), sealed); err != nil {
-				b.Fatal(err)
 			}
 		}
 	})

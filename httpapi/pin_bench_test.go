@@ -6,15 +6,11 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/cardvault/cardvault/hsm"
 )
 
 // pinBench is a card and the set_pin key its PIN is encrypted to.
@@ -44,50 +40,6 @@ func (p *pinBench) send(ct []byte) (int, []byte, error) {
 func (p *pinBench) badPadding() []byte {
 	n, _ := rand.Int(rand.Reader, p.pub.N)
 	return n.FillBytes(make([]byte, p.pub.Size()))
-}
-
-// BenchmarkPINSet measures Jiko's set-PIN over loopback HTTP beside the
-// raw RSA-4096 private operation in the token it is bound by, in one run.
-func BenchmarkPINSet(b *testing.B) {
-	p := newPINBench(b)
-	b.Run("HSMRSA4096Raw", func(b *testing.B) {
-		ct, _ := rsa.EncryptPKCS1v15(rand.Reader, p.pub, []byte("1357\n"))
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if _, err := p.m.SetPINDecryptRaw(context.Background(), 1, ct); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	})
-	b.Run("PINSetHTTP", p.benchSetPIN)
-	// After a set_pin rotation, until the previous key's end date, a Jiko
-	// ciphertext is tried under both versions.
-	ctx := context.Background()
-	if err := p.m.Generate(ctx, hsm.SetPIN, 2); err != nil {
-		b.Fatal(err)
-	}
-	if err := p.m.SetPublicEndDate(ctx, hsm.SetPIN, 1, time.Now().AddDate(0, 0, 7)); err != nil {
-		b.Fatal(err)
-	}
-	p.pub, _, _ = p.m.SetPINPublicKey(ctx, 2)
-	b.Run("PINSetHTTPDuringGrace", p.benchSetPIN)
-}
-
-func (p *pinBench) benchSetPIN(b *testing.B) {
-	cts := make([][]byte, b.N)
-	for i := range cts {
-		cts[i], _ = rsa.EncryptPKCS1v15(rand.Reader, p.pub, []byte("1357\n"))
-	}
-	var next atomic.Int64
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if status, body, err := p.send(cts[next.Add(1)-1]); err != nil || status != http.StatusOK {
-				b.Fatal(fmt.Sprintf("set PIN: %d %s %v", status, body, err))
-			}
-		}
-	})
 }
 
 // BenchmarkPINPaddingTiming is the padding-oracle check, as a benchmark:
