@@ -95,8 +95,8 @@ type txn struct {
 	*sql.Tx
 	stmts *stmtCache // nil: statements run unprepared
 	head  *chainHead
-	seq  int64  // the chain's end as this transaction has extended it
-	hash []byte // …and its hash
+	seq   int64  // the chain's end as this transaction has extended it
+	hash  []byte // …and its hash
 }
 
 // inTx runs fn in a transaction and commits it, or rolls it back. The
