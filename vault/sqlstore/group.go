@@ -71,7 +71,7 @@ func (q *groupQueue) take() []*piece {
 }
 
 // runGrouped queues fn and waits for its outcome, leading the commit of
-// everything queued whenever the writer slot is free.
+// what is queued (up to maxGroup) whenever the writer slot is free.
 func (s *Store) runGrouped(ctx context.Context, t *txn, fn func(*txn) error) error {
 	p := &piece{ctx: ctx, t: t, fn: fn, done: make(chan error, 1)}
 	s.group.push(p)
@@ -80,7 +80,9 @@ func (s *Store) runGrouped(ctx context.Context, t *txn, fn func(*txn) error) err
 		case err := <-p.done:
 			return err
 		case s.writer <- struct{}{}:
-			for batch := s.group.take(); len(batch) > 0; batch = s.group.take() {
+			// One group per turn: a leader that went on draining the queue
+			// under steady load would hold its own caller's answer back.
+			if batch := s.group.take(); len(batch) > 0 {
 				s.commitGroup(batch)
 			}
 			<-s.writer
