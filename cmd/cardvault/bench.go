@@ -154,35 +154,37 @@ func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string,
 		return "", "", nil, err
 	}
 	store.UseAuditKey(m, every)
+	served := false // until then, every return closes the store
+	defer func() {
+		if !served {
+			store.Close()
+		}
+	}()
 	svc, err := vault.NewService(m, store, cfg)
 	if err != nil {
-		store.Close()
 		return "", "", nil, err
 	}
 	token, line, err := httpapi.NewToken("bench", httpapi.Scopes)
 	if err != nil {
-		store.Close()
 		return "", "", nil, err
 	}
 	tokensFile := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokensFile, []byte(line+"\n"), 0o600); err != nil {
-		store.Close()
 		return "", "", nil, err
 	}
 	tokens, err := httpapi.LoadTokens(tokensFile)
 	if err != nil {
-		store.Close()
 		return "", "", nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		store.Close()
 		return "", "", nil, err
 	}
 	// The service logs as serve does, one JSON line per request, so that
 	// the bench pays for logging; the lines themselves are dropped.
 	hs := newHTTPServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), m, store, svc, tokens, nil)
 	go hs.Serve(ln)
+	served = true
 	stop := func() {
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

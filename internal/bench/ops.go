@@ -128,10 +128,14 @@ func (e *Env) issuePerClient(ctx context.Context, clients int) ([]string, error)
 	return cards, nil
 }
 
+// boundPAN stands in for a PAN in the bounds, which only need its length.
+// It fails the Luhn check on purpose: no card has it.
+const boundPAN = "4000001234567890"
+
 // pkcs1Fields is the client-side encryption a Jiko answer carries: PAN,
 // CVV and expiry, each RSA-4096 PKCS#1 v1.5.
 func pkcs1Fields(pub *rsa.PublicKey) error {
-	for _, v := range []string{"4000001234567899", "123", "12/29"} {
+	for _, v := range []string{boundPAN, "123", "12/29"} {
 		if _, err := rsa.EncryptPKCS1v15(rand.Reader, pub, []byte(v)); err != nil {
 			return err
 		}
@@ -147,6 +151,7 @@ const recordSize = 64
 type jikoCreate struct {
 	env     *Env
 	workers int
+	clients int
 	bodies  []queue // per client
 	pub     *rsa.PublicKey
 }
@@ -155,12 +160,12 @@ func (o *jikoCreate) Name() string    { return "jiko_create" }
 func (o *jikoCreate) Target() float64 { return 0.60 }
 
 func (o *jikoCreate) Setup(ctx context.Context, clients int) error {
-	o.bodies, o.pub = make([]queue, clients), fakePublicKey(4096)
+	o.clients, o.pub = clients, fakePublicKey(4096)
 	return nil
 }
 
 func (o *jikoCreate) Prepare(_ context.Context, n int) error {
-	o.bodies = prepareKeyBodies(len(o.bodies), n, o.workers)
+	o.bodies = prepareKeyBodies(o.clients, n, o.workers)
 	return nil
 }
 
@@ -178,7 +183,7 @@ func (o *jikoCreate) Bound(ctx context.Context) error {
 	if _, _, err := o.env.Keys.Seal(ctx, []byte("card-id"), make([]byte, recordSize)); err != nil {
 		return err
 	}
-	if _, _, err := o.env.Keys.FingerprintPAN(ctx, []byte("4000001234567899")); err != nil {
+	if _, _, err := o.env.Keys.FingerprintPAN(ctx, []byte(boundPAN)); err != nil {
 		return err
 	}
 	return pkcs1Fields(o.pub)
@@ -404,7 +409,7 @@ func (o *secureView) Step(ctx context.Context, c int) error {
 }
 
 // secureViewPayload is the size of the JWE's plaintext.
-var secureViewPayload = []byte(`{"pan":"4000001234567899","cvc":"123","expires_at":"2029-12-31","line_1":"BENCH CARDHOLDER"}`)
+var secureViewPayload = []byte(`{"pan":"` + boundPAN + `","cvc":"123","expires_at":"2029-12-31","line_1":"BENCH CARDHOLDER"}`)
 
 // Bound: the HSM open, the JWE (RSA-OAEP-256 key encryption and A256GCM
 // content encryption) and the ECDSA verify of the device's signature.
