@@ -110,3 +110,24 @@ func (m *Module) AuditMAC(ctx context.Context, msg []byte) ([]byte, uint32, erro
 func (m *Module) AuditMACWithVersion(ctx context.Context, version uint32, msg []byte) ([]byte, error) {
 	return m.MACWithVersion(ctx, Audit, version, msg)
 }
+
+// requestDigestDomain separates request digests from PAN fingerprints
+// under the same key: a PAN is digits only, so no fingerprint input can
+// begin with it.
+var requestDigestDomain = []byte("cardvault idempotency v1\x00")
+
+// RequestDigest is vault.Keys' keyed digest of an idempotent request:
+// HMAC-SHA256 under a pan-hmac version (0 for the active one), which it
+// returns. A copy of the database then holds no hash that a guess of the
+// request's card data could be checked against.
+func (m *Module) RequestDigest(ctx context.Context, version uint32, request []byte) ([]byte, uint32, error) {
+	v, err := m.versionOrActive(ctx, PANHMAC, version)
+	if err != nil {
+		return nil, 0, err
+	}
+	msg := make([]byte, 0, len(requestDigestDomain)+len(request))
+	msg = append(append(msg, requestDigestDomain...), request...)
+	defer clear(msg)
+	sum, err := m.MACWithVersion(ctx, PANHMAC, v, msg)
+	return sum, v, err
+}

@@ -23,16 +23,19 @@ import (
 
 // API scopes (DESIGN.md).
 const (
-	ScopeCardsWrite   = "cards:write"
-	ScopeCardsRead    = "cards:read"
-	ScopeCardsReveal  = "cards:reveal"
+	ScopeCardsWrite  = "cards:write"
+	ScopeCardsRead   = "cards:read"
+	ScopeCardsReveal = "cards:reveal"
+	// ScopeCardsLookup finds a card by its PAN: whether a PAN is in the
+	// vault is itself card data, so it is granted apart from cards:read.
+	ScopeCardsLookup  = "cards:lookup"
 	ScopePINWrite     = "pin:write"
 	ScopeDevicesWrite = "devices:write"
 	ScopeSandbox      = "sandbox"
 )
 
 // Scopes is the allow-list of scope names.
-var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
+var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopeCardsLookup, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
 
 // tokenPrefix marks cardvault API tokens, so a leaked one is recognisable
 // by secret scanners.

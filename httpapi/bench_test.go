@@ -59,7 +59,7 @@ func newBenchStackOn(b testing.TB, store vault.Store) *benchStack {
 	}
 	// A one-second window keeps the budget tables small while the
 	// benchmark reveals one card many times over.
-	budget := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30}
+	budget := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
 	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Reveals: budget, PINAttempts: budget})
 	if err != nil {
 		b.Fatal(err)

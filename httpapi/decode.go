@@ -2,10 +2,8 @@ package httpapi
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"regexp"
 	"strings"
@@ -145,13 +143,15 @@ func idempotencyKey(c echo.Context, owner string, body []byte) (*vault.IdemKey, 
 	if !idemPattern.MatchString(key) {
 		return nil, vault.Invalid(field, "must be 1 to 255 printable characters")
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s %s\n", c.Request().Method, c.Request().URL.Path)
-	h.Write(body)
+	// The request as received; the service stores only its keyed digest.
+	// Callers whose body holds card data clear it with the body.
+	request := make([]byte, 0, len(c.Request().Method)+len(c.Request().URL.Path)+2+len(body))
+	request = append(append(append(append(request, c.Request().Method...), ' '), c.Request().URL.Path...), '\n')
+	request = append(request, body...)
 	tok, _ := c.Get(callerKey).(apiToken)
 	return &vault.IdemKey{
-		Scope:       tok.name + " " + c.Request().Method + " " + c.Path() + " " + owner,
-		Key:         key,
-		RequestHash: h.Sum(nil),
+		Scope:   tok.name + " " + c.Request().Method + " " + c.Path() + " " + owner,
+		Key:     key,
+		Request: request,
 	}, nil
 }

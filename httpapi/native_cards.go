@@ -11,14 +11,14 @@ import (
 // nativeCards registers the native routes under /v1/cards.
 func (s *Server) nativeCards(g *echo.Group) {
 	g.POST("/cards", s.importCard, require(ScopeCardsWrite))
-	g.POST("/cards/lookup", s.lookupCard, require(ScopeCardsRead))
+	g.POST("/cards/lookup", s.lookupCard, require(ScopeCardsLookup))
 	g.GET("/cards/:id", s.getCard, require(ScopeCardsRead))
 }
 
-// cardMetadata is what the native API shows of a card: never a secret.
+// cardMetadata is what the native API shows of a card: never a secret,
+// and not its owner, which a caller holding only a card id must not learn.
 type cardMetadata struct {
 	ID          string     `json:"id"`
-	OwnerID     string     `json:"owner_id"`
 	Type        string     `json:"type"`
 	Status      string     `json:"status"`
 	Last4       string     `json:"last4"`
@@ -30,7 +30,7 @@ type cardMetadata struct {
 }
 
 func metadataOf(c *vault.Card) cardMetadata {
-	return cardMetadata{ID: c.ID, OwnerID: c.OwnerID, Type: string(c.Type), Status: string(c.Status), Last4: c.Last4,
+	return cardMetadata{ID: c.ID, Type: string(c.Type), Status: string(c.Status), Last4: c.Last4,
 		ExpiryMonth: c.ExpiryMonth, ExpiryYear: c.ExpiryYear, KeyVersion: c.KeyVersion, CreatedAt: c.CreatedAt, ClosedAt: c.ClosedAt}
 }
 
@@ -63,6 +63,7 @@ func (s *Server) importCard(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	defer idem.Clear()
 	card, err := s.svc.Import(c.Request().Context(), caller(c), vault.ImportRequest{
 		OwnerID: *req.OwnerID, Type: vault.CardType(req.Type), PAN: req.PAN, CVV: req.CVV,
 		ExpiryMonth: *req.ExpiryMonth, ExpiryYear: *req.ExpiryYear, Name: req.Name,
@@ -73,9 +74,10 @@ func (s *Server) importCard(c echo.Context) error {
 	return c.JSON(http.StatusCreated, metadataOf(card))
 }
 
-// lookupCard handles POST /v1/cards/lookup {"pan"}: find a card by its PAN
-// fingerprint without decrypting anything. POST keeps the PAN out of URLs
-// and access logs.
+// lookupCard handles POST /v1/cards/lookup {"pan"}: the id of the card
+// with that PAN, found by fingerprint without decrypting anything, and
+// nothing else about it. It needs a scope of its own, is budgeted per
+// caller and audited. POST keeps the PAN out of URLs and access logs.
 func (s *Server) lookupCard(c echo.Context) error {
 	body, err := readBody(c)
 	if err != nil {
@@ -92,11 +94,11 @@ func (s *Server) lookupCard(c echo.Context) error {
 	if req.PAN == nil {
 		return vault.Invalid("pan", "is required")
 	}
-	card, err := s.svc.CardByPAN(c.Request().Context(), req.PAN)
+	id, err := s.svc.LookupPAN(c.Request().Context(), caller(c), req.PAN)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, metadataOf(card))
+	return c.JSON(http.StatusOK, map[string]string{"id": id})
 }
 
 // getCard handles GET /v1/cards/:id.

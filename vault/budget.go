@@ -5,46 +5,83 @@ import (
 	"time"
 )
 
-// Budget bounds how often something happens to a card within a sliding
-// window: per card, and per device where a device asks. A stolen API token
-// or a compromised device then reveals a handful of cards, not the vault,
-// and guesses few PINs.
+// Budget bounds how often something happens within a sliding window: per
+// card, per device where a device asks, and per caller (API token) in
+// distinct cards. A stolen API token or a compromised device then reveals
+// a handful of cards, not the vault, and guesses few PINs. A zero bound is
+// not counted.
 type Budget struct {
 	Window    time.Duration
 	PerCard   int
 	PerDevice int
+	// PerCaller bounds the distinct cards (or, for look-ups, distinct
+	// PANs) one caller touches in the window.
+	PerCaller int
 }
 
 // Budget kinds, counted apart.
 const (
 	BudgetReveal     = "reveal"
 	BudgetPINAttempt = "pin"
+	// BudgetLookup counts a caller's look-ups by PAN, and imports that
+	// found the PAN taken: both say whether a PAN is in the vault.
+	BudgetLookup = "lookup"
 )
 
 // DefaultRevealBudget is generous for a person looking at their own cards
-// and tight for anyone sweeping them.
-var DefaultRevealBudget = Budget{Window: time.Hour, PerCard: 10, PerDevice: 30}
+// and tight for anyone sweeping them. The per-caller bound is sized for a
+// small platform; a larger one raises it to its traffic, and it still
+// caps what a stolen token sweeps in an hour.
+var DefaultRevealBudget = Budget{Window: time.Hour, PerCard: 10, PerDevice: 30, PerCaller: 1000}
 
 // DefaultPINBudget allows a person a few tries a day at setting a PIN.
-var DefaultPINBudget = Budget{Window: 24 * time.Hour, PerCard: 5, PerDevice: 10}
+var DefaultPINBudget = Budget{Window: 24 * time.Hour, PerCard: 5, PerDevice: 10, PerCaller: 1000}
+
+// DefaultLookupBudget bounds look-ups by PAN per caller: enough for an
+// API tier resolving a processor's notifications, far too few to walk
+// the 10^5 PANs a BIN and last four leave open.
+var DefaultLookupBudget = Budget{Window: time.Hour, PerCaller: 100}
 
 func (b Budget) validate(kind string) error {
 	if b.Window < time.Second || b.Window > 7*24*time.Hour {
 		return fmt.Errorf("vault: %s budget window %s must be 1s to 7 days", kind, b.Window)
 	}
-	if b.PerCard < 1 || b.PerDevice < 1 {
+	if kind != BudgetLookup && (b.PerCard < 1 || b.PerDevice < 1) {
 		return fmt.Errorf("vault: %s budgets (%d per card, %d per device) must be at least 1", kind, b.PerCard, b.PerDevice)
 	}
+	if b.PerCaller < 1 {
+		return fmt.Errorf("vault: %s budget per caller (%d) must be at least 1", kind, b.PerCaller)
+	}
 	return nil
+}
+
+// withDefaults fills the bounds left at zero from d.
+func (b Budget) withDefaults(d Budget) Budget {
+	if b.Window == 0 {
+		b.Window = d.Window
+	}
+	if b.PerCard == 0 {
+		b.PerCard = d.PerCard
+	}
+	if b.PerDevice == 0 {
+		b.PerDevice = d.PerDevice
+	}
+	if b.PerCaller == 0 {
+		b.PerCaller = d.PerCaller
+	}
+	return b
 }
 
 // Slot is one event to be counted against a budget. The store counts and
 // inserts it in the transaction that records the event, so concurrent
 // requests cannot overspend.
 type Slot struct {
-	Kind     string
+	Kind string
+	// CardID is the card the event touches; for a look-up, the PAN's
+	// fingerprint in hex, so a caller's distinct PANs are counted.
 	CardID   string
 	DeviceID string // empty on surfaces without devices
+	Caller   string // the API token's name
 	At       time.Time
 	Budget   Budget
 }
@@ -53,23 +90,26 @@ type Slot struct {
 func (r *Slot) Since() time.Time { return r.At.Add(-r.Budget.Window) }
 
 // BudgetUse is what the window already holds: how many events for the
-// card and by the device, and the oldest of each, which leaves first.
+// card and by the device, how many distinct cards the caller touched and
+// whether this card is among them, and the oldest event of each, which
+// leaves first.
 type BudgetUse struct {
-	Card, Device             int
-	CardOldest, DeviceOldest time.Time
+	Card, Device, Caller                   int
+	CallerHasCard                          bool
+	CardOldest, DeviceOldest, CallerOldest time.Time
 }
 
-// Check refuses the slot when the window is full, saying when it is not.
+// Check refuses the slot when a window is full, saying when it is not.
 func (r *Slot) Check(u BudgetUse) error {
-	what := "reveal"
-	if r.Kind == BudgetPINAttempt {
-		what = "PIN attempt"
-	}
-	if u.Card >= r.Budget.PerCard {
+	what := map[string]string{BudgetReveal: "reveal", BudgetPINAttempt: "PIN attempt", BudgetLookup: "look-up"}[r.Kind]
+	if r.Budget.PerCard > 0 && u.Card >= r.Budget.PerCard {
 		return r.spent("card_id", "the card's "+what+" budget is spent", u.CardOldest)
 	}
-	if r.DeviceID != "" && u.Device >= r.Budget.PerDevice {
+	if r.DeviceID != "" && r.Budget.PerDevice > 0 && u.Device >= r.Budget.PerDevice {
 		return r.spent("device_id", "the device's "+what+" budget is spent", u.DeviceOldest)
+	}
+	if r.Caller != "" && r.Budget.PerCaller > 0 && !u.CallerHasCard && u.Caller >= r.Budget.PerCaller {
+		return r.spent("Authorization", "the caller's "+what+" budget is spent", u.CallerOldest)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package vault
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -64,13 +65,17 @@ func (s *Service) Import(ctx context.Context, c Caller, in ImportRequest, idem *
 	meta := card.metadata()
 	var w Write
 	w.Audit = s.audit(c, "card.import", card.ID, in.OwnerID, "ok", map[string]string{"type": string(in.Type), "key_version": fmt.Sprint(card.KeyVersion)})
-	if w.Idempotent, err = s.idempotent(idem, meta); err != nil {
+	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, meta); err != nil {
 		return nil, err
 	}
 	switch err := s.store.CreateCard(ctx, card, w); {
 	case errors.Is(err, ErrDuplicateRequest):
 		return out, s.afterDuplicate(ctx, idem, out)
 	case err != nil:
+		var e *Error
+		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
+			return nil, s.panTaken(ctx, c, in.OwnerID, card.Fingerprint, err)
+		}
 		if KindOf(err) == KindConflict {
 			return nil, s.refuse(ctx, c, "card.import", "", in.OwnerID, err)
 		}
@@ -116,21 +121,53 @@ func (s *Service) CardByID(ctx context.Context, id string) (*Card, error) {
 	return card.metadata(), nil
 }
 
-// CardByPAN looks a card up by its PAN's fingerprint, without decrypting
-// anything. The caller clears pan.
-func (s *Service) CardByPAN(ctx context.Context, pan []byte) (*Card, error) {
+// LookupPAN finds the id of the card with a PAN, by the PAN's
+// fingerprint and without decrypting anything. Whether a PAN is in the
+// vault is itself card data, so every look-up, hit or miss, is audited
+// and counted against the caller's budget of distinct PANs, in one
+// transaction before the answer. The caller clears pan.
+func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, error) {
 	if err := validatePAN(pan); err != nil {
-		return nil, err
+		return "", err
 	}
 	fp, _, err := s.keys.FingerprintPAN(ctx, pan)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	card, err := s.store.CardByFingerprint(ctx, fp)
-	if err != nil {
-		return nil, err
+	if err != nil && KindOf(err) != KindNotFound {
+		return "", err
 	}
-	return card.metadata(), nil
+	cardID, ownerID, outcome := "", "", "not found"
+	if card != nil {
+		cardID, ownerID, outcome = card.ID, card.OwnerID, "ok"
+	}
+	w := Write{Audit: s.audit(c, "card.lookup", cardID, ownerID, outcome, nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
+	if err := s.store.Commit(ctx, w); err != nil {
+		if refusedByRule(err) {
+			return "", s.refuse(ctx, c, "card.lookup", "", "", err)
+		}
+		return "", err
+	}
+	if card == nil {
+		return "", ErrNotFound
+	}
+	return card.ID, nil
+}
+
+// panTaken answers an import whose PAN is already in the vault. The 409
+// says the PAN is known, which is what a look-up says, so it spends a
+// look-up from the caller's budget first; past the budget the answer is
+// 429 and says nothing about the PAN.
+func (s *Service) panTaken(ctx context.Context, c Caller, ownerID string, fp []byte, taken error) error {
+	w := Write{Audit: s.audit(c, "card.import", "", ownerID, "refused: "+taken.Error(), nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
+	if err := s.store.Commit(ctx, w); err != nil {
+		if refusedByRule(err) {
+			return s.refuse(ctx, c, "card.import", "", ownerID, err)
+		}
+		return err
+	}
+	return taken
 }
 
 // MaxPageSize bounds a list page.

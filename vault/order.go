@@ -141,7 +141,7 @@ func (s *Service) CreateOrder(ctx context.Context, c Caller, ownerID, nameOnCard
 	now := s.cfg.Now().UTC()
 	o := &Order{ID: id.String(), OwnerID: ownerID, Status: OrderInitial, NameOnCard: nameOnCard, Shipping: addr, CreatedAt: now, UpdatedAt: now}
 	w := Write{Audit: s.audit(c, "order.create", "", ownerID, "ok", map[string]string{"order_id": o.ID})}
-	if w.Idempotent, err = s.idempotent(idem, o); err != nil {
+	if w.Idempotent, err = s.idempotent(ctx, idem, "", o); err != nil {
 		return nil, err
 	}
 	switch err := s.store.CreateOrder(ctx, o, w); {

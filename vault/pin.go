@@ -79,6 +79,9 @@ func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, enc
 	if err != nil {
 		return err
 	}
+	if err := s.deviceGate(ctx, card); err != nil {
+		return s.refuse(ctx, c, "card.pin", card.ID, ownerID, err)
+	}
 	versions, err := s.setPINVersions(ctx)
 	if err != nil {
 		return err
@@ -155,7 +158,7 @@ func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID str
 	if card.Status == StatusClosed || card.Sealed == nil {
 		return refuse(Conflict("card_id", "card is closed"))
 	}
-	slot := s.slot(BudgetPINAttempt, card.ID, deviceID)
+	slot := s.slot(BudgetPINAttempt, card.ID, deviceID, c)
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return refuse(err)
 	}

@@ -18,6 +18,10 @@ type Keys interface {
 	// FingerprintPAN is the HMAC-SHA256 of a PAN under the active
 	// pan-hmac key, and that key's version.
 	FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint32, error)
+	// RequestDigest is a keyed digest of an idempotent request (which may
+	// hold card data) under a pan-hmac version, 0 for the active one; it
+	// returns the version it used.
+	RequestDigest(ctx context.Context, version uint32, request []byte) ([]byte, uint32, error)
 	PINKeys
 }
 
@@ -53,13 +57,20 @@ type AuditEntry struct {
 	Detail    map[string]string
 }
 
-// IdempotentResult is a stored first answer to an idempotent request.
+// IdempotentResult is a stored first answer to an idempotent request. It
+// lives for the idempotency window and goes with its card.
 type IdempotentResult struct {
-	Scope       string // the caller and route the key is unique within
-	Key         string
+	Scope string // the caller and route the key is unique within
+	Key   string
+	// RequestHash is the request's keyed digest, prefixed with the
+	// pan-hmac version (4 bytes, big-endian) that made it.
 	RequestHash []byte
 	Result      []byte // JSON of the service's result
+	CardID      string // the card the result is about, if any
 	CreatedAt   time.Time
+	// PruneBefore is the start of the window: the store drops results
+	// created before it.
+	PruneBefore time.Time
 }
 
 // Write is what the store commits in the same transaction as a change.
@@ -89,15 +100,16 @@ type Store interface {
 	// Commit commits a Write on its own: a reveal's budget slot, burnt key,
 	// audit entry and idempotent result, or an order's transition.
 	Commit(ctx context.Context, w Write) error
-	// BudgetUse reports a card's and a device's events of a kind since a
-	// time; an empty deviceID counts nothing for the device.
-	BudgetUse(ctx context.Context, kind, cardID, deviceID string, since time.Time) (BudgetUse, error)
+	// BudgetUse reports what a slot's windows already hold: the card's
+	// and the device's events of its kind and the caller's distinct
+	// cards. An empty DeviceID or Caller counts nothing for it.
+	BudgetUse(ctx context.Context, slot *Slot) (BudgetUse, error)
 	// AppendAudit records an entry on its own, for refusals.
 	AppendAudit(ctx context.Context, e AuditEntry) error
 	// AuditTrail returns a card's entries, oldest first.
 	AuditTrail(ctx context.Context, cardID string) ([]AuditEntry, error)
-	// Idempotent returns a stored result, or ErrNotFound.
-	Idempotent(ctx context.Context, scope, key string) (*IdempotentResult, error)
+	// Idempotent returns a result stored since a time, or ErrNotFound.
+	Idempotent(ctx context.Context, scope, key string, since time.Time) (*IdempotentResult, error)
 	// Ping checks the database is usable.
 	Ping(ctx context.Context) error
 	Close() error
@@ -122,9 +134,9 @@ type CardStore interface {
 	// SetStatus moves a card from one of from to to; a card in another
 	// status is a conflict naming field "status".
 	SetStatus(ctx context.Context, ownerID, id string, from []Status, to Status, at time.Time, w Write) (*Card, error)
-	// CloseCard sets CLOSED and deletes the sealed record and the PIN
-	// block: the card's data is crypto-shredded while its metadata and
-	// audit trail stay.
+	// CloseCard sets CLOSED and deletes the sealed record, the PIN block
+	// and the stored idempotent answers about the card: the card's data is
+	// crypto-shredded while its metadata and audit trail stay.
 	CloseCard(ctx context.Context, ownerID, id string, reason ClosureReason, at time.Time, w Write) error
 	// SetPIN stores a card's PIN block and its PEK version, and opens a
 	// NOT_ACTIVATED card, with w (which may move the card's order).

@@ -128,10 +128,10 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	if err != nil {
 		return "", d.PersonID, err
 	}
-	if card.Status == StatusClosed || card.Sealed == nil {
-		return "", d.PersonID, Conflict("id", "card is closed")
+	if err := revealable(card, "id"); err != nil {
+		return "", d.PersonID, err
 	}
-	slot := s.slot(BudgetReveal, card.ID, d.ID)
+	slot := s.slot(BudgetReveal, card.ID, d.ID, c)
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return "", d.PersonID, err
 	}
@@ -144,7 +144,7 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 		UsedKey: jwk.Fingerprint,
 		Slot:    slot,
 	}
-	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
+	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
 		return "", d.PersonID, err
 	}
 	if err := s.store.Commit(ctx, w); err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,17 @@ type Config struct {
 	// mean DefaultRevealBudget and DefaultPINBudget.
 	Reveals     Budget
 	PINAttempts Budget
+	// Lookups bounds a caller's look-ups by PAN; zero means
+	// DefaultLookupBudget.
+	Lookups Budget
+	// DeviceGate, when set, keeps the cards of an owner with a bound
+	// device behind the device: the routes without a device signature
+	// (Jiko's read and PIN set) refuse them, so a token alone cannot step
+	// around the device binding.
+	DeviceGate bool
+	// IdempotencyWindow is how long a first answer is kept for replay;
+	// zero means DefaultIdempotencyWindow.
+	IdempotencyWindow time.Duration
 	// Rand and Now are injectable for deterministic tests.
 	Rand io.Reader
 	Now  func() time.Time
@@ -49,17 +61,23 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	if cfg.ExpiryYears < 1 || cfg.ExpiryYears > 10 {
 		return nil, fmt.Errorf("vault: expiry years %d must be 1 to 10", cfg.ExpiryYears)
 	}
-	if cfg.Reveals == (Budget{}) {
-		cfg.Reveals = DefaultRevealBudget
-	}
-	if cfg.PINAttempts == (Budget{}) {
-		cfg.PINAttempts = DefaultPINBudget
-	}
+	cfg.Reveals = cfg.Reveals.withDefaults(DefaultRevealBudget)
+	cfg.PINAttempts = cfg.PINAttempts.withDefaults(DefaultPINBudget)
+	cfg.Lookups = cfg.Lookups.withDefaults(DefaultLookupBudget)
 	if err := cfg.Reveals.validate(BudgetReveal); err != nil {
 		return nil, err
 	}
 	if err := cfg.PINAttempts.validate(BudgetPINAttempt); err != nil {
 		return nil, err
+	}
+	if err := cfg.Lookups.validate(BudgetLookup); err != nil {
+		return nil, err
+	}
+	if cfg.IdempotencyWindow == 0 {
+		cfg.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if cfg.IdempotencyWindow < time.Minute || cfg.IdempotencyWindow > 7*24*time.Hour {
+		return nil, fmt.Errorf("vault: idempotency window %s must be 1m to 7 days", cfg.IdempotencyWindow)
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
@@ -76,12 +94,24 @@ type Caller struct {
 	RequestID string
 }
 
+// DefaultIdempotencyWindow is Jiko's: a key is good for an hour.
+const DefaultIdempotencyWindow = time.Hour
+
 // IdemKey names an idempotent request: within Scope, a repeated Key with
-// the same RequestHash gets the first result back.
+// the same Request gets the first result back. Request is the request as
+// received (method, path and body, so it may hold card data); only its
+// keyed digest is stored, and the caller clears it.
 type IdemKey struct {
-	Scope       string
-	Key         string
-	RequestHash []byte
+	Scope   string
+	Key     string
+	Request []byte
+}
+
+// Clear zeroes the request, which may hold card data.
+func (k *IdemKey) Clear() {
+	if k != nil {
+		clear(k.Request)
+	}
 }
 
 // RSAReveal is card data encrypted to a client's single-use RSA key with
@@ -105,19 +135,27 @@ func ValidateOwnerID(field, id string) error {
 }
 
 // replay returns the stored result of an idempotent request, if there is
-// one. A key reused with a different request is a conflict.
+// one from within the window. A key reused with a different request is a
+// conflict.
 func (s *Service) replay(ctx context.Context, idem *IdemKey, out any) (bool, error) {
 	if idem == nil {
 		return false, nil
 	}
-	prev, err := s.store.Idempotent(ctx, idem.Scope, idem.Key)
+	prev, err := s.store.Idempotent(ctx, idem.Scope, idem.Key, s.cfg.Now().UTC().Add(-s.cfg.IdempotencyWindow))
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	if subtle.ConstantTimeCompare(prev.RequestHash, idem.RequestHash) != 1 {
+	if len(prev.RequestHash) < 4 {
+		return false, Internal(errors.New("stored idempotent result has no digest version"))
+	}
+	digest, _, err := s.keys.RequestDigest(ctx, binary.BigEndian.Uint32(prev.RequestHash), idem.Request)
+	if err != nil {
+		return false, err
+	}
+	if subtle.ConstantTimeCompare(prev.RequestHash[4:], digest) != 1 {
 		return false, Conflict("Idempotency-Key", "was used with a different request")
 	}
 	if err := json.Unmarshal(prev.Result, out); err != nil {
@@ -126,15 +164,23 @@ func (s *Service) replay(ctx context.Context, idem *IdemKey, out any) (bool, err
 	return true, nil
 }
 
-func (s *Service) idempotent(idem *IdemKey, result any) (*IdempotentResult, error) {
+// idempotent is the record of a first answer about a card ("" for none):
+// the request's keyed digest under the active version, and the result.
+func (s *Service) idempotent(ctx context.Context, idem *IdemKey, cardID string, result any) (*IdempotentResult, error) {
 	if idem == nil {
 		return nil, nil
+	}
+	digest, version, err := s.keys.RequestDigest(ctx, 0, idem.Request)
+	if err != nil {
+		return nil, err
 	}
 	b, err := json.Marshal(result)
 	if err != nil {
 		return nil, Internal(err)
 	}
-	return &IdempotentResult{Scope: idem.Scope, Key: idem.Key, RequestHash: idem.RequestHash, Result: b, CreatedAt: s.cfg.Now().UTC()}, nil
+	now := s.cfg.Now().UTC()
+	return &IdempotentResult{Scope: idem.Scope, Key: idem.Key, RequestHash: append(binary.BigEndian.AppendUint32(nil, version), digest...), Result: b,
+		CardID: cardID, CreatedAt: now, PruneBefore: now.Add(-s.cfg.IdempotencyWindow)}, nil
 }
 
 // afterDuplicate answers a request that lost an idempotency race with the
@@ -171,19 +217,16 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 }
 
 // slot is an event of a kind on a card, by a device if deviceID is set,
-// to be counted now.
-func (s *Service) slot(kind, cardID, deviceID string) *Slot {
-	b := s.cfg.Reveals
-	if kind == BudgetPINAttempt {
-		b = s.cfg.PINAttempts
-	}
-	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, At: s.cfg.Now().UTC(), Budget: b}
+// for a caller, to be counted now.
+func (s *Service) slot(kind, cardID, deviceID string, c Caller) *Slot {
+	b := map[string]Budget{BudgetReveal: s.cfg.Reveals, BudgetPINAttempt: s.cfg.PINAttempts, BudgetLookup: s.cfg.Lookups}[kind]
+	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, Caller: c.Name, At: s.cfg.Now().UTC(), Budget: b}
 }
 
 // checkBudget refuses a reveal early when its window is already full, so
 // no HSM work is spent on it. The store checks again when it commits.
 func (s *Service) checkBudget(ctx context.Context, slot *Slot) error {
-	use, err := s.store.BudgetUse(ctx, slot.Kind, slot.CardID, slot.DeviceID, slot.Since())
+	use, err := s.store.BudgetUse(ctx, slot)
 	if err != nil {
 		return err
 	}
@@ -282,7 +325,7 @@ func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *
 	var w Write
 	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(TypeVirtual), "key_version": fmt.Sprint(card.KeyVersion)})
 	w.UsedKey = key.Fingerprint
-	if w.Idempotent, err = s.idempotent(idem, reveal); err != nil {
+	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, reveal); err != nil {
 		return nil, err
 	}
 	if err := s.store.CreateCard(ctx, card, w); err != nil {
@@ -351,10 +394,18 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 	if err != nil {
 		return nil, err
 	}
-	if card.Status == StatusClosed || card.Sealed == nil {
-		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, Conflict("card_id", "card is closed"))
+	if card.Type != TypeVirtual {
+		// The route reads virtual cards; a physical card's details are
+		// on the plastic, as if it were not here.
+		return nil, ErrNotFound
 	}
-	slot := s.slot(BudgetReveal, card.ID, "")
+	if err := revealable(card, "card_id"); err != nil {
+		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+	}
+	if err := s.deviceGate(ctx, card); err != nil {
+		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+	}
+	slot := s.slot(BudgetReveal, card.ID, "", c)
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
 	}
@@ -367,7 +418,7 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 		UsedKey: key.Fingerprint,
 		Slot:    slot,
 	}
-	if w.Idempotent, err = s.idempotent(idem, out); err != nil {
+	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
 		return nil, err
 	}
 	switch err := s.store.Commit(ctx, w); {
@@ -381,6 +432,41 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 		return nil, err
 	}
 	return out, nil
+}
+
+// revealable refuses to reveal a closed card (its record is shredded) or
+// a locked one (its holder stopped it).
+func revealable(card *Card, field string) error {
+	switch {
+	case card.Status == StatusClosed || card.Sealed == nil:
+		return Conflict(field, "card is closed")
+	case card.Status == StatusLocked:
+		return Conflict(field, "card is locked")
+	}
+	return nil
+}
+
+// errDeviceGate refuses a route without a device signature for a card
+// whose owner has bound a device.
+var errDeviceGate = &Error{Kind: KindForbidden, Field: "card_id", Msg: "the card's owner has a bound device; use the device-signed route"}
+
+// deviceGate keeps a card behind its owner's devices: once the owner has
+// bound one, the routes that carry no device signature refuse the card,
+// so that an API token alone cannot step around the binding.
+func (s *Service) deviceGate(ctx context.Context, card *Card) error {
+	if !s.cfg.DeviceGate {
+		return nil
+	}
+	devices, err := s.store.ListDevices(ctx, card.OwnerID)
+	if err != nil {
+		return err
+	}
+	for _, d := range devices {
+		if d.Status == DeviceVerified {
+			return errDeviceGate
+		}
+	}
+	return nil
 }
 
 func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {

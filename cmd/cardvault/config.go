@@ -33,8 +33,17 @@ const (
 	envPINWindow   = "CARDVAULT_PIN_ATTEMPT_WINDOW"
 	envPINPerCard  = "CARDVAULT_PIN_ATTEMPTS_PER_CARD"
 	envKeyRefresh  = "CARDVAULT_KEY_REFRESH"
-	envHSMTimeout  = "CARDVAULT_HSM_CALL_TIMEOUT"       // an HSM operation's bound, session wait included
-	envAuditEvery  = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
+	// Per-caller bounds, in distinct cards (PANs for look-ups) per window.
+	envRevealsPerCaller  = "CARDVAULT_REVEAL_CARDS_PER_CALLER"
+	envPINCardsPerCaller = "CARDVAULT_PIN_CARDS_PER_CALLER"
+	envLookupsPerCaller  = "CARDVAULT_LOOKUPS_PER_CALLER"
+	envLookupWindow      = "CARDVAULT_LOOKUP_WINDOW"
+	envIdemWindow        = "CARDVAULT_IDEMPOTENCY_WINDOW" // how long first answers are kept for replay
+	// envDeviceGate is "on" (the default) or "off": whether the cards of
+	// an owner with a bound device refuse the routes without a device.
+	envDeviceGate = "CARDVAULT_DEVICE_GATE"
+	envHSMTimeout = "CARDVAULT_HSM_CALL_TIMEOUT"       // an HSM operation's bound, session wait included
+	envAuditEvery = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
 	// The security officer's PIN, which only the backup export needs.
 	envSOPINFile = "CARDVAULT_PKCS11_SO_PIN_FILE"
 	envSOPIN     = "CARDVAULT_PKCS11_SO_PIN"
@@ -48,25 +57,36 @@ const defaultDB = "sqlite:.dev/cardvault.db"
 
 // vaultConfig reads the issuing settings and the reveal budgets.
 func vaultConfig() (vault.Config, error) {
-	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget}
+	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget, Lookups: vault.DefaultLookupBudget}
 	var err error
 	if cfg.ExpiryYears, err = intEnv(envExpiryYears, 3); err != nil {
 		return cfg, err
 	}
-	if cfg.Reveals.PerCard, err = intEnv(envPerCard, cfg.Reveals.PerCard); err != nil {
-		return cfg, err
+	for _, n := range []struct {
+		env  string
+		into *int
+	}{
+		{envPerCard, &cfg.Reveals.PerCard}, {envPerDevice, &cfg.Reveals.PerDevice}, {envRevealsPerCaller, &cfg.Reveals.PerCaller},
+		{envPINPerCard, &cfg.PINAttempts.PerCard}, {envPINCardsPerCaller, &cfg.PINAttempts.PerCaller},
+		{envLookupsPerCaller, &cfg.Lookups.PerCaller},
+	} {
+		if *n.into, err = intEnv(n.env, *n.into); err != nil {
+			return cfg, err
+		}
 	}
-	if cfg.Reveals.PerDevice, err = intEnv(envPerDevice, cfg.Reveals.PerDevice); err != nil {
-		return cfg, err
+	for _, d := range []struct {
+		env  string
+		into *time.Duration
+	}{{envWindow, &cfg.Reveals.Window}, {envPINWindow, &cfg.PINAttempts.Window}, {envLookupWindow, &cfg.Lookups.Window}, {envIdemWindow, &cfg.IdempotencyWindow}} {
+		if *d.into, err = durationEnv(d.env, *d.into); err != nil {
+			return cfg, err
+		}
 	}
-	if cfg.PINAttempts.PerCard, err = intEnv(envPINPerCard, cfg.PINAttempts.PerCard); err != nil {
-		return cfg, err
-	}
-	if cfg.Reveals.Window, err = durationEnv(envWindow, cfg.Reveals.Window); err != nil {
-		return cfg, err
-	}
-	if cfg.PINAttempts.Window, err = durationEnv(envPINWindow, cfg.PINAttempts.Window); err != nil {
-		return cfg, err
+	switch gate := getenv(envDeviceGate, "on"); gate {
+	case "on", "off":
+		cfg.DeviceGate = gate == "on"
+	default:
+		return cfg, fmt.Errorf("%s: want on or off, got %q", envDeviceGate, gate)
 	}
 	return cfg, nil
 }

@@ -152,8 +152,13 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 		}
 	}
 	if r := w.Idempotent; r != nil {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO idempotency (scope, idem_key, request_hash, result, created_at) VALUES (?, ?, ?, ?, ?)`),
-			r.Scope, r.Key, r.RequestHash, r.Result, micros(r.CreatedAt))
+		// Answers leave with their window, so a key may be used again
+		// after it and nothing about a request outlives it.
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM idempotency WHERE created_at < ?`), micros(r.PruneBefore)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO idempotency (scope, idem_key, request_hash, result, card_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+			r.Scope, r.Key, r.RequestHash, r.Result, r.CardID, micros(r.CreatedAt))
 		if s.d.isUnique(err) {
 			return vault.ErrDuplicateRequest
 		}
@@ -176,12 +181,15 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 
 // countSlot checks an event against its budget and records it. Concurrent
 // events are serialised (SQLite takes its write lock at BEGIN IMMEDIATE;
-// PostgreSQL locks the card, then the device), so two cannot both take
-// the last slot.
+// PostgreSQL locks the card, then the device, then the caller), so two
+// cannot both take the last slot.
 func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	subjects := []string{"budget:" + r.Kind + ":card:" + r.CardID}
 	if r.DeviceID != "" {
 		subjects = append(subjects, "budget:"+r.Kind+":device:"+r.DeviceID)
+	}
+	if r.Caller != "" {
+		subjects = append(subjects, "budget:"+r.Kind+":caller:"+r.Caller)
 	}
 	if err := s.serialize(ctx, tx, subjects...); err != nil {
 		return err
@@ -189,7 +197,7 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), r.Kind, micros(r.Since())); err != nil {
 		return err
 	}
-	use, err := s.budgetUse(ctx, tx, r.Kind, r.CardID, r.DeviceID, r.Since())
+	use, err := s.budgetUse(ctx, tx, r)
 	if err != nil {
 		return err
 	}
@@ -200,8 +208,8 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id) VALUES (?, ?, ?, ?, ?)`),
-		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID)
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id, caller) VALUES (?, ?, ?, ?, ?, ?)`),
+		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID, r.Caller)
 	return err
 }
 
@@ -209,30 +217,43 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-func (s *Store) budgetUse(ctx context.Context, q querier, kind, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
+func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.BudgetUse, error) {
 	var u vault.BudgetUse
-	count := func(column, value string, n *int, oldest *time.Time) error {
+	since := micros(r.Since())
+	count := func(what, where string, n *int, oldest *time.Time, args ...any) error {
 		var first sql.NullInt64
-		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(at) FROM budget_events WHERE kind = ? AND `+column+` = ? AND at > ?`), kind, value, micros(since)).Scan(n, &first)
+		err := q.QueryRowContext(ctx, s.q(`SELECT `+what+`, MIN(at) FROM budget_events WHERE kind = ? AND at > ? AND `+where),
+			append([]any{r.Kind, since}, args...)...).Scan(n, &first)
 		if first.Valid {
 			*oldest = fromMicros(first.Int64)
 		}
 		return err
 	}
-	if err := count("card_id", cardID, &u.Card, &u.CardOldest); err != nil {
+	if err := count("COUNT(*)", "card_id = ?", &u.Card, &u.CardOldest, r.CardID); err != nil {
 		return u, err
 	}
-	if deviceID != "" {
-		if err := count("device_id", deviceID, &u.Device, &u.DeviceOldest); err != nil {
+	if r.DeviceID != "" {
+		if err := count("COUNT(*)", "device_id = ?", &u.Device, &u.DeviceOldest, r.DeviceID); err != nil {
 			return u, err
 		}
+	}
+	if r.Caller != "" {
+		if err := count("COUNT(DISTINCT card_id)", "caller = ?", &u.Caller, &u.CallerOldest, r.Caller); err != nil {
+			return u, err
+		}
+		var mine int
+		var ignored time.Time
+		if err := count("COUNT(*)", "caller = ? AND card_id = ?", &mine, &ignored, r.Caller, r.CardID); err != nil {
+			return u, err
+		}
+		u.CallerHasCard = mine > 0
 	}
 	return u, nil
 }
 
-// BudgetUse reports a card's and a device's events of a kind since a time.
-func (s *Store) BudgetUse(ctx context.Context, kind, cardID, deviceID string, since time.Time) (vault.BudgetUse, error) {
-	u, err := s.budgetUse(ctx, s.db, kind, cardID, deviceID, since)
+// BudgetUse reports what a slot's windows already hold.
+func (s *Store) BudgetUse(ctx context.Context, r *vault.Slot) (vault.BudgetUse, error) {
+	u, err := s.budgetUse(ctx, s.db, r)
 	return u, s.fail(err)
 }
 
@@ -400,16 +421,21 @@ func (s *Store) CloseCard(ctx context.Context, ownerID, id string, reason vault.
 		if n, _ := res.RowsAffected(); n != 1 {
 			return vault.Conflict("status", "card changed concurrently")
 		}
+		// Stored first answers about the card hold its data encrypted to
+		// client keys: they go with the record.
+		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM idempotency WHERE card_id = ?`), id); err != nil {
+			return err
+		}
 		return s.applyWrite(ctx, tx, id, w)
 	})
 }
 
-// Idempotent returns a stored result.
-func (s *Store) Idempotent(ctx context.Context, scope, key string) (*vault.IdempotentResult, error) {
+// Idempotent returns a result stored since a time.
+func (s *Store) Idempotent(ctx context.Context, scope, key string, since time.Time) (*vault.IdempotentResult, error) {
 	r := vault.IdempotentResult{Scope: scope, Key: key}
 	var created int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT request_hash, result, created_at FROM idempotency WHERE scope = ? AND idem_key = ?`), scope, key).
-		Scan(&r.RequestHash, &r.Result, &created)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT request_hash, result, card_id, created_at FROM idempotency WHERE scope = ? AND idem_key = ? AND created_at >= ?`), scope, key, micros(since)).
+		Scan(&r.RequestHash, &r.Result, &r.CardID, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound
 	}

@@ -147,7 +147,7 @@ func testRevealBudget(t *testing.T, s vault.Store) {
 	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 40*time.Minute {
 		t.Fatalf("retry after %s, want 40m: the oldest reveal leaves the window then", e.RetryAfter)
 	}
-	u, err := s.BudgetUse(ctx, vault.BudgetReveal, "c1", "d1", now.Add(20*time.Minute).Add(-time.Hour))
+	u, err := s.BudgetUse(ctx, slot("c1", "d1", now.Add(20*time.Minute)))
 	must(t, err)
 	if u.Card != 2 || u.Device != 1 || !u.CardOldest.Equal(now) {
 		t.Fatalf("use %+v", u)
@@ -165,6 +165,30 @@ func testRevealBudget(t *testing.T, s vault.Store) {
 	}
 	// An hour later the first reveals have left the window.
 	must(t, reveal("c1", "d1", now.Add(71*time.Minute)))
+}
+
+// testCallerBudget counts a caller's distinct cards: a card already in
+// the window costs nothing more, a new one past the bound is refused, and
+// another caller has a window of its own.
+func testCallerBudget(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	reveal := func(caller, card string, at time.Time) error {
+		sl := slot(card, "", at)
+		sl.Caller, sl.Budget.PerCard, sl.Budget.PerCaller = caller, 100, 2
+		return s.Commit(ctx, vault.Write{Audit: audit("card.reveal", card), Slot: sl})
+	}
+	must(t, reveal("api", "k1", now))
+	must(t, reveal("api", "k2", now.Add(time.Minute)))
+	must(t, reveal("api", "k1", now.Add(2*time.Minute)))
+	err := reveal("api", "k3", now.Add(3*time.Minute))
+	if !isRateLimited(err, "Authorization") {
+		t.Fatalf("a caller's third distinct card: %v", err)
+	}
+	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 57*time.Minute {
+		t.Fatalf("retry after %s, want 57m", e.RetryAfter)
+	}
+	must(t, reveal("other", "k3", now.Add(4*time.Minute)))
+	must(t, reveal("api", "k3", now.Add(61*time.Minute)))
 }
 
 func testRaceRevealBudget(t *testing.T, r replicas) {

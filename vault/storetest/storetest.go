@@ -39,6 +39,7 @@ func Run(t *testing.T, open Opener) {
 		"DeviceLimitPerPerson":       testDeviceLimit,
 		"ChallengeOnceWithinTTL":     testChallenge,
 		"RevealBudgetWindow":         testRevealBudget,
+		"CallerBudget":               testCallerBudget,
 		"OrderMovesOnce":             testOrderMoves,
 		"RewrapLosesToServiceWrites": testRewrap,
 		"Ping":                       func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
@@ -230,16 +231,20 @@ func testConcurrentWritesFailAlone(t *testing.T, s vault.Store) {
 
 func testIdempotency(t *testing.T, s vault.Store) {
 	ctx := context.Background()
-	res := &vault.IdempotentResult{Scope: "tok:create", Key: "idem-1", RequestHash: key("req"), Result: []byte(`{"card_id":"x"}`), CreatedAt: now}
 	a := newCard("acct-1")
+	res := &vault.IdempotentResult{Scope: "tok:create", Key: "idem-1", RequestHash: key("req"), Result: []byte(`{"card_id":"x"}`),
+		CardID: a.ID, CreatedAt: now, PruneBefore: now.Add(-time.Hour)}
 	must(t, s.CreateCard(ctx, a, vault.Write{Audit: audit("card.issue", a.ID), Idempotent: res}))
-	got, err := s.Idempotent(ctx, "tok:create", "idem-1")
+	got, err := s.Idempotent(ctx, "tok:create", "idem-1", now.Add(-time.Hour))
 	must(t, err)
-	if !bytes.Equal(got.Result, res.Result) || !bytes.Equal(got.RequestHash, res.RequestHash) {
+	if !bytes.Equal(got.Result, res.Result) || !bytes.Equal(got.RequestHash, res.RequestHash) || got.CardID != a.ID {
 		t.Fatalf("stored result %+v", got)
 	}
-	if _, err := s.Idempotent(ctx, "other-scope", "idem-1"); err != vault.ErrNotFound {
+	if _, err := s.Idempotent(ctx, "other-scope", "idem-1", now.Add(-time.Hour)); err != vault.ErrNotFound {
 		t.Fatalf("key leaked across scopes: %v", err)
+	}
+	if _, err := s.Idempotent(ctx, "tok:create", "idem-1", now.Add(time.Second)); err != vault.ErrNotFound {
+		t.Fatalf("a result from before the window was replayed: %v", err)
 	}
 	b := newCard("acct-1")
 	if err := s.CreateCard(ctx, b, vault.Write{Audit: audit("card.issue", b.ID), Idempotent: res}); !errors.Is(err, vault.ErrDuplicateRequest) {
@@ -247,6 +252,21 @@ func testIdempotency(t *testing.T, s vault.Store) {
 	}
 	if _, err := s.CardByID(ctx, b.ID); err != vault.ErrNotFound {
 		t.Fatal("a second card was created under one idempotency key")
+	}
+	// After the window the key is free again: the old answer is pruned.
+	later := *res
+	later.CardID, later.CreatedAt, later.PruneBefore = b.ID, now.Add(2*time.Hour), now.Add(time.Hour)
+	must(t, s.CreateCard(ctx, b, vault.Write{Audit: audit("card.issue", b.ID), Idempotent: &later}))
+	got, err = s.Idempotent(ctx, "tok:create", "idem-1", now)
+	must(t, err)
+	if got.CardID != b.ID {
+		t.Fatalf("after the window the key still answers for card %s", got.CardID)
+	}
+	// Closing the card deletes the answers about it, which hold its data
+	// encrypted to a client key.
+	must(t, s.CloseCard(ctx, "acct-1", b.ID, vault.ClosureReason("CANCELED"), now.Add(3*time.Hour), vault.Write{Audit: audit("card.close", b.ID)}))
+	if _, err := s.Idempotent(ctx, "tok:create", "idem-1", now); err != vault.ErrNotFound {
+		t.Fatalf("a closed card's stored answer survived: %v", err)
 	}
 }
 
@@ -370,7 +390,7 @@ func testRaceIdempotency(t *testing.T, r replicas) {
 		go func() {
 			defer wg.Done()
 			c := newCard("acct-1")
-			res := &vault.IdempotentResult{Scope: "s", Key: "same", RequestHash: key("r"), Result: []byte(c.ID), CreatedAt: now}
+			res := &vault.IdempotentResult{Scope: "s", Key: "same", RequestHash: key("r"), Result: []byte(c.ID), CreatedAt: now, PruneBefore: now.Add(-time.Hour)}
 			err := r.pick(i).CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), Idempotent: res})
 			switch {
 			case err == nil:
@@ -388,7 +408,7 @@ func testRaceIdempotency(t *testing.T, r replicas) {
 	if wins.Load() != 1 || len(cards) != 1 {
 		t.Fatalf("%d winners, %d cards, want 1 and 1", wins.Load(), len(cards))
 	}
-	stored, err := s.Idempotent(ctx, "s", "same")
+	stored, err := s.Idempotent(ctx, "s", "same", now.Add(-time.Hour))
 	must(t, err)
 	if _, ok := created.Load(string(stored.Result)); !ok || string(stored.Result) != cards[0].ID {
 		t.Fatal("stored result is not the winner's")
