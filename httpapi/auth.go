@@ -192,9 +192,9 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Set(callerKey, tok)
 			return next(c)
 		}
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		presented, ok := strings.CutPrefix(h, "Bearer ")
-		if !ok || presented == "" {
+		// RFC 7235: the scheme is case-insensitive.
+		scheme, presented, ok := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || presented == "" {
 			return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}
 		}
 		tok, ok := s.tokens.verify(presented)

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
+	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/cardvault/cardvault/vault"
@@ -52,10 +55,15 @@ func requireFields(fields ...reqField) error {
 }
 
 // decodeJSON decodes a JSON object into dst and names the field at fault.
-// Unknown fields are ignored, as the providers' APIs do.
+// Keys must match dst's field names exactly: encoding/json alone would
+// take {"PAN": …} for "pan", and ignore a field the caller thought
+// mattered.
 func decodeJSON(body []byte, dst any) error {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return vault.Invalid("body", "is required")
+	}
+	if err := checkKeys(body, reflect.TypeOf(dst), ""); err != nil {
+		return err
 	}
 	err := json.Unmarshal(body, dst)
 	var syn *json.SyntaxError
@@ -77,6 +85,62 @@ func decodeJSON(body []byte, dst any) error {
 		}
 		return vault.Invalid("body", "must be valid JSON")
 	}
+}
+
+// jsonRef is a JSON value left undecoded: a slice of the body, never a
+// copy, so checking keys leaves no copy of card data behind.
+type jsonRef []byte
+
+func (r *jsonRef) UnmarshalJSON(b []byte) error {
+	*r = b
+	return nil
+}
+
+var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// checkKeys refuses, by name, the first key (in sorted order) of a JSON
+// object that is not exactly a field of t, and checks nested objects of
+// struct-typed fields the same way. A body that is not an object is left
+// for the typed decode to name.
+func checkKeys(body []byte, t reflect.Type, prefix string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	var obj map[string]jsonRef
+	if json.Unmarshal(body, &obj) != nil {
+		return nil
+	}
+	fields := map[string]reflect.Type{}
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() || f.Anonymous {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fields[name] = f.Type
+	}
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
+		path := k
+		if prefix != "" {
+			path = prefix + "[" + k + "]"
+		}
+		ft, ok := fields[k]
+		if !ok {
+			return vault.Invalid(path, "is not a known field")
+		}
+		if err := checkKeys(obj[k], ft, path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // bracketPath spells a nested field as the APIs do: "jwe.alg" is

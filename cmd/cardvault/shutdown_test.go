@@ -22,8 +22,8 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	token := v.token(t, "platform", "cards:write", "cards:read")
-	base, logs, cmd := startServerCmd(t, v)
+	token := v.token(t, "platform", "cards:write", "cards:lookup")
+	base, logs, cmd := startServerCmd(t, v, envLookupsPerCaller+"=100000")
 
 	type outcome struct {
 		pan            string
@@ -121,7 +121,7 @@ func TestShutdownDrainsInFlightRequests(t *testing.T) {
 	if out, err := v.run(t, "audit", "verify"); err != nil {
 		t.Fatalf("audit verify after shutdown: %v\n%s", err, out)
 	}
-	base, _ = startServer(t, v)
+	base, _ = startServer(t, v, envLookupsPerCaller+"=100000")
 	for _, pan := range acknowledged {
 		body, _ := json.Marshal(map[string]string{"pan": pan})
 		req, _ := http.NewRequest(http.MethodPost, base+"/v1/cards/lookup", bytes.NewReader(body))
