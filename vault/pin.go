@@ -3,6 +3,7 @@ package vault
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -65,6 +66,9 @@ type pinCiphertext struct {
 	versions []uint32 // active first
 	rsa      []byte   // Jiko: RSAES-PKCS1-v1_5 ciphertext, as decoded
 	jwe      string   // Solaris: compact JWE
+	// burn is the digest of a request that may be accepted only once,
+	// committed with the attempt whatever its outcome.
+	burn []byte
 }
 
 // SetPINJiko is Jiko's set-PIN path: base64 of a PKCS#1 v1.5 ciphertext
@@ -141,7 +145,10 @@ func (s *Service) SetPINSolaris(ctx context.Context, c Caller, in SetPINSolarisR
 	if !ok || !slices.Contains(versions, v) {
 		return Invalid("key_id", fmt.Sprintf("must name the published set_pin key, %s", SetPINKeyID(versions[0])))
 	}
-	return s.setPIN(ctx, c, card, d.ID, pinCiphertext{versions: []uint32{v}, jwe: in.EncryptedPIN}, detail)
+	// The signature covers the JWE alone: no card, no time. Burning the
+	// JWE's digest makes a signed request good once, on one card.
+	burn := sha256.Sum256([]byte("cardvault pin jwe\x00" + in.EncryptedPIN))
+	return s.setPIN(ctx, c, card, d.ID, pinCiphertext{versions: []uint32{v}, jwe: in.EncryptedPIN, burn: burn[:]}, detail)
 }
 
 // setPIN is the one PIN path. Whatever the ciphertext holds, it makes the
@@ -179,14 +186,14 @@ func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID str
 	}
 	now := s.cfg.Now().UTC()
 	if ok != 1 {
-		w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "refused: "+errPIN.Error(), detail), Slot: slot}
+		w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "refused: "+errPIN.Error(), detail), Slot: slot, UsedKey: ct.burn}
 		if err := s.store.Commit(ctx, w); err != nil {
-			return err
+			return refuse(pinReplay(err))
 		}
 		return errPIN
 	}
 	detail["pek_version"] = fmt.Sprint(pekVersion)
-	w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "ok", detail), Slot: slot}
+	w := Write{Audit: s.audit(c, "card.pin", card.ID, card.OwnerID, "ok", detail), Slot: slot, UsedKey: ct.burn}
 	if o, err := s.store.OrderByCard(ctx, card.ID); err == nil && o.Status == OrderOrdered {
 		if w.Order, err = o.move(OrderReceived, now); err != nil {
 			return err
@@ -196,11 +203,21 @@ func (s *Service) setPIN(ctx context.Context, c Caller, card *Card, deviceID str
 	}
 	if err := s.store.SetPIN(ctx, card.ID, block, pekVersion, now, w); err != nil {
 		if refusedByRule(err) {
-			return refuse(err)
+			return refuse(pinReplay(err))
 		}
 		return err
 	}
 	return nil
+}
+
+// pinReplay names a burnt request's conflict as the PIN route's field;
+// the store names the burnt value as a client key.
+func pinReplay(err error) error {
+	var e *Error
+	if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "public_key" {
+		return Conflict("encrypted_pin", "this request was accepted before; encrypt and sign the PIN afresh")
+	}
+	return err
 }
 
 // decryptPIN runs the ciphertext's RSA private operations and decodes the

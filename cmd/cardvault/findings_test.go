@@ -259,3 +259,29 @@ func TestFindingSmallerPoints(t *testing.T) {
 		t.Errorf("lowercase bearer scheme: %d %s, want 200", r.status, r.body)
 	}
 }
+
+// Finding 6: the Solaris PIN-change signature covers only the JWE, so the
+// same signed request set the PIN again on a repeat and on another card
+// of the same person.
+func TestFindingSolarisPINRequestIsAcceptedOnce(t *testing.T) {
+	jv := newServedVault(t, pinScopes, envPINPerCard+"=20")
+	_, card := orderPhysicalCard(t, jv, "person-1")
+	_, other := orderPhysicalCard(t, jv, "person-1")
+	results := runSolarisPIN(t, jv, "person-1", card, []map[string]any{
+		{"pin": "2468"},
+		{"replay": 0},
+		{"replay": 0, "card": other},
+	})
+	if results[0][0].(float64) != 204 {
+		t.Fatalf("first PIN request: %v %s", results[0][0], results[0][1])
+	}
+	for i, where := range []string{"the same card", "another card of the person"} {
+		r := results[i+1]
+		if r[0].(float64) != 409 || !strings.Contains(r[1].(string), `"field":"encrypted_pin"`) {
+			t.Errorf("the signed request replayed on %s: %v %s, want 409 naming encrypted_pin", where, r[0], r[1])
+		}
+	}
+	if s := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/person-1/cards/"+other+"/status", nil, nil).body; !strings.Contains(s, `"NOT_ACTIVATED"`) {
+		t.Errorf("the other card after the replay: %s", s)
+	}
+}

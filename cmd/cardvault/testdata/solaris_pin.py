@@ -10,8 +10,10 @@ the JWE string with the restricted key, and POSTs pin_update_requests.
 Usage: solaris_pin.py BASE PERSON_ID CARD_ID CASES_JSON  (TOKEN in the
 environment). CASES_JSON is a list of {"pin": "NNNN", "tamper": bool,
 "kid": optional override, "key": optional JWK to encrypt to instead of the
-one fetched, as a client that cached it before a rotation would}. Prints a
-JSON list of [status, body].
+one fetched, as a client that cached it before a rotation would, "replay":
+the index of an earlier case whose signed request is sent again as it was,
+"card": optional card id to send it to}. Prints a JSON list of [status,
+body].
 """
 import json
 import os
@@ -67,8 +69,13 @@ must(201, call("POST", f"/v1/mfa/devices/{reg['id']}/keys", {
     "signature": sign(unrestricted, point(restricted))}))
 set_pin = jwk.JWK(**must(200, call("GET", "/v1/cards/pin_keys/latest")))
 
-results = []
+results, sent = [], []
 for case in CASES:
+    if "replay" in case:
+        body = sent[case["replay"]]
+        sent.append(body)
+        results.append(call("POST", f"/v1/cards/{case.get('card', CARD)}/pin_update_requests", body))
+        continue
     key = jwk.JWK(**case["key"]) if "key" in case else set_pin
     kid = case.get("kid", key.key_id)
     token = jwe.JWE(json.dumps({"pin": case["pin"]}).encode(),
@@ -80,7 +87,7 @@ for case in CASES:
         ct = parts[3]
         parts[3] = ("A" if ct[0] != "A" else "B") + ct[1:]
         compact = ".".join(parts)
-    results.append(call("POST", f"/v1/cards/{CARD}/pin_update_requests", {
-        "device_id": reg["id"], "encrypted_pin": compact, "key_id": kid,
-        "signature": sign(restricted, compact)}))
+    body = {"device_id": reg["id"], "encrypted_pin": compact, "key_id": kid, "signature": sign(restricted, compact)}
+    sent.append(body)
+    results.append(call("POST", f"/v1/cards/{case.get('card', CARD)}/pin_update_requests", body))
 print(json.dumps(results))
