@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"regexp"
@@ -92,38 +94,85 @@ func parseTokenLine(line string) (apiToken, error) {
 }
 
 // Tokens verifies bearer tokens against a file of hashes. It re-reads the
-// file when it changes, so a new token works without a restart.
+// file every second, so a new token works and a revoked one stops within a
+// second, without a restart. It fails closed: a missing file, or one that
+// others could write, holds no tokens; a malformed line and every line of
+// a repeated name are refused, each named in the log, and the rest load.
 type Tokens struct {
 	path string
+	log  *slog.Logger
 
 	mu      sync.RWMutex
 	tokens  []apiToken
-	modTime time.Time
 	checked time.Time
 }
 
-// LoadTokens reads a tokens file. A missing file is an error: a vault with
-// no way to authenticate callers should not start.
-func LoadTokens(path string) (*Tokens, error) {
-	t := &Tokens{path: path}
-	if err := t.reload(); err != nil {
+// tokenReload is how often the file is read again.
+const tokenReload = time.Second
+
+// LoadTokens reads a tokens file. At start a missing or unsafe file is an
+// error: a vault with no way to authenticate callers should not start.
+func LoadTokens(path string, log *slog.Logger) (*Tokens, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Tokens{path: path, log: log}
+	tokens, err := t.read()
+	if err != nil {
 		return nil, err
 	}
+	t.tokens, t.checked = tokens, time.Now()
 	return t, nil
 }
 
-func (t *Tokens) reload() error {
+// ReadTokenNames returns the names in a tokens file, for `token create`
+// to refuse a repeated one; malformed lines are skipped.
+func ReadTokenNames(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	tokens, _ := parseTokens(f)
+	names := make([]string, len(tokens))
+	for i, t := range tokens {
+		names[i] = t.name
+	}
+	return names, nil
+}
+
+// read opens and parses the file, refusing one that is not a regular
+// file or that its group or others may write.
+func (t *Tokens) read() ([]apiToken, error) {
 	f, err := os.Open(t.path)
 	if err != nil {
-		return fmt.Errorf("tokens file: %w", err)
+		return nil, fmt.Errorf("tokens file: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("tokens file: %w", err)
 	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("tokens file %s is not a regular file", t.path)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("tokens file %s is writable by group or others (mode %04o); refusing it", t.path, st.Mode().Perm())
+	}
+	tokens, problems := parseTokens(f)
+	for _, p := range problems {
+		t.log.Error("tokens file line refused", "file", t.path, "problem", p)
+	}
+	return tokens, nil
+}
+
+// parseTokens reads every line; a malformed line, and every line whose
+// name another line also has, is left out and described.
+func parseTokens(r io.Reader) ([]apiToken, []string) {
 	var tokens []apiToken
-	sc := bufio.NewScanner(f)
+	var lines []int
+	var problems []string
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -131,33 +180,46 @@ func (t *Tokens) reload() error {
 		}
 		tok, err := parseTokenLine(line)
 		if err != nil {
-			return fmt.Errorf("tokens file %s line %d: %w", t.path, n, err)
+			problems = append(problems, fmt.Sprintf("line %d: %v", n, err))
+			continue
 		}
-		tokens = append(tokens, tok)
+		tokens, lines = append(tokens, tok), append(lines, n)
 	}
 	if err := sc.Err(); err != nil {
-		return err
+		problems = append(problems, err.Error())
 	}
-	t.mu.Lock()
-	t.tokens, t.modTime = tokens, st.ModTime()
-	t.mu.Unlock()
-	return nil
+	count := map[string]int{}
+	for _, tok := range tokens {
+		count[tok.name]++
+	}
+	kept := tokens[:0]
+	for i, tok := range tokens {
+		if count[tok.name] > 1 {
+			problems = append(problems, fmt.Sprintf("line %d: name %q repeats; every line of it is refused", lines[i], tok.name))
+			continue
+		}
+		kept = append(kept, tok)
+	}
+	return kept, problems
 }
 
-// refresh re-reads the file at most once a second, if it changed. A file
-// that became unreadable keeps the last good set.
+// refresh re-reads the file at most once per tokenReload. A file that is
+// gone, unreadable or unsafe leaves no tokens.
 func (t *Tokens) refresh() {
 	t.mu.Lock()
-	if time.Since(t.checked) < time.Second {
+	if time.Since(t.checked) < tokenReload {
 		t.mu.Unlock()
 		return
 	}
 	t.checked = time.Now()
-	mod := t.modTime
 	t.mu.Unlock()
-	if st, err := os.Stat(t.path); err == nil && !st.ModTime().Equal(mod) {
-		_ = t.reload()
+	tokens, err := t.read()
+	if err != nil {
+		t.log.Error("tokens file refused; no token is accepted until it is fixed", "error", err)
 	}
+	t.mu.Lock()
+	t.tokens = tokens
+	t.mu.Unlock()
 }
 
 // verify returns the token entry a presented token matches. Every entry is

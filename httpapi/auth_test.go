@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +40,7 @@ func TestTokensVerifyAndReload(t *testing.T) {
 		t.Fatalf("the tokens file line holds the token: %s", lineA)
 	}
 	os.WriteFile(path, []byte("# comment\n\n"+lineA+"\n"), 0o600)
-	tokens, err := LoadTokens(path)
+	tokens, err := LoadTokens(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,17 +53,70 @@ func TestTokensVerifyAndReload(t *testing.T) {
 		}
 	}
 	os.WriteFile(path, []byte(lineA+"\n"+lineB+"\n"), 0o600)
-	future := time.Now().Add(2 * time.Second)
-	os.Chtimes(path, future, future)
 	tokens.checked = time.Time{} // as if a second had passed
 	if tok, ok := tokens.verify(b); !ok || tok.name != "beta" {
 		t.Fatal("a token appended to the file is not accepted after reload")
 	}
-	os.WriteFile(path, []byte("sha256:zz beta cards:read\n"), 0o600)
-	if _, err := LoadTokens(path); err == nil || !strings.Contains(err.Error(), "line 1: bad hash") {
-		t.Fatalf("bad file: %v", err)
+	if _, err := LoadTokens(filepath.Join(t.TempDir(), "absent"), nil); err == nil {
+		t.Fatal("a missing tokens file was accepted at start")
 	}
-	if _, err := LoadTokens(filepath.Join(t.TempDir(), "absent")); err == nil {
-		t.Fatal("a missing tokens file was accepted")
+}
+
+// Finding 7: a malformed line kept the old set (a revoked token still
+// worked), a deleted file kept every token, a world-writable file was
+// accepted, and two tokens could share a name (and so their idempotent
+// answers).
+func TestTokensFileFailsClosed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	a, lineA, _ := NewToken("alpha", []string{ScopeCardsRead})
+	b, lineB, _ := NewToken("beta", []string{ScopeCardsRead})
+	os.WriteFile(path, []byte(lineA+"\n"+lineB+"\n"), 0o600)
+	var logs bytes.Buffer
+	tokens, err := LoadTokens(path, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recheck := func() { tokens.checked = time.Time{} }
+
+	// Revoke beta and leave a malformed line behind.
+	os.WriteFile(path, []byte(lineA+"\nsha256:zz gamma cards:read\n"), 0o600)
+	recheck()
+	if _, ok := tokens.verify(b); ok {
+		t.Fatal("a revoked token still works because another line is malformed")
+	}
+	if _, ok := tokens.verify(a); !ok {
+		t.Fatal("a good line was dropped with a malformed one")
+	}
+	if !strings.Contains(logs.String(), "line 2") || !strings.Contains(logs.String(), "bad hash") {
+		t.Fatalf("the malformed line was not named in the log:\n%s", logs.String())
+	}
+
+	os.Remove(path)
+	recheck()
+	if _, ok := tokens.verify(a); ok {
+		t.Fatal("a token works after the tokens file was deleted")
+	}
+
+	os.WriteFile(path, []byte(lineA+"\n"), 0o600)
+	os.Chmod(path, 0o666)
+	recheck()
+	if _, ok := tokens.verify(a); ok {
+		t.Fatal("a world-writable tokens file is trusted")
+	}
+	if _, err := LoadTokens(path, nil); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+		t.Fatalf("LoadTokens of a world-writable file: %v", err)
+	}
+
+	a2, lineA2, _ := NewToken("alpha", []string{ScopeCardsWrite})
+	os.Chmod(path, 0o600)
+	os.WriteFile(path, []byte(lineA+"\n"+lineA2+"\n"+lineB+"\n"), 0o600)
+	recheck()
+	for _, tok := range []string{a, a2} {
+		if _, ok := tokens.verify(tok); ok {
+			t.Fatal("a token whose name repeats is accepted")
+		}
+	}
+	if _, ok := tokens.verify(b); !ok {
+		t.Fatal("a token with a unique name was dropped beside a repeated one")
 	}
 }

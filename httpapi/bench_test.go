@@ -67,7 +67,7 @@ func newBenchStackOn(b testing.TB, store vault.Store) *benchStack {
 	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite, ScopePINWrite})
 	tokensFile := filepath.Join(b.TempDir(), "tokens")
 	os.WriteFile(tokensFile, []byte(line+"\n"), 0o600)
-	tokens, err := LoadTokens(tokensFile)
+	tokens, err := LoadTokens(tokensFile, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

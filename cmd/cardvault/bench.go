@@ -172,7 +172,7 @@ func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string,
 	if err := os.WriteFile(tokensFile, []byte(line+"\n"), 0o600); err != nil {
 		return "", "", nil, err
 	}
-	tokens, err := httpapi.LoadTokens(tokensFile)
+	tokens, err := httpapi.LoadTokens(tokensFile, nil)
 	if err != nil {
 		return "", "", nil, err
 	}

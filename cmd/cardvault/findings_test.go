@@ -285,3 +285,27 @@ func TestFindingSolarisPINRequestIsAcceptedOnce(t *testing.T) {
 		t.Errorf("the other card after the replay: %s", s)
 	}
 }
+
+// Finding 7, against the real binary: `token revoke` ends a token within
+// the reload interval, and a name cannot be given twice.
+func TestFindingTokenRevokeAndUniqueNames(t *testing.T) {
+	jv := newJikoVault(t)
+	ops := jv.as(t, "ops", "cards:read")
+	if out, err := jv.run(t, "token", "create", "--name", "ops", "--scopes", "cards:write"); err == nil || !strings.Contains(out, `a token named "ops" exists`) {
+		t.Fatalf("a second token named ops: err=%v %s", err, out)
+	}
+	if out, err := jv.run(t, "token", "revoke", "ops"); err != nil || !strings.Contains(out, `revoked "ops"`) {
+		t.Fatalf("revoke: %v %s", err, out)
+	}
+	status := 0
+	for i := 0; i < 30 && status != 401; i++ {
+		status = ops.do(t, "GET", jv.base+"/v1/cards/none", nil, nil).status
+		time.Sleep(100 * time.Millisecond)
+	}
+	if status != 401 {
+		t.Fatalf("a revoked token still answers %d after 3 s", status)
+	}
+	if r := jv.do(t, "GET", jv.base+"/v1/cards/none", nil, nil); r.status != 404 {
+		t.Fatalf("the other token after a revoke: %d %s", r.status, r.body)
+	}
+}

@@ -33,7 +33,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	if tokensPath == "" {
 		return errors.New(envTokensFile + " is not set; make a token with `cardvault token create`")
 	}
-	tokens, err := httpapi.LoadTokens(tokensPath)
+	tokens, err := httpapi.LoadTokens(tokensPath, log)
 	if err != nil {
 		return err
 	}
