@@ -91,7 +91,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	reqID := c.Response().Header().Get(echo.HeaderXRequestID)
 	if code >= 500 {
-		s.log.Error("request failed", "request_id", reqID, "route", c.Path(), "kind", int(e.Kind), "error", err)
+		// The cause, which the client never sees, is what the on-call
+		// engineer needs; causes are built never to hold a secret.
+		cause := "none recorded"
+		if e.Err != nil {
+			cause = e.Err.Error()
+		}
+		s.log.Error("request failed", "request_id", reqID, "route", c.Path(), "kind", int(e.Kind), "error", err, "cause", cause)
 	}
 	if e.Kind == vault.KindUnauthorized {
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="cardvault"`)

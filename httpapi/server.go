@@ -7,10 +7,12 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,7 +93,7 @@ func New(cfg Config) *Server {
 	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects}
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(middleware.RemoveTrailingSlash())
-	e.Use(middleware.RequestID())
+	e.Use(requestID)
 	e.Use(s.observe)
 	e.Use(middleware.BodyLimit(cfg.MaxBody))
 	e.GET("/healthz", s.healthz)
@@ -110,6 +112,23 @@ func New(cfg Config) *Server {
 		s.solarisDevices(v1)
 	}
 	return s
+}
+
+// clientRequestID is the form of a caller's X-Request-Id the server keeps:
+// short and plain, so it is safe in logs, the audit trail and headers.
+var clientRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// requestID gives every request an id: the caller's, if it is short and
+// well-formed, or else one the server makes.
+func requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !clientRequestID.MatchString(id) {
+			id = uuid.NewString()
+		}
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
 }
 
 // ServeHTTP makes the server an http.Handler.

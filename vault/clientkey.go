@@ -63,6 +63,11 @@ func newClientKey(field string, pub *rsa.PublicKey) (*ClientKey, error) {
 	if pub.E != 65537 {
 		return nil, Invalid(field, "RSA public exponent must be 65537")
 	}
+	if pub.N.Bit(0) == 0 {
+		// No RSA modulus is even; crypto/rsa would refuse it only after
+		// the card's record was opened.
+		return nil, Invalid(field, "RSA modulus must be odd")
+	}
 	sum := sha256.Sum256(x509.MarshalPKCS1PublicKey(pub))
 	return &ClientKey{Public: pub, Fingerprint: sum[:]}, nil
 }

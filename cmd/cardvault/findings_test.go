@@ -5,10 +5,14 @@ package main
 // review probed and passes since.
 
 import (
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -307,5 +311,49 @@ func TestFindingTokenRevokeAndUniqueNames(t *testing.T) {
 	}
 	if r := jv.do(t, "GET", jv.base+"/v1/cards/none", nil, nil); r.status != 404 {
 		t.Fatalf("the other token after a revoke: %d %s", r.status, r.body)
+	}
+}
+
+// evenModulusPEM is a 4096-bit SPKI whose modulus is even: no RSA key,
+// but it parses.
+func evenModulusPEM(t *testing.T) string {
+	t.Helper()
+	n := new(big.Int).Lsh(big.NewInt(1), 4095)
+	der, err := x509.MarshalPKIXPublicKey(&rsa.PublicKey{N: n.Add(n, big.NewInt(2)), E: 65537})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+}
+
+// Finding 9: a 4096-bit client key with an even modulus got a 500 after
+// the HSM open, logged only as "internal error".
+func TestFindingEvenModulusIsABadRequest(t *testing.T) {
+	jv := newJikoVault(t)
+	card := jv.createVirtual(t, "acct-1")
+	for _, url := range []string{"/api/v1/jiko-accounts/acct-1/virtual-cards", "/api/v1/jiko-accounts/acct-1/virtual-cards/" + card} {
+		r := jv.post(t, jv.base+url, map[string]string{"public_key": evenModulusPEM(t)}, nil)
+		if r.status != 422 || !strings.Contains(r.body, "must be odd") || !strings.Contains(r.body, `"public_key"`) {
+			t.Errorf("POST %s with an even modulus: %d %s, want 422 naming public_key", url, r.status, r.body)
+		}
+	}
+}
+
+// Finding 10: a client's X-Request-Id was trusted as given: 60 KB of it
+// went into the audit trail, the response header and the error id.
+func TestFindingRequestIDIsTheServers(t *testing.T) {
+	jv := newJikoVault(t)
+	huge := strings.Repeat("A", 60<<10)
+	r := jv.do(t, "GET", jv.base+"/v1/cards/none", nil, map[string]string{"X-Request-Id": huge})
+	if id := r.header.Get("X-Request-Id"); len(id) > 64 || id == "" || strings.Contains(r.body, huge[:100]) {
+		t.Fatalf("a 60 KB request id came back (%d bytes in the header)", len(id))
+	}
+	r = jv.do(t, "GET", jv.base+"/v1/cards/none", nil, map[string]string{"X-Request-Id": "trace-1234_ab.c"})
+	if id := r.header.Get("X-Request-Id"); id != "trace-1234_ab.c" {
+		t.Fatalf("a short well-formed request id was replaced by %q", id)
+	}
+	r = jv.do(t, "GET", jv.base+"/v1/cards/none", nil, map[string]string{"X-Request-Id": "bad id\"<>"})
+	if id := r.header.Get("X-Request-Id"); id == "bad id\"<>" || id == "" {
+		t.Fatalf("a malformed request id was kept: %q", id)
 	}
 }
