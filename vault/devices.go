@@ -243,7 +243,7 @@ func (s *Service) ListDevices(ctx context.Context, personID string) ([]*Device, 
 	if err := ValidateOwnerID("person_id", personID); err != nil {
 		return nil, err
 	}
-	return s.store.ListDevices(ctx, personID)
+	return s.store.ListDevices(ctx, personID, s.cfg.Now().UTC())
 }
 
 // DeleteDevice unbinds a device: from then on it can reveal nothing, and

@@ -162,13 +162,14 @@ type OrderStore interface {
 type DeviceStore interface {
 	// CreateDevice inserts a pending device and its first challenge. It is
 	// a conflict naming "person_id" when the person already has limit
-	// devices that are not deleted.
+	// devices that are verified, or pending with a challenge still open at
+	// the device's creation time.
 	CreateDevice(ctx context.Context, d *Device, ch *Challenge, limit int, w Write) error
 	// Device returns a device that is not deleted, or ErrNotFound.
 	Device(ctx context.Context, id string) (*Device, error)
-	// ListDevices returns a person's devices that are not deleted, oldest
-	// first.
-	ListDevices(ctx context.Context, personID string) ([]*Device, error)
+	// ListDevices returns a person's devices that are verified, or pending
+	// with a challenge open at at, oldest first.
+	ListDevices(ctx context.Context, personID string, at time.Time) ([]*Device, error)
 	// Challenge returns a challenge, or ErrNotFound.
 	Challenge(ctx context.Context, id string) (*Challenge, error)
 	// AnswerChallenge marks a challenge used and its device verified. It

@@ -457,7 +457,7 @@ func (s *Service) deviceGate(ctx context.Context, card *Card) error {
 	if !s.cfg.DeviceGate {
 		return nil
 	}
-	devices, err := s.store.ListDevices(ctx, card.OwnerID)
+	devices, err := s.store.ListDevices(ctx, card.OwnerID, s.cfg.Now().UTC())
 	if err != nil {
 		return err
 	}

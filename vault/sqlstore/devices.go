@@ -42,6 +42,12 @@ func nullMicros(t *time.Time) sql.NullInt64 {
 	return sql.NullInt64{Int64: micros(*t), Valid: true}
 }
 
+// liveDevice selects devices that hold a place: verified ones, and pending
+// ones whose registration challenge is still open. Its parameters are the
+// two statuses and the time.
+const liveDevice = `(status = ? OR (status = ? AND EXISTS (SELECT 1 FROM device_challenges ch
+	WHERE ch.device_id = devices.id AND ch.used_at IS NULL AND ch.expires_at > ?)))`
+
 // CreateDevice inserts a pending device and its first challenge, within
 // the person's device limit.
 func (s *Store) CreateDevice(ctx context.Context, d *vault.Device, ch *vault.Challenge, limit int, w vault.Write) error {
@@ -50,8 +56,8 @@ func (s *Store) CreateDevice(ctx context.Context, d *vault.Device, ch *vault.Cha
 			return err
 		}
 		var n int
-		if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM devices WHERE person_id = ? AND status <> ?`),
-			d.PersonID, string(vault.DeviceDeleted)).Scan(&n); err != nil {
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM devices WHERE person_id = ? AND `+liveDevice),
+			d.PersonID, string(vault.DeviceVerified), string(vault.DevicePending), micros(d.CreatedAt)).Scan(&n); err != nil {
 			return err
 		}
 		if n >= limit {
@@ -79,9 +85,10 @@ func (s *Store) Device(ctx context.Context, id string) (*vault.Device, error) {
 	return d, s.fail(err)
 }
 
-// ListDevices returns a person's devices that are not deleted.
-func (s *Store) ListDevices(ctx context.Context, personID string) ([]*vault.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE person_id = ? AND status <> ? ORDER BY id`), personID, string(vault.DeviceDeleted))
+// ListDevices returns a person's live devices.
+func (s *Store) ListDevices(ctx context.Context, personID string, at time.Time) ([]*vault.Device, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE person_id = ? AND `+liveDevice+` ORDER BY id`),
+		personID, string(vault.DeviceVerified), string(vault.DevicePending), micros(at))
 	if err != nil {
 		return nil, s.fail(err)
 	}

@@ -48,12 +48,12 @@ func testDeviceLifecycle(t *testing.T, s vault.Store) {
 	if string(got.RestrictedKey) != string(key("r")) {
 		t.Fatal("restricted key not stored")
 	}
-	list, err := s.ListDevices(ctx, "person-1")
+	list, err := s.ListDevices(ctx, "person-1", now)
 	must(t, err)
 	if len(list) != 1 || list[0].ID != d.ID {
 		t.Fatalf("list %v", list)
 	}
-	if other, _ := s.ListDevices(ctx, "person-2"); len(other) != 0 {
+	if other, _ := s.ListDevices(ctx, "person-2", now); len(other) != 0 {
 		t.Fatal("another person lists the device")
 	}
 	must(t, s.DeleteDevice(ctx, d.ID, now, deviceAudit("device.delete")))
@@ -63,7 +63,7 @@ func testDeviceLifecycle(t *testing.T, s vault.Store) {
 	if err := s.DeleteDevice(ctx, d.ID, now, deviceAudit("device.delete")); !errors.Is(err, vault.ErrNotFound) {
 		t.Fatalf("deleted twice: %v", err)
 	}
-	if list, _ := s.ListDevices(ctx, "person-1"); len(list) != 0 {
+	if list, _ := s.ListDevices(ctx, "person-1", now); len(list) != 0 {
 		t.Fatal("deleted device listed")
 	}
 }
@@ -121,6 +121,31 @@ func testChallenge(t *testing.T, s vault.Store) {
 	must(t, s.DeleteDevice(ctx, d2.ID, now, deviceAudit("device.delete")))
 	if err := s.AnswerChallenge(ctx, ch2.ID, now, deviceAudit("device.verify")); !errors.Is(err, vault.ErrNotFound) {
 		t.Fatalf("challenge of a deleted device answered: %v", err)
+	}
+}
+
+// testPendingDevicesExpire: a registration whose challenge expired
+// unanswered no longer holds one of the person's places (finding 11: two
+// junk registrations locked a person out of binding for good).
+func testPendingDevicesExpire(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		d, ch := newDevice("person-p")
+		must(t, s.CreateDevice(ctx, d, ch, 2, deviceAudit("device.register")))
+	}
+	d, ch := newDevice("person-p")
+	if err := s.CreateDevice(ctx, d, ch, 2, deviceAudit("device.register")); !isConflict(err, "person_id") {
+		t.Fatalf("a third registration while two are pending: %v", err)
+	}
+	later := now.Add(vault.ChallengeTTL + time.Second)
+	d, ch = newDevice("person-p")
+	d.CreatedAt, ch.CreatedAt, ch.ExpiresAt = later, later, later.Add(vault.ChallengeTTL)
+	must(t, s.CreateDevice(ctx, d, ch, 2, deviceAudit("device.register")))
+	must(t, s.AnswerChallenge(ctx, ch.ID, later, deviceAudit("device.verify")))
+	devices, err := s.ListDevices(ctx, "person-p", later)
+	must(t, err)
+	if len(devices) != 1 || devices[0].ID != d.ID {
+		t.Fatalf("listed %d devices after two registrations expired, want the verified one", len(devices))
 	}
 }
 

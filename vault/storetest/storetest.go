@@ -40,6 +40,7 @@ func Run(t *testing.T, open Opener) {
 		"ChallengeOnceWithinTTL":     testChallenge,
 		"RevealBudgetWindow":         testRevealBudget,
 		"CallerBudget":               testCallerBudget,
+		"PendingDevicesExpire":       testPendingDevicesExpire,
 		"OrderMovesOnce":             testOrderMoves,
 		"RewrapLosesToServiceWrites": testRewrap,
 		"Ping":                       func(t *testing.T, s vault.Store) { must(t, s.Ping(context.Background())) },
