@@ -315,9 +315,15 @@ func privateTemplate(label string) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SIGN, false),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
+		// Decrypt only: the set_pin key never signs, unwraps or derives.
+		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		// Never in clear; wrapped only by a key the security officer
+		// marked trusted; fixed once made, and never copied.
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
+		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_COPYABLE, false),
 	}
 }
 

@@ -106,7 +106,17 @@ type KeyInfo struct {
 	// the security officer marked trusted.
 	WrapWithTrusted bool
 	Usages          []string // the CKA_ usage flags that are true
-	Active          bool     // the highest version of its purpose
+	// Modifiable and Copyable are CKA_MODIFIABLE and CKA_COPYABLE; Local
+	// is CKA_LOCAL, which only the token sets, on keys it generated.
+	Modifiable, Copyable, Local bool
+	// Check is the KCV of a secret key or "sha256:" and the SPKI
+	// fingerprint of either half of a key pair, computed from this very
+	// object; empty when it cannot be computed.
+	Check string
+	// Rejected says why the server will not use the object, when a key
+	// catalog is pinned and the object does not match its record.
+	Rejected string
+	Active   bool // the highest usable version of its purpose
 	// EndDate is a public half's CKA_END_DATE, the last day (UTC) clients
 	// may encrypt to it, or zero when none is set.
 	EndDate time.Time
@@ -157,13 +167,6 @@ func (c *conn) listKeys() ([]KeyInfo, error) {
 		}
 		return out[i].Class < out[j].Class
 	})
-	active := map[Purpose]uint32{}
-	for _, k := range out {
-		active[k.Purpose] = max(active[k.Purpose], k.Version)
-	}
-	for i := range out {
-		out[i].Active = out[i].Version == active[out[i].Purpose]
-	}
 	return out, nil
 }
 
@@ -204,6 +207,10 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 			return KeyInfo{}, false, err
 		}
 	}
+	info.Modifiable = c.boolAttr(sh, h, pkcs11.CKA_MODIFIABLE)
+	info.Copyable = c.boolAttr(sh, h, pkcs11.CKA_COPYABLE)
+	info.Local = c.boolAttr(sh, h, pkcs11.CKA_LOCAL)
+	info.Check = c.objectCheck(sh, h, info)
 	info.Sensitive = c.boolAttr(sh, h, pkcs11.CKA_SENSITIVE)
 	info.Extractable = c.boolAttr(sh, h, pkcs11.CKA_EXTRACTABLE)
 	info.WrapWithTrusted = c.boolAttr(sh, h, pkcs11.CKA_WRAP_WITH_TRUSTED)
@@ -213,6 +220,35 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 		}
 	}
 	return info, true, nil
+}
+
+// objectCheck computes an object's check value from its own handle, so
+// that a second object under a label can never lend it its check. A key
+// whose usages were narrowed so the check cannot run has none.
+func (c *conn) objectCheck(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, info KeyInfo) string {
+	if info.Class == "secret" {
+		_, mech, ok := kcvMechanism(info.Kind)
+		if !ok {
+			return ""
+		}
+		if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
+			return ""
+		}
+		sum, err := c.p.Sign(sh, make([]byte, 16))
+		if err != nil || len(sum) < 3 {
+			return ""
+		}
+		return fmt.Sprintf("KCV %X", sum[:3])
+	}
+	pub, err := c.rsaPublicOf(sh, h, info.Label)
+	if err != nil {
+		return ""
+	}
+	fp, err := PublicKeyFingerprint(pub)
+	if err != nil {
+		return ""
+	}
+	return "sha256:" + fp
 }
 
 // boolAttr reads one boolean attribute; an attribute the object type does

@@ -45,6 +45,11 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
+		// Fixed once made: with the user PIN alone nobody can add a usage,
+		// relabel it, narrow its export policy or copy it under new
+		// attributes.
+		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
+		pkcs11.NewAttribute(pkcs11.CKA_COPYABLE, false),
 	}
 }
 
@@ -131,21 +136,14 @@ func (c *conn) generateRSA(label string) error {
 			return err
 		}
 	}
-	for _, kv := range []struct {
-		t uint
-		v any
-	}{
-		{pkcs11.CKA_PRIVATE, true},
-		{pkcs11.CKA_DECRYPT, true},
-		// Decrypt only: the set_pin key never signs or unwraps.
-		{pkcs11.CKA_SIGN, false},
-		{pkcs11.CKA_UNWRAP, false},
-		// As secret keys: never in clear, wrapped only by a trusted key.
-		{pkcs11.CKA_SENSITIVE, true},
-		{pkcs11.CKA_EXTRACTABLE, true},
-		{pkcs11.CKA_WRAP_WITH_TRUSTED, true},
-	} {
-		if err := private.Set(kv.t, kv.v); err != nil {
+	// The private half has the attributes a restored one gets (backup.go),
+	// less those crypto11 sets itself.
+	for _, a := range privateTemplate(label) {
+		switch a.Type {
+		case pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_TOKEN:
+			continue
+		}
+		if err := private.Set(a.Type, a.Value); err != nil {
 			return err
 		}
 	}

@@ -41,3 +41,36 @@ func openKeyedModule(t testing.TB, purposes ...Purpose) *Module {
 	}
 	return m
 }
+
+// keyedToken is a fresh token holding version 1 of the symmetric keys,
+// for tests that open it more than once.
+type keyedToken struct {
+	module, label, pin string
+}
+
+func openKeyedModuleToken(t *testing.T) *keyedToken {
+	t.Helper()
+	m, tok := openTestModule(t)
+	for _, p := range []Purpose{CardKEK, PANHMAC, PEK, Audit} {
+		if err := m.Generate(context.Background(), p, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Close()
+	return &keyedToken{module: tok.Module, label: tok.Label, pin: tok.PIN}
+}
+
+// open opens the token with a catalog pinned, or none.
+func (k *keyedToken) open(t *testing.T, catalog KeyRecords) *Module {
+	t.Helper()
+	cfg := Config{Module: k.module, TokenLabel: k.label, PIN: k.pin}
+	if catalog != nil {
+		cfg.Catalog = catalog
+	}
+	m, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}

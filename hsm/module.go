@@ -51,6 +51,10 @@ type Config struct {
 	// the call in the background; 0 means 10s.
 	CallTimeout time.Duration
 	Logger      *slog.Logger
+	// Catalog, when set, pins the key catalog (pinning.go): the server and
+	// the ceremonies that use keys for data set it; ceremonies that make
+	// keys record them in it.
+	Catalog KeyRecords
 }
 
 func (c *Config) validate() error {
@@ -121,6 +125,8 @@ type conn struct {
 
 	versions   atomic.Pointer[versionView]
 	refresh    time.Duration
+	catalog    KeyRecords // nil: every vault-labelled object is used
+	log        *slog.Logger
 	refreshing sync.Mutex // one caller lists the token; the rest use the view they have
 
 	// inflight lets close wait for calls running on this generation.
@@ -223,6 +229,8 @@ func (m *Module) connect() (*conn, error) {
 		handles: map[handleKey]pkcs11.ObjectHandle{},
 		pubKeys: map[string]*rsa.PublicKey{},
 		refresh: m.cfg.KeyRefresh,
+		catalog: m.cfg.Catalog,
+		log:     m.log,
 	}
 	if err := c.loadVersions(); err != nil {
 		c.close()
@@ -367,6 +375,11 @@ type handleKey struct {
 // handle finds a key object by label and class, caching the answer for the
 // life of the connection. A missing key is ErrKeyNotFound.
 func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11.ObjectHandle, error) {
+	if v := c.versions.Load(); v != nil && v.pinned && !v.usable[label] {
+		// A version named explicitly (a sealed record's, a kid) is held
+		// to the pinned catalog as much as the active one.
+		return 0, fmt.Errorf("%w: %s is not a recorded, matching key", ErrKeyNotFound, label)
+	}
 	cacheKey := handleKey{label, class}
 	c.handleMu.RLock()
 	h, ok := c.handles[cacheKey]
@@ -401,13 +414,17 @@ func (c *conn) handle(sh pkcs11.SessionHandle, label string, class uint) (pkcs11
 	return hs[0], nil
 }
 
-// Keys lists the vault's keys in the token.
+// Keys lists the vault's keys in the token as of now, each with its check
+// value, whether it is active and, with a catalog pinned, why it is
+// rejected.
 func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := m.do(ctx, "list", func(c *conn) error {
-		var err error
-		out, err = c.listKeys()
-		return err
+		if err := c.loadVersions(); err != nil {
+			return err
+		}
+		out = c.versions.Load().keys
+		return nil
 	})
 	return out, err
 }

@@ -18,21 +18,52 @@ type versionView struct {
 	active map[Purpose]uint32
 	ends   map[string]time.Time // label → its public half's CKA_END_DATE
 	at     time.Time
+	// pinned says a key catalog is in force: only usable labels are
+	// used, and rejected lists the objects that are not.
+	pinned   bool
+	usable   map[string]bool
+	rejected []Rejection
+	keys     []KeyInfo
 }
 
-// loadVersions lists the token and replaces the connection's view.
+// loadVersions lists the token and replaces the connection's view. With a
+// catalog pinned, the active version of a purpose is its highest usable
+// one, never merely its highest label.
 func (c *conn) loadVersions() error {
 	keys, err := c.listKeys()
 	if err != nil {
 		return err
 	}
-	v := &versionView{active: map[Purpose]uint32{}, ends: map[string]time.Time{}, at: time.Now()}
+	v := &versionView{active: map[Purpose]uint32{}, ends: map[string]time.Time{}, at: time.Now(), usable: map[string]bool{}}
+	if c.catalog != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), catalogReadTimeout)
+		records, err := c.catalog.KeyRecords(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("hsm: read the key catalog: %w", err)
+		}
+		v.pinned = true
+		keys, v.rejected = pin(keys, records)
+		if prev := c.versions.Load(); prev == nil || rejectionsText(prev.rejected) != rejectionsText(v.rejected) {
+			for _, r := range v.rejected {
+				c.log.Error("key object rejected: not used", "label", r.Label, "class", r.Class, "reason", r.Reason)
+			}
+		}
+	}
 	for _, k := range keys {
+		if k.Rejected != "" {
+			continue
+		}
+		v.usable[k.Label] = true
 		v.active[k.Purpose] = max(v.active[k.Purpose], k.Version)
 		if !k.EndDate.IsZero() {
 			v.ends[k.Label] = k.EndDate
 		}
 	}
+	for i := range keys {
+		keys[i].Active = keys[i].Rejected == "" && keys[i].Version == v.active[keys[i].Purpose]
+	}
+	v.keys = keys
 	c.versions.Store(v)
 	return nil
 }

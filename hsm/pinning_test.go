@@ -1,0 +1,165 @@
+package hsm
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cardvault/cardvault/vault"
+	"github.com/miekg/pkcs11"
+)
+
+// memCatalog is a KeyRecords of a test's own.
+type memCatalog []vault.KeyRecord
+
+func (c *memCatalog) KeyRecords(context.Context) ([]vault.KeyRecord, error) { return *c, nil }
+
+// record records every key the module shows, as a ceremony would.
+func (c *memCatalog) record(t *testing.T, m *Module) {
+	t.Helper()
+	keys, err := m.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k.Class == "public" {
+			continue
+		}
+		origin := vault.KeyImported
+		if k.Local {
+			origin = vault.KeyGenerated
+		}
+		*c = append(*c, vault.KeyRecord{Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
+			Origin: origin, Extractable: k.Extractable, Ceremony: "test", RecordedAt: time.Now()})
+	}
+}
+
+// withRawSession runs fn on a session of the module's token logged in as
+// the user, as anyone holding the user PIN could.
+func withRawSession(t *testing.T, m *Module, fn func(c *conn, sh pkcs11.SessionHandle)) {
+	t.Helper()
+	c, err := m.current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.withSession(func(sh pkcs11.SessionHandle) error { fn(c, sh); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Finding 5: with the user PIN alone, the review added DERIVE and WRAP to
+// card-kek and SIGN and UNWRAP to the set_pin private key, relabelled
+// keys, and set EXTRACTABLE=false on pek. Every key is now not modifiable
+// and not copyable.
+func TestKeysAreNotModifiableOrCopyable(t *testing.T) {
+	m := openKeyedModule(t, CardKEK, PEK, SetPIN)
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		for _, tc := range []struct {
+			label string
+			class uint
+			attr  *pkcs11.Attribute
+		}{
+			{"card-kek/v1", classSecret, pkcs11.NewAttribute(pkcs11.CKA_DERIVE, true)},
+			{"card-kek/v1", classSecret, pkcs11.NewAttribute(pkcs11.CKA_WRAP, true)},
+			{"card-kek/v1", classSecret, pkcs11.NewAttribute(pkcs11.CKA_LABEL, "card-kek/v9")},
+			{"set-pin/v1", classPrivate, pkcs11.NewAttribute(pkcs11.CKA_SIGN, true)},
+			{"set-pin/v1", classPrivate, pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, true)},
+			{"pek/v1", classSecret, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)},
+		} {
+			h, err := c.handle(sh, tc.label, tc.class)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.p.SetAttributeValue(sh, h, []*pkcs11.Attribute{tc.attr}); err == nil {
+				t.Errorf("%s: attribute 0x%x changed with the user PIN", tc.label, tc.attr.Type)
+			}
+			if _, err := m.raw.CopyObject(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, tc.label+"-copy")}); err == nil {
+				t.Errorf("%s: copied with the user PIN", tc.label)
+			}
+		}
+	})
+}
+
+// Finding 4: with the user PIN, the review planted a non-sensitive,
+// extractable card-kek/v7 of known value and pan-hmac/v7, and the server
+// made them active because they had the highest labels. With a pinned
+// catalog only recorded, matching objects are used.
+func TestPinnedCatalogRefusesPlantedAndAlteredKeys(t *testing.T) {
+	tok := openKeyedModuleToken(t)
+	var catalog memCatalog
+	unpinned := tok.open(t, nil)
+	catalog.record(t, unpinned)
+	unpinned.Close()
+
+	m := tok.open(t, &catalog)
+	ctx := context.Background()
+	if v, err := m.ActiveVersion(ctx, CardKEK); err != nil || v != 1 {
+		t.Fatalf("active card KEK before the plant: %d, %v", v, err)
+	}
+	// The plant: a known value under a newer label, as C_CreateObject with
+	// the user PIN makes it.
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		for _, p := range []Purpose{CardKEK, PANHMAC} {
+			keyType := uint(pkcs11.CKK_AES)
+			if p == PANHMAC {
+				keyType = pkcs11.CKK_GENERIC_SECRET
+			}
+			_, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, Label(p, 7)),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	// Without a catalog (the adapter as the review found it) the plant
+	// wins on its label alone.
+	if v, err := tok.open(t, nil).ActiveVersion(ctx, CardKEK); err != nil || v != 7 {
+		t.Fatalf("the unpinned adapter's active card KEK: %d, %v; the plant should have made it 7", v, err)
+	}
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := m.ActiveVersion(ctx, CardKEK); err != nil || v != 1 {
+		t.Fatalf("the planted card-kek/v7 was adopted: active %d, %v", v, err)
+	}
+	if _, v, err := m.Seal(ctx, []byte("aad"), []byte("record")); err != nil || v != 1 {
+		t.Fatalf("a new record was sealed under version %d (%v), want 1", v, err)
+	}
+	if _, err := m.MACWithVersion(ctx, PANHMAC, 7, []byte("4111111111111111")); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("the planted pan-hmac/v7 is usable by version: %v", err)
+	}
+	rejected := rejectionsText(m.Rejections())
+	for _, want := range []string{"card-kek/v7 (secret): no ceremony recorded this key", "pan-hmac/v7 (secret): no ceremony recorded this key"} {
+		if !strings.Contains(rejected, want) {
+			t.Errorf("rejections %q lack %q", rejected, want)
+		}
+	}
+	for _, k := range keys {
+		if k.Label == "card-kek/v7" && (k.Active || k.Rejected == "") {
+			t.Errorf("Keys shows the plant as %+v", k)
+		}
+	}
+	// A recorded key whose check value no longer matches (a different
+	// object under its label) is refused too.
+	catalog[0].Check = "KCV 000000"
+	if _, err := m.Keys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rejectionsText(m.Rejections()), catalog[0].Label+" (secret): check value") {
+		t.Errorf("a check value mismatch is not rejected: %s", rejectionsText(m.Rejections()))
+	}
+}
