@@ -45,6 +45,10 @@ func wantUsages(p Purpose, class string) []string {
 	return []string{"sign"}
 }
 
+// Mismatch says why a key object does not match a record, or "" when it
+// does: what a ceremony checks before it records a key it made.
+func Mismatch(k KeyInfo, rec vault.KeyRecord) string { return reject(k, &rec) }
+
 // reject says why an object does not match its record, or "" when it does.
 func reject(k KeyInfo, rec *vault.KeyRecord) string {
 	switch {
@@ -120,6 +124,17 @@ func (m *Module) Rejections() []Rejection {
 	}
 	if v := c.versions.Load(); v != nil {
 		return v.rejected
+	}
+	return nil
+}
+
+// RequireKeys reports whether every purpose has a usable active version:
+// with a pinned catalog, a recorded key that matches its record.
+func (m *Module) RequireKeys(ctx context.Context) error {
+	for _, p := range Purposes {
+		if _, err := m.ActiveVersion(ctx, p); err != nil {
+			return err
+		}
 	}
 	return nil
 }

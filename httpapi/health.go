@@ -36,5 +36,11 @@ func (s *Server) readyz(c echo.Context) error {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	return c.JSON(status, map[string]any{"ready": ready, "checks": checks})
+	body := map[string]any{"ready": ready, "checks": checks}
+	if s.notices != nil {
+		if n := s.notices(); len(n) > 0 {
+			body["notices"] = n
+		}
+	}
+	return c.JSON(status, body)
 }

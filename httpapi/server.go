@@ -38,6 +38,10 @@ type Config struct {
 	CertSubjects map[string][]string
 	// MaxBody caps request bodies; 0 means 64 KiB.
 	MaxBody string
+	// Notices, if set, lists what an operator must look into that does not
+	// stop the vault serving: key objects the pinned catalog rejects. They
+	// are shown by /readyz and counted in /metrics.
+	Notices func() []string
 }
 
 // Server is the HTTP handler with its metrics.
@@ -48,6 +52,7 @@ type Server struct {
 	metrics *metrics
 	svc     *vault.Service
 	tokens  *Tokens
+	notices func() []string
 	// subjects maps client certificate subjects to scopes.
 	subjects map[string][]string
 }
@@ -90,7 +95,13 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects}
+	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects, notices: cfg.Notices}
+	if cfg.Notices != nil {
+		s.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cardvault_hsm_rejected_key_objects",
+			Help: "Key objects in the token that the pinned key catalog rejects (unrecorded or altered); each is logged and shown by /readyz.",
+		}, func() float64 { return float64(len(cfg.Notices())) }))
+	}
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(middleware.RemoveTrailingSlash())
 	e.Use(requestID)

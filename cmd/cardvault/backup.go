@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -106,8 +107,21 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err := m.Import(ctx, kek, &b); err != nil {
 		return err
 	}
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	for _, k := range b.Keys {
+		if k.Class == "public" {
+			continue
+		}
+		if err := recordKey(ctx, m, store, k.Label, filepath.Base(*cf.transcript)); err != nil {
+			return err
+		}
+	}
 	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
-	if err := printBackupKeys(t, &b, "restored, check matches"); err != nil {
+	if err := printBackupKeys(t, &b, "restored, check matches, recorded"); err != nil {
 		return err
 	}
 	t.printf("\nresult: %d key object(s) restored\n", len(b.Keys))

@@ -106,9 +106,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 }
 
 // openKeyedHSM opens the configured token, running the init ceremony
-// first if any key is missing.
+// first if any key is missing. The bench's database is new on every run,
+// so it holds no key records: the bench's module is unpinned, which is
+// the one place the vault runs so (never `serve`).
 func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm.Module, error) {
-	m, _, err := openHSM(log)
+	m, _, err := openHSM(log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +131,7 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 	if err := ceremonyInit(ctx, nil, stderr, log); err != nil {
 		return nil, err
 	}
-	m, _, err = openHSM(log)
+	m, _, err = openHSM(log, nil)
 	return m, err
 }
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/vault"
 	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
@@ -134,8 +135,13 @@ func (cf ceremonyFlags) parse(fs *flag.FlagSet, args []string) error {
 
 // begin is what every ceremony does before its first change: settle the
 // transcript's path (refusing to overwrite one), open the token and read
-// its identity. The caller closes the module.
+// its identity. The module is unpinned: a ceremony that makes keys sees
+// every label, so it never reuses one. The caller closes the module.
 func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger) (*hsm.Module, hsm.TokenInfo, time.Time, error) {
+	return cf.open(ctx, name, log, nil)
+}
+
+func (cf ceremonyFlags) open(ctx context.Context, name string, log *slog.Logger, catalog hsm.KeyRecords) (*hsm.Module, hsm.TokenInfo, time.Time, error) {
 	now := time.Now()
 	if *cf.transcript == "" {
 		*cf.transcript = defaultTranscript(name, now)
@@ -143,7 +149,7 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 	if _, err := os.Stat(*cf.transcript); err == nil {
 		return nil, hsm.TokenInfo{}, now, fmt.Errorf("transcript %s exists; refusing to overwrite", *cf.transcript)
 	}
-	m, _, err := openHSM(log)
+	m, _, err := openHSM(log, catalog)
 	if err != nil {
 		return nil, hsm.TokenInfo{}, now, err
 	}
@@ -157,19 +163,77 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 
 // beginWithStore is begin for ceremonies that also read or write the
 // database; the store checkpoints its audit chains with the token's audit
-// key. The caller closes the store, then the module.
-func (cf ceremonyFlags) beginWithStore(ctx context.Context, name string, log *slog.Logger) (*hsm.Module, *sqlstore.Store, hsm.TokenInfo, time.Time, error) {
-	m, tok, now, err := cf.begin(ctx, name, log)
-	if err != nil {
-		return nil, nil, tok, now, err
-	}
+// key. With pinned, the module uses only the keys the store's catalog
+// records, as the server does: the ceremonies that use keys for data
+// (rewrap, retire) must never move records onto a planted key. The caller
+// closes the store, then the module.
+func (cf ceremonyFlags) beginWithStore(ctx context.Context, name string, log *slog.Logger, pinned bool) (*hsm.Module, *sqlstore.Store, hsm.TokenInfo, time.Time, error) {
 	store, err := openStore(ctx, getenv(envDB, defaultDB))
 	if err != nil {
-		m.Close()
+		return nil, nil, hsm.TokenInfo{}, time.Time{}, err
+	}
+	var catalog hsm.KeyRecords
+	if pinned {
+		catalog = store
+	}
+	m, tok, now, err := cf.open(ctx, name, log, catalog)
+	if err != nil {
+		store.Close()
 		return nil, nil, tok, now, err
 	}
 	store.UseAuditKey(m, 0)
 	return m, store, tok, now, nil
+}
+
+// recordKey records a key version the ceremony made or imported in the
+// key catalog, from what the token shows of it: its check value, origin
+// (CKA_LOCAL) and export policy. It refuses a key whose attributes the
+// server would reject, naming why. The server uses no key without a
+// record.
+func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, label, ceremony string) error {
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	var rec *vault.KeyRecord
+	for _, k := range keys {
+		if k.Label != label || k.Class == "public" {
+			continue
+		}
+		origin := vault.KeyImported
+		if k.Local {
+			origin = vault.KeyGenerated
+		}
+		rec = &vault.KeyRecord{Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
+			Origin: origin, Extractable: k.Extractable, Ceremony: ceremony, RecordedAt: time.Now().UTC()}
+	}
+	if rec == nil {
+		return fmt.Errorf("%s: not in the token", label)
+	}
+	for _, k := range keys {
+		if k.Label != label {
+			continue
+		}
+		if why := hsm.Mismatch(k, *rec); why != "" {
+			return fmt.Errorf("%s (%s): the token made it %s; the server would refuse it, so it is not recorded", label, k.Class, why)
+		}
+	}
+	err = catalog.RecordKey(ctx, *rec)
+	if vault.KindOf(err) != vault.KindConflict {
+		return err
+	}
+	// Recorded before: a backup restored into another token beside the
+	// same database. The same key is fine; another is not.
+	records, lerr := catalog.KeyRecords(ctx)
+	if lerr != nil {
+		return lerr
+	}
+	for _, r := range records {
+		if r.Label == label && r.Check == rec.Check {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: the catalog records another key under this label: %w", label, err)
 }
 
 func defaultTranscript(ceremony string, now time.Time) string {
@@ -185,7 +249,22 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
-	m, tok, now, err := cf.begin(ctx, "init", log)
+	// A dry run opens no database: it writes nothing at all.
+	var m *hsm.Module
+	var tok hsm.TokenInfo
+	var now time.Time
+	var catalog vault.KeyCatalog
+	var err error
+	if *dryRun {
+		m, tok, now, err = cf.begin(ctx, "init", log)
+	} else {
+		var store *sqlstore.Store
+		m, store, tok, now, err = cf.beginWithStore(ctx, "init", log, false)
+		if err == nil {
+			defer store.Close()
+			catalog = store
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -197,6 +276,16 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	has := map[hsm.Purpose]bool{}
 	for _, k := range existing {
 		has[k.Purpose] = true
+	}
+	recorded := map[string]bool{}
+	if catalog != nil {
+		records, err := catalog.KeyRecords(ctx)
+		if err != nil {
+			return err
+		}
+		for _, r := range records {
+			recorded[r.Label] = true
+		}
 	}
 
 	t := newTranscript(stdout, "init", now, *cf.operator, tok)
@@ -214,6 +303,11 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 			if version, err = m.ActiveVersion(ctx, p); err != nil {
 				return err
 			}
+			if catalog != nil && !recorded[hsm.Label(p, version)] {
+				// Made outside a ceremony, or before catalogs: the server
+				// will not use it. Recording it is not init's to decide.
+				result = "exists, NOT RECORDED: the server will not use it"
+			}
 		case *dryRun:
 			result = "would create"
 		default:
@@ -223,7 +317,10 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 			if err := verifyKey(ctx, m, p, version); err != nil {
 				return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, version), err)
 			}
-			result = "created, verified"
+			if err := recordKey(ctx, m, catalog, hsm.Label(p, version), filepath.Base(*cf.transcript)); err != nil {
+				return err
+			}
+			result = "created, verified, recorded"
 			created++
 		}
 		check := "-"
@@ -347,13 +444,19 @@ func exportPolicy(k hsm.KeyInfo) string {
 }
 
 // ceremonyList prints the catalog: every key, its version, type, usages,
-// attributes and check value.
+// attributes, check value and whether the server uses it (the module is
+// pinned to the database's key records, as the server's is).
 func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("ceremony list", flag.ContinueOnError)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m, _, err := openHSM(log)
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	m, _, err := openHSM(log, store)
 	if err != nil {
 		return err
 	}
@@ -363,20 +466,22 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXPORT\tUSAGES\tEND DATE\tCHECK\n")
+	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXPORT\tUSAGES\tEND DATE\tCHECK\tSTATUS\n")
 	for _, k := range keys {
 		check := "-"
 		if k.Class != "public" {
-			if check, err = keyCheck(ctx, m, k.Purpose, k.Version); err != nil {
-				return err
-			}
+			check = k.Check
 		}
 		end := "-"
 		if !k.EndDate.IsZero() {
 			end = k.EndDate.Format(time.DateOnly)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%s\t%v\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
-			k.Active, k.Sensitive, exportPolicy(k), k.Usages, end, check)
+		status := "recorded"
+		if k.Rejected != "" {
+			status = "REJECTED: " + k.Rejected
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%s\t%v\t%s\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
+			k.Active, k.Sensitive, exportPolicy(k), k.Usages, end, check, status)
 	}
 	return tw.Flush()
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -263,11 +264,12 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	if err := comps.validate(); err != nil {
 		return err
 	}
-	m, tok, now, err := cf.begin(ctx, "import-components-"+string(p), log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "import-components-"+string(p), log, false)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer store.Close()
 	previous, err := m.ActiveVersion(ctx, p)
 	if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
 		return err
@@ -301,7 +303,10 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	if got != want {
 		return fmt.Errorf("%s: the token reports KCV %s for a key whose value has KCV %s", hsm.Label(p, next), got, want)
 	}
-	t.printf("\ncombined: %s  KCV %s  imported, verified, active\n", hsm.Label(p, next), got)
+	if err := recordKey(ctx, m, store, hsm.Label(p, next), filepath.Base(*cf.transcript)); err != nil {
+		return err
+	}
+	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, next), got)
 	t.printf("\nresult: %s active\n", hsm.Label(p, next))
 	return t.save(*cf.transcript)
 }

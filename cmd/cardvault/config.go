@@ -139,11 +139,12 @@ func getenv(name, def string) string {
 
 // hsmConfig reads the token settings. The PIN comes from a file or the
 // environment only: a flag would show it in ps.
-func hsmConfig(log *slog.Logger) (hsm.Config, error) {
+func hsmConfig(log *slog.Logger, catalog hsm.KeyRecords) (hsm.Config, error) {
 	cfg := hsm.Config{
 		Module:     getenv(envModule, softhsm.DefaultModule),
 		TokenLabel: getenv(envTokenLabel, "cardvault"),
 		Logger:     log,
+		Catalog:    catalog,
 	}
 	var err error
 	if cfg.KeyRefresh, err = durationEnv(envKeyRefresh, 5*time.Second); err != nil {
@@ -201,22 +202,25 @@ func openVault(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.St
 	if err != nil {
 		return nil, nil, err
 	}
-	m, _, err := openHSM(log)
+	store, err := openStore(ctx, getenv(envDB, defaultDB))
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	// The server uses only the keys the ceremonies recorded in the store.
+	m, _, err := openHSM(log, store)
 	if err != nil {
-		m.Close()
+		store.Close()
 		return nil, nil, err
 	}
 	store.UseAuditKey(m, every)
 	return m, store, nil
 }
 
-// openHSM opens the configured token.
-func openHSM(log *slog.Logger) (*hsm.Module, string, error) {
-	cfg, err := hsmConfig(log)
+// openHSM opens the configured token, with the key catalog pinned to
+// catalog's records, or unpinned when catalog is nil (the ceremonies that
+// make keys, and the bench).
+func openHSM(log *slog.Logger, catalog hsm.KeyRecords) (*hsm.Module, string, error) {
+	cfg, err := hsmConfig(log, catalog)
 	if err != nil {
 		return nil, "", err
 	}

@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"math/big"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/miekg/pkcs11"
 	_ "modernc.org/sqlite"
 )
 
@@ -355,5 +357,88 @@ func TestFindingRequestIDIsTheServers(t *testing.T) {
 	r = jv.do(t, "GET", jv.base+"/v1/cards/none", nil, map[string]string{"X-Request-Id": "bad id\"<>"})
 	if id := r.header.Get("X-Request-Id"); id == "bad id\"<>" || id == "" {
 		t.Fatalf("a malformed request id was kept: %q", id)
+	}
+}
+
+// plantKey creates a secret key object of a known value under label, with
+// nothing but the user PIN, as the review did on a copy of the token:
+// not sensitive, extractable, every usage.
+func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
+	t.Helper()
+	t.Setenv("SOFTHSM2_CONF", v.tok.Conf)
+	p := pkcs11.New(v.tok.Module)
+	if p == nil {
+		t.Fatal("cannot load the PKCS#11 module")
+	}
+	defer p.Destroy()
+	if err := p.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Finalize()
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range slots {
+		info, err := p.GetTokenInfo(s)
+		if err != nil || strings.TrimRight(info.Label, " \x00") != v.tok.Label {
+			continue
+		}
+		sh, err := p.OpenSession(s, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.CloseSession(sh)
+		if err := p.Login(sh, pkcs11.CKU_USER, v.tok.PIN); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.CreateObject(sh, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
+			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
+			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no token labelled %s", v.tok.Label)
+}
+
+// Finding 4: with the user PIN, a non-sensitive, extractable card-kek/v7
+// of known value and a pan-hmac/v7 were planted; the server made them
+// active (the highest label) and sealed new imports under the known key.
+func TestFindingPlantedKeyIsNeverUsed(t *testing.T) {
+	jv := newServedVault(t, []string{"cards:write", "cards:read"}, envKeyRefresh+"=200ms")
+	plantKey(t, jv.vaultEnv, "card-kek/v7", pkcs11.CKK_AES)
+	plantKey(t, jv.vaultEnv, "pan-hmac/v7", pkcs11.CKK_GENERIC_SECRET)
+	time.Sleep(500 * time.Millisecond) // past the key refresh
+	card := jv.importCard(t, "acct-1", "4000001234567899")
+	var version int
+	if err := openDB(t, jv).QueryRow(`SELECT key_version FROM cards WHERE id = ?`, card).Scan(&version); err != nil || version != 1 {
+		t.Fatalf("a card imported after the plant is sealed under card-kek/v%d (%v), want v1", version, err)
+	}
+	r := jv.do(t, "GET", jv.base+"/readyz", nil, nil)
+	if r.status != 200 || !strings.Contains(r.body, "card-kek/v7 (secret): no ceremony recorded this key") || !strings.Contains(r.body, "pan-hmac/v7") {
+		t.Errorf("readyz does not show the planted keys: %d %s", r.status, r.body)
+	}
+	if !strings.Contains(jv.logs.String(), `"msg":"key object rejected: not used","label":"card-kek/v7"`) {
+		t.Errorf("the server did not log the plant")
+	}
+	list, err := jv.run(t, "ceremony", "list")
+	if err != nil || !regexp.MustCompile(`card-kek/v7 .*REJECTED: no ceremony recorded this key`).MatchString(list) ||
+		!regexp.MustCompile(`card-kek/v1 .*true .*recorded`).MatchString(list) {
+		t.Errorf("ceremony list: %v\n%s", err, list)
+	}
+	m := jv.do(t, "GET", jv.base+"/metrics", nil, nil)
+	if !strings.Contains(m.body, "cardvault_hsm_rejected_key_objects 2") {
+		t.Errorf("metrics do not count the plant")
 	}
 }

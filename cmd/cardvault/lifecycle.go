@@ -58,7 +58,7 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 		fmt.Fprintf(stdout, "\nstale records: %d\n", stale)
 		return nil
 	}
-	m, store, tok, now, err := cf.beginWithStore(ctx, "rewrap", log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "rewrap", log, true)
 	if err != nil {
 		return err
 	}
@@ -166,7 +166,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 		return fmt.Errorf("--version %q: want a version number, 1 or more", *versionFlag)
 	}
 	version := uint32(v64)
-	m, store, tok, now, err := cf.beginWithStore(ctx, "retire-"+string(p), log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "retire-"+string(p), log, true)
 	if err != nil {
 		return err
 	}

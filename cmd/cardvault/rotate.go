@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -39,11 +40,12 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	case *graceDays < 0:
 		return fmt.Errorf("--grace-days %d: want 0 or more", *graceDays)
 	}
-	m, tok, now, err := cf.begin(ctx, "rotate-"+string(p), log)
+	m, store, tok, now, err := cf.beginWithStore(ctx, "rotate-"+string(p), log, false)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer store.Close()
 	previous, err := m.ActiveVersion(ctx, p)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
 		return fmt.Errorf("no %s key to rotate; run ceremony init first", p)
@@ -65,11 +67,14 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err := verifyKey(ctx, m, p, next); err != nil {
 		return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, next), err)
 	}
+	if err := recordKey(ctx, m, store, hsm.Label(p, next), filepath.Base(*cf.transcript)); err != nil {
+		return err
+	}
 	newCheck, err := keyCheck(ctx, m, p, next)
 	if err != nil {
 		return err
 	}
-	t.printf("created:  %s  %s  verified, active\n", hsm.Label(p, next), newCheck)
+	t.printf("created:  %s  %s  verified, recorded, active\n", hsm.Label(p, next), newCheck)
 	if p == hsm.SetPIN {
 		lastDay := now.UTC().AddDate(0, 0, *graceDays)
 		if err := m.SetPublicEndDate(ctx, p, previous, lastDay); err != nil {

@@ -108,6 +108,14 @@ func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vaul
 			Ready: []httpapi.Check{
 				{Name: "hsm", Check: m.Probe},
 				{Name: "database", Check: store.Ping},
+				{Name: "keys", Check: m.RequireKeys},
+			},
+			Notices: func() []string {
+				var out []string
+				for _, r := range m.Rejections() {
+					out = append(out, "key object rejected: "+r.String())
+				}
+				return out
 			},
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
