@@ -322,8 +322,10 @@ func privateTemplate(label string) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
-		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_COPYABLE, false),
+		// Last: SoftHSM2 applies an unwrap template in order and refuses
+		// any attribute after CKA_MODIFIABLE=false (CKR_ATTRIBUTE_READ_ONLY).
+		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
 	}
 }
 

@@ -113,6 +113,8 @@ type KeyInfo struct {
 	// fingerprint of either half of a key pair, computed from this very
 	// object; empty when it cannot be computed.
 	Check string
+	// Digest is the full-length check (catalog records compare it).
+	Digest string
 	// Rejected says why the server will not use the object, when a key
 	// catalog is pinned and the object does not match its record.
 	Rejected string
@@ -210,7 +212,7 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 	info.Modifiable = c.boolAttr(sh, h, pkcs11.CKA_MODIFIABLE)
 	info.Copyable = c.boolAttr(sh, h, pkcs11.CKA_COPYABLE)
 	info.Local = c.boolAttr(sh, h, pkcs11.CKA_LOCAL)
-	info.Check = c.objectCheck(sh, h, info)
+	info.Check, info.Digest = c.objectCheck(sh, h, info)
 	info.Sensitive = c.boolAttr(sh, h, pkcs11.CKA_SENSITIVE)
 	info.Extractable = c.boolAttr(sh, h, pkcs11.CKA_EXTRACTABLE)
 	info.WrapWithTrusted = c.boolAttr(sh, h, pkcs11.CKA_WRAP_WITH_TRUSTED)
@@ -222,33 +224,34 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 	return info, true, nil
 }
 
-// objectCheck computes an object's check value from its own handle, so
-// that a second object under a label can never lend it its check. A key
-// whose usages were narrowed so the check cannot run has none.
-func (c *conn) objectCheck(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, info KeyInfo) string {
+// objectCheck computes an object's check value and full-length digest
+// from its own handle, so that a second object under a label can never
+// lend it its check. A key whose usages were narrowed so the check cannot
+// run has none.
+func (c *conn) objectCheck(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, info KeyInfo) (check, digest string) {
 	if info.Class == "secret" {
 		_, mech, ok := kcvMechanism(info.Kind)
 		if !ok {
-			return ""
+			return "", ""
 		}
 		if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
-			return ""
+			return "", ""
 		}
 		sum, err := c.p.Sign(sh, make([]byte, 16))
-		if err != nil || len(sum) < 3 {
-			return ""
+		if err != nil || len(sum) < 16 {
+			return "", ""
 		}
-		return fmt.Sprintf("KCV %X", sum[:3])
+		return fmt.Sprintf("KCV %X", sum[:3]), fmt.Sprintf("%x", sum)
 	}
 	pub, err := c.rsaPublicOf(sh, h, info.Label)
 	if err != nil {
-		return ""
+		return "", ""
 	}
 	fp, err := PublicKeyFingerprint(pub)
 	if err != nil {
-		return ""
+		return "", ""
 	}
-	return "sha256:" + fp
+	return "sha256:" + fp, fp
 }
 
 // boolAttr reads one boolean attribute; an attribute the object type does

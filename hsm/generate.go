@@ -48,8 +48,10 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 		// Fixed once made: with the user PIN alone nobody can add a usage,
 		// relabel it, narrow its export policy or copy it under new
 		// attributes.
-		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_COPYABLE, false),
+		// Last: SoftHSM2 applies an unwrap template in order and refuses
+		// any attribute after CKA_MODIFIABLE=false (CKR_ATTRIBUTE_READ_ONLY).
+		pkcs11.NewAttribute(pkcs11.CKA_MODIFIABLE, false),
 	}
 }
 

@@ -114,10 +114,11 @@ type Module struct {
 // conn is one generation of the connection: a crypto11 context, the slot,
 // a pool of the adapter's own sessions and the handles found so far.
 type conn struct {
-	c11  *crypto11.Context
-	p    p11
-	slot uint
-	pool *sessionPool
+	c11    *crypto11.Context
+	p      p11
+	slot   uint
+	serial string // the token's serial number, which key records name
+	pool   *sessionPool
 
 	handleMu sync.RWMutex
 	handles  map[handleKey]pkcs11.ObjectHandle
@@ -221,10 +222,16 @@ func (m *Module) connect() (*conn, error) {
 		_ = c11.Close()
 		return nil, err
 	}
+	info, err := m.p.GetTokenInfo(slot)
+	if err != nil {
+		_ = c11.Close()
+		return nil, fmt.Errorf("hsm: C_GetTokenInfo: %w", err)
+	}
 	c := &conn{
 		c11:     c11,
 		p:       m.p,
 		slot:    slot,
+		serial:  strings.TrimRight(info.SerialNumber, " \x00"),
 		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
 		handles: map[handleKey]pkcs11.ObjectHandle{},
 		pubKeys: map[string]*rsa.PublicKey{},
@@ -331,7 +338,12 @@ func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) e
 			return ErrUnavailable
 		}
 		c.inflight.RLock()
-		err = fn(c)
+		// A stale view is refreshed first, so that a version another
+		// process made and recorded is usable by name within the refresh
+		// interval, as the active one is.
+		if _, err = c.view(); err == nil {
+			err = fn(c)
+		}
 		c.inflight.RUnlock()
 		switch classify(err) {
 		case faultNone, faultInput:

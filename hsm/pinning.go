@@ -54,9 +54,9 @@ func reject(k KeyInfo, rec *vault.KeyRecord) string {
 	switch {
 	case rec == nil:
 		return "no ceremony recorded this key"
-	case k.Check == "":
+	case k.Digest == "":
 		return "its check value cannot be computed"
-	case k.Check != rec.Check:
+	case k.Digest != rec.Digest:
 		return fmt.Sprintf("check value %s differs from the recorded %s", k.Check, rec.Check)
 	case !slices.Equal(k.Usages, wantUsages(k.Purpose, k.Class)):
 		return fmt.Sprintf("usages %v, want %v", k.Usages, wantUsages(k.Purpose, k.Class))
@@ -78,13 +78,15 @@ func reject(k KeyInfo, rec *vault.KeyRecord) string {
 	return ""
 }
 
-// pin marks the objects that do not match their records. A version is
-// usable only if every object under its label matches, and a key pair
-// only with both halves present.
-func pin(keys []KeyInfo, records []vault.KeyRecord) ([]KeyInfo, []Rejection) {
+// pin marks the objects that do not match their records for the token
+// (by serial). A version is usable only if every object under its label
+// matches, and a key pair only with both halves present.
+func pin(keys []KeyInfo, records []vault.KeyRecord, token string) ([]KeyInfo, []Rejection) {
 	byLabel := map[string]*vault.KeyRecord{}
 	for i := range records {
-		byLabel[records[i].Label] = &records[i]
+		if records[i].Token == token {
+			byLabel[records[i].Label] = &records[i]
+		}
 	}
 	bad := map[string]string{}
 	classes := map[string][]string{}

@@ -23,6 +23,10 @@ func (c *memCatalog) record(t *testing.T, m *Module) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tok, err := m.Token(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, k := range keys {
 		if k.Class == "public" {
 			continue
@@ -31,7 +35,7 @@ func (c *memCatalog) record(t *testing.T, m *Module) {
 		if k.Local {
 			origin = vault.KeyGenerated
 		}
-		*c = append(*c, vault.KeyRecord{Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
+		*c = append(*c, vault.KeyRecord{Token: tok.Serial, Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check, Digest: k.Digest,
 			Origin: origin, Extractable: k.Extractable, Ceremony: "test", RecordedAt: time.Now()})
 	}
 }
@@ -155,7 +159,7 @@ func TestPinnedCatalogRefusesPlantedAndAlteredKeys(t *testing.T) {
 	}
 	// A recorded key whose check value no longer matches (a different
 	// object under its label) is refused too.
-	catalog[0].Check = "KCV 000000"
+	catalog[0].Digest = "00"
 	if _, err := m.Keys(ctx); err != nil {
 		t.Fatal(err)
 	}

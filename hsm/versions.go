@@ -39,11 +39,21 @@ func (c *conn) loadVersions() error {
 		ctx, cancel := context.WithTimeout(context.Background(), catalogReadTimeout)
 		records, err := c.catalog.KeyRecords(ctx)
 		cancel()
+		if prev := c.versions.Load(); err != nil && prev != nil {
+			// Records are only ever added, so the last view errs on the
+			// side of fewer usable keys: keep it until the database is
+			// back, and try again after the refresh interval.
+			c.log.Warn("key catalog unreadable; keeping the last view", "error", err)
+			kept := *prev
+			kept.at = time.Now()
+			c.versions.Store(&kept)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("hsm: read the key catalog: %w", err)
 		}
 		v.pinned = true
-		keys, v.rejected = pin(keys, records)
+		keys, v.rejected = pin(keys, records, c.serial)
 		if prev := c.versions.Load(); prev == nil || rejectionsText(prev.rejected) != rejectionsText(v.rejected) {
 			for _, r := range v.rejected {
 				c.log.Error("key object rejected: not used", "label", r.Label, "class", r.Class, "reason", r.Reason)

@@ -23,6 +23,15 @@ export CARDVAULT_DB="${CARDVAULT_DB:-sqlite:$DEV/cardvault.db}"
 export CARDVAULT_LISTEN="${CARDVAULT_LISTEN:-127.0.0.1:8080}"
 export CARDVAULT_API_TOKENS_FILE="$DEV/api-tokens"
 
+# Keys made before the pinned key catalog (token format 2) are modifiable
+# and unrecorded, and the server refuses them: a dev token that old is
+# made anew, with a new database (dev data only).
+if [ -d "$DEV/softhsm/tokens" ] && [ "$(cat "$DEV/token-format" 2>/dev/null)" != 2 ] \
+  && softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKEN_LABEL\b"; then
+  echo "the dev token predates the pinned key catalog; making a new token and database"
+  rm -rf "$DEV/softhsm/tokens"/* "$DEV"/cardvault.db*
+fi
+
 if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKEN_LABEL\b"; then
   umask 077
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/pin"
@@ -30,6 +39,7 @@ if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKE
   # softhsm2-util takes PINs as arguments; acceptable for a dev token only.
   softhsm2-util --init-token --free --label "$CARDVAULT_TOKEN_LABEL" \
     --so-pin "$(cat "$DEV/so-pin")" --pin "$(cat "$DEV/pin")" >/dev/null
+  echo 2 > "$DEV/token-format"
   echo "made dev token '$CARDVAULT_TOKEN_LABEL' in $DEV/softhsm"
 fi
 
@@ -39,7 +49,7 @@ go build -o "$DEV/bin/cardvault" ./cmd/cardvault
 # One dev API token with every scope; only its hash is in the tokens file.
 if [ ! -s "$DEV/api-token" ]; then
   (umask 077; "$DEV/bin/cardvault" token create --name dev \
-    --scopes cards:write,cards:read,cards:reveal,pin:write,devices:write,sandbox > "$DEV/api-token")
+    --scopes cards:write,cards:read,cards:reveal,cards:lookup,pin:write,devices:write,sandbox > "$DEV/api-token")
 fi
 
 cat <<MSG

@@ -10,12 +10,18 @@ import (
 // An object that merely carries a newer label, made with the HSM user PIN
 // alone, has no record and is never used.
 type KeyRecord struct {
+	// Token is the serial number of the token the key is in: a key
+	// restored into another token has a record of its own there.
+	Token   string
 	Label   string // "purpose/vN"
 	Purpose string
 	Version uint32
 	// Check is a secret key's KCV, or "sha256:" and the SPKI fingerprint
 	// of both halves of a key pair.
 	Check string
+	// Digest is the full-length check: the whole CMAC or HMAC of a zero
+	// block (the KCV is its first three bytes), or the SPKI SHA-256.
+	Digest string
 	// Origin is KeyGenerated (made inside the token, CKA_LOCAL) or
 	// KeyImported (from components or a backup).
 	Origin string
@@ -33,8 +39,8 @@ const (
 
 // KeyCatalog keeps the ceremonies' key records.
 type KeyCatalog interface {
-	// RecordKey adds a record; a label recorded before is a conflict
-	// naming "label".
+	// RecordKey adds a record; a label recorded before for the token is a
+	// conflict naming "label".
 	RecordKey(ctx context.Context, r KeyRecord) error
 	// KeyRecords returns every record.
 	KeyRecords(ctx context.Context) ([]KeyRecord, error)

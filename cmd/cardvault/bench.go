@@ -150,7 +150,7 @@ func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string,
 		return "", "", nil, err
 	}
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
-	cfg.Reveals, cfg.PINAttempts = unlimited, unlimited
+	cfg.Reveals, cfg.PINAttempts, cfg.Lookups = unlimited, unlimited, unlimited
 	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "bench.db"))
 	if err != nil {
 		return "", "", nil, err

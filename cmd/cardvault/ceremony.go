@@ -23,7 +23,7 @@ import (
 )
 
 func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	const names = "init, rotate, rewrap, retire, import-components, export, import, list"
+	const names = "init, rotate, rewrap, retire, import-components, export, import, adopt, list"
 	if len(args) == 0 {
 		return errors.New("want a subcommand: " + names)
 	}
@@ -42,6 +42,8 @@ func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog
 		return ceremonyExport(ctx, args[1:], os.Stdin, stdout, log)
 	case "import":
 		return ceremonyImport(ctx, args[1:], os.Stdin, stdout, log)
+	case "adopt":
+		return ceremonyAdopt(ctx, args[1:], stdout, log)
 	case "list":
 		return ceremonyList(ctx, args[1:], stdout, log)
 	default:
@@ -191,6 +193,10 @@ func (cf ceremonyFlags) beginWithStore(ctx context.Context, name string, log *sl
 // server would reject, naming why. The server uses no key without a
 // record.
 func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, label, ceremony string) error {
+	tok, err := m.Token(ctx)
+	if err != nil {
+		return err
+	}
 	keys, err := m.Keys(ctx)
 	if err != nil {
 		return err
@@ -204,8 +210,8 @@ func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, lab
 		if k.Local {
 			origin = vault.KeyGenerated
 		}
-		rec = &vault.KeyRecord{Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
-			Origin: origin, Extractable: k.Extractable, Ceremony: ceremony, RecordedAt: time.Now().UTC()}
+		rec = &vault.KeyRecord{Token: tok.Serial, Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
+			Digest: k.Digest, Origin: origin, Extractable: k.Extractable, Ceremony: ceremony, RecordedAt: time.Now().UTC()}
 	}
 	if rec == nil {
 		return fmt.Errorf("%s: not in the token", label)
@@ -222,18 +228,18 @@ func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, lab
 	if vault.KindOf(err) != vault.KindConflict {
 		return err
 	}
-	// Recorded before: a backup restored into another token beside the
-	// same database. The same key is fine; another is not.
+	// Recorded before for this token: a ceremony run again. The same key
+	// is fine; another is not.
 	records, lerr := catalog.KeyRecords(ctx)
 	if lerr != nil {
 		return lerr
 	}
 	for _, r := range records {
-		if r.Label == label && r.Check == rec.Check {
+		if r.Token == rec.Token && r.Label == label && r.Digest == rec.Digest {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: the catalog records another key under this label: %w", label, err)
+	return fmt.Errorf("%s: the catalog records another key under this label for this token: %w", label, err)
 }
 
 func defaultTranscript(ceremony string, now time.Time) string {
@@ -284,7 +290,9 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 			return err
 		}
 		for _, r := range records {
-			recorded[r.Label] = true
+			if r.Token == tok.Serial {
+				recorded[r.Label] = true
+			}
 		}
 	}
 
@@ -441,6 +449,59 @@ func exportPolicy(k hsm.KeyInfo) string {
 		return "trusted-wrap"
 	}
 	return "WRAPPABLE" // made outside the vault's templates: look into it
+}
+
+// ceremonyAdopt records a key version that is in the token but was not
+// made by a ceremony of this vault's (a key placed by a vendor tool, or
+// one made before key catalogs), after printing what the token shows of
+// it for the transcript. It refuses an object whose attributes the server
+// would reject: adopting is a reviewed decision about a key's value, never
+// a way around its attributes.
+func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	fs, cf := newCeremonyFlags("adopt")
+	label := fs.String("label", "", "the key version to record, purpose/vN")
+	if err := cf.parse(fs, args); err != nil {
+		return err
+	}
+	if *label == "" {
+		return errors.New("--label is required")
+	}
+	m, store, tok, now, err := cf.beginWithStore(ctx, "adopt", log, false)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer store.Close()
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	t := newTranscript(stdout, "adopt", now, *cf.operator, tok)
+	found := false
+	for _, k := range keys {
+		if k.Label != *label {
+			continue
+		}
+		found = true
+		t.printf("object:   %s %s %s, sensitive=%v modifiable=%v copyable=%v local=%v export=%s usages=%v check %s\n",
+			k.Label, k.Kind, k.Class, k.Sensitive, k.Modifiable, k.Copyable, k.Local, exportPolicy(k), k.Usages, k.Check)
+	}
+	if !found {
+		return fmt.Errorf("no object labelled %s in the token", *label)
+	}
+	if err := recordKey(ctx, m, store, *label, filepath.Base(*cf.transcript)); err != nil {
+		return err
+	}
+	records, err := store.KeyRecords(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		if r.Label == *label && r.Token == tok.Serial {
+			t.printf("\nresult: %s recorded, origin %s, check %s\n", r.Label, r.Origin, r.Check)
+		}
+	}
+	return t.save(*cf.transcript)
 }
 
 // ceremonyList prints the catalog: every key, its version, type, usages,

@@ -360,10 +360,9 @@ func TestFindingRequestIDIsTheServers(t *testing.T) {
 	}
 }
 
-// plantKey creates a secret key object of a known value under label, with
-// nothing but the user PIN, as the review did on a copy of the token:
-// not sensitive, extractable, every usage.
-func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
+// withUserSession runs fn on a read-write session of the test token,
+// logged in with the user PIN: what anyone holding that PIN can do.
+func withUserSession(t *testing.T, v *vaultEnv, fn func(p *pkcs11.Ctx, sh pkcs11.SessionHandle)) {
 	t.Helper()
 	t.Setenv("SOFTHSM2_CONF", v.tok.Conf)
 	p := pkcs11.New(v.tok.Module)
@@ -392,6 +391,18 @@ func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
 		if err := p.Login(sh, pkcs11.CKU_USER, v.tok.PIN); err != nil {
 			t.Fatal(err)
 		}
+		fn(p, sh)
+		return
+	}
+	t.Fatalf("no token labelled %s", v.tok.Label)
+}
+
+// plantKey creates a secret key object of a known value under label, with
+// nothing but the user PIN, as the review did on a copy of the token:
+// not sensitive, extractable, every usage.
+func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
+	t.Helper()
+	withUserSession(t, v, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
 		if _, err := p.CreateObject(sh, []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
@@ -407,9 +418,7 @@ func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		return
-	}
-	t.Fatalf("no token labelled %s", v.tok.Label)
+	})
 }
 
 // Finding 4: with the user PIN, a non-sensitive, extractable card-kek/v7

@@ -17,7 +17,7 @@ import (
 // go on setting PINs: the new key is published at once, the previous one
 // is accepted through its grace, and the one before that is refused.
 func TestSetPINRotationWithGrace(t *testing.T) {
-	jv := newServedVault(t, pinScopes, envPINPerCard+"=50", envKeyRefresh+"=1ms")
+	jv := newServedVault(t, pinScopes, envPINPerCard+"=50", envKeyRefresh+"=1ms", envDeviceGate+"=off") // one person on both surfaces
 	_, card := orderPhysicalCard(t, jv, "person-1")
 	keys := map[int]publishedKey{1: fetchSetPINKey(t, jv)}
 	if keys[1].kid != "set-pin-v1" {
@@ -87,7 +87,7 @@ func TestSetPINRotationWithGrace(t *testing.T) {
 	day := func(n int) string { return time.Now().UTC().AddDate(0, 0, n).Format(time.DateOnly) }
 	rows := map[string]string{}
 	for _, line := range strings.Split(list, "\n") {
-		if f := strings.Fields(line); len(f) == 11 && f[4] == "public" {
+		if f := strings.Fields(line); len(f) == 12 && f[4] == "public" {
 			rows[f[0]] = f[9]
 		}
 	}

@@ -418,7 +418,7 @@ func strip(body string) string {
 }
 
 func TestSolarisRevealBudgets(t *testing.T) {
-	jv := newServedVault(t, solarisScopes, envPerCard+"=2", envPerDevice+"=3", envWindow+"=1h")
+	jv := newServedVault(t, solarisScopes, envPerCard+"=2", envPerDevice+"=3", envWindow+"=1h", envDeviceGate+"=off") // the card budget spans both surfaces
 	card := jv.importCard(t, "person-1", "4000001234567899")
 	card2 := jv.importCard(t, "person-1", "4000001234567006")
 	card3 := jv.importCard(t, "person-1", "4000001234567014")

@@ -14,17 +14,17 @@ func (s *Store) RecordKey(ctx context.Context, r vault.KeyRecord) error {
 	if r.Extractable {
 		extractable = 1
 	}
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO key_catalog (label, purpose, version, check_value, origin, extractable, ceremony, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-		r.Label, r.Purpose, int64(r.Version), r.Check, r.Origin, extractable, r.Ceremony, micros(r.RecordedAt))
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO key_catalog (token, label, purpose, version, check_value, digest, origin, extractable, ceremony, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		r.Token, r.Label, r.Purpose, int64(r.Version), r.Check, r.Digest, r.Origin, extractable, r.Ceremony, micros(r.RecordedAt))
 	if s.d.isUnique(err) {
 		return vault.Conflict("label", r.Label+" is recorded already")
 	}
 	return s.fail(err)
 }
 
-// KeyRecords returns every key record.
+// KeyRecords returns every key record, of every token.
 func (s *Store) KeyRecords(ctx context.Context) ([]vault.KeyRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT label, purpose, version, check_value, origin, extractable, ceremony, recorded_at FROM key_catalog ORDER BY label`)
+	rows, err := s.db.QueryContext(ctx, `SELECT token, label, purpose, version, check_value, digest, origin, extractable, ceremony, recorded_at FROM key_catalog ORDER BY token, label`)
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -33,7 +33,7 @@ func (s *Store) KeyRecords(ctx context.Context) ([]vault.KeyRecord, error) {
 	for rows.Next() {
 		var r vault.KeyRecord
 		var version, extractable, at int64
-		if err := rows.Scan(&r.Label, &r.Purpose, &version, &r.Check, &r.Origin, &extractable, &r.Ceremony, &at); err != nil {
+		if err := rows.Scan(&r.Token, &r.Label, &r.Purpose, &version, &r.Check, &r.Digest, &r.Origin, &extractable, &r.Ceremony, &at); err != nil {
 			return nil, s.fail(err)
 		}
 		r.Version, r.Extractable, r.RecordedAt = uint32(version), extractable == 1, fromMicros(at)

@@ -14,17 +14,23 @@ ALTER TABLE idempotency ADD COLUMN card_id TEXT NOT NULL DEFAULT '';
 CREATE INDEX idempotency_card ON idempotency (card_id);
 CREATE INDEX idempotency_created ON idempotency (created_at);
 
--- Every key version a ceremony made or imported, with what it must look
--- like in the token. The server uses no object that is not here.
+-- Every key version a ceremony made or imported in a token (by serial),
+-- with what it must look like there. The server uses no object that is
+-- not here. digest is the full-length check (a whole CMAC or HMAC of a
+-- zero block, or the SPKI SHA-256), which no one can grind a key to
+-- match as they could the three-byte KCV.
 CREATE TABLE key_catalog (
-    label       TEXT PRIMARY KEY,
+    token       TEXT NOT NULL,
+    label       TEXT NOT NULL,
     purpose     TEXT NOT NULL,
     version     BIGINT NOT NULL,
     check_value TEXT NOT NULL,
+    digest      TEXT NOT NULL,
     origin      TEXT NOT NULL,
     extractable INTEGER NOT NULL,
     ceremony    TEXT NOT NULL,
-    recorded_at BIGINT NOT NULL
+    recorded_at BIGINT NOT NULL,
+    PRIMARY KEY (token, label)
 );
 
 -- +goose Down
