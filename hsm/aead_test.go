@@ -93,3 +93,24 @@ func flip(b []byte, i int) []byte {
 func itoa(i int) string {
 	return string([]byte{byte('0' + i/100%10), byte('0' + i/10%10), byte('0' + i%10)})
 }
+
+// Finding 8: miekg/pkcs11's Decrypt left the opened record in a freed C
+// buffer. On SoftHSM2 the adapter decrypts straight into Go memory.
+func TestDecryptWritesIntoGoMemory(t *testing.T) {
+	m := openKeyedModule(t, CardKEK)
+	if _, ok := m.p.(*clearingP11); !ok {
+		t.Fatalf("the module's calls are %T, not the clearing decrypt", m.p)
+	}
+	ctx := context.Background()
+	sealed, _, err := m.Seal(ctx, []byte("aad"), []byte("4111111111111111"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := m.Open(ctx, []byte("aad"), sealed); err != nil || string(got) != "4111111111111111" {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+	sealed[len(sealed)-1] ^= 1
+	if _, err := m.Open(ctx, []byte("aad"), sealed); !errors.Is(err, ErrCrypto) {
+		t.Fatalf("a tampered record opened: %v", err)
+	}
+}

@@ -148,8 +148,12 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s", cfg.Module)
 	}
 	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxSessions)}
+	var err error
+	if m.p, err = newClearingP11(raw, cfg.Module); err != nil {
+		m.log.Warn("plaintext from the token passes through an unwiped C buffer", "error", err)
+	}
 	if wrap != nil {
-		m.p = wrap(raw)
+		m.p = wrap(m.p)
 	}
 	if _, err := m.current(); err != nil {
 		raw.Destroy()

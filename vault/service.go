@@ -3,7 +3,6 @@ package vault
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
@@ -374,7 +373,7 @@ func encryptToClient(r io.Reader, key *ClientKey, cardID string, rec *secretReco
 		dst   *[]byte
 		plain []byte
 	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
-		ct, err := rsa.EncryptPKCS1v15(r, key.Public, f.plain)
+		ct, err := key.EncryptPKCS1v15(r, f.plain)
 		if err != nil {
 			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
 		}
