@@ -86,7 +86,16 @@ func TestLeakScan(t *testing.T) {
 		t.Fatalf("set PIN: %s %s", st, body)
 	}
 
-	goHeap, cMemory := processMemory(t, cmd.Process.Pid)
+	goHeap, cMemory, regions := processMemory(t, cmd.Process.Pid)
+	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
+	for _, p := range [][]byte{[]byte("\x00" + forms.pin + "\n")} {
+		t.Logf("padded PIN at %v", where(regions, p))
+	}
+	for _, c := range forms.cards {
+		if at := where(regions, append(append([]byte{byte(len(c.cvv))}, c.cvv...), 6)); len(at) > 0 {
+			t.Logf("record encoding of a card at %v", at)
+		}
+	}
 	core := filepath.Join(t.TempDir(), "core")
 	if out, err := exec.Command(gcore, "-o", core, strconv.Itoa(cmd.Process.Pid)).CombinedOutput(); err != nil {
 		t.Fatalf("gcore: %v\n%s", err, out)
@@ -94,6 +103,9 @@ func TestLeakScan(t *testing.T) {
 	dump, err := os.ReadFile(fmt.Sprintf("%s.%d", core, cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if at := coreMappings(t, fmt.Sprintf("%s.%d", core, cmd.Process.Pid), maps, []byte("\x00"+forms.pin+"\n")); len(at) > 0 {
+		t.Logf("padded PIN in the core dump, in: %v", at)
 	}
 	// The scan must be able to find what is there: the cards' ids are in
 	// the server's memory (its database pages, if nothing else).

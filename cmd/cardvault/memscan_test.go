@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"debug/elf"
+	bin "encoding/binary"
 	"fmt"
 	"os"
 	"strconv"
@@ -69,10 +71,12 @@ func (c leakCount) add(o leakCount) {
 }
 
 // processMemory reads every anonymous, readable mapping of a running
-// process through /proc/PID/mem, split into the Go heap (the runtime's
-// arenas at 0xc000000000) and the rest (glibc's heap and arenas, where C
-// code such as the PKCS#11 library and cgo allocate).
-func processMemory(t *testing.T, pid int) (goHeap, cMemory []byte) {
+// process through /proc/PID/mem, split into C memory (glibc's heap and
+// arenas, where the PKCS#11 library and cgo allocate) and the rest (the Go
+// heap, whose base Go 1.26 randomises, and the runtime's own mappings).
+// A glibc arena is recognised by its first word, the heap_info's pointer
+// to the malloc_state that follows it.
+func processMemory(t *testing.T, pid int) (goHeap, cMemory []byte, regions []memRegion) {
 	t.Helper()
 	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -98,13 +102,45 @@ func processMemory(t *testing.T, pid int) (goHeap, cMemory []byte) {
 		end, _ := strconv.ParseUint(hi, 16, 64)
 		buf := make([]byte, end-start)
 		n, _ := mem.ReadAt(buf, int64(start))
-		if start >= 0xc000000000 && start < 0xc100000000 {
-			goHeap = append(goHeap, buf[:n]...)
+		buf = buf[:n]
+		arena := false
+		if n >= 8 {
+			first := bin.LittleEndian.Uint64(buf)
+			arena = first > start && first <= start+64
+		}
+		r := memRegion{start: start, data: buf, c: (len(f) >= 6 && f[5] == "[heap]") || arena}
+		regions = append(regions, r)
+		if r.c {
+			cMemory = append(cMemory, buf...)
 		} else {
-			cMemory = append(cMemory, buf[:n]...)
+			goHeap = append(goHeap, buf...)
 		}
 	}
-	return goHeap, cMemory
+	return goHeap, cMemory, regions
+}
+
+// memRegion is one mapping read from /proc/PID/mem.
+type memRegion struct {
+	start uint64
+	data  []byte
+	c     bool // glibc's
+}
+
+// where says in which regions, and at which addresses, a pattern lies.
+func where(regions []memRegion, pattern []byte) []string {
+	var out []string
+	for _, r := range regions {
+		for off := 0; ; {
+			i := bytes.Index(r.data[off:], pattern)
+			if i < 0 {
+				break
+			}
+			from := max(0, off+i-24)
+			out = append(out, fmt.Sprintf("0x%x in %d KiB region at 0x%x (glibc %v), after %x", r.start+uint64(off+i), len(r.data)>>10, r.start, r.c, r.data[from:off+i]))
+			off += i + len(pattern)
+		}
+	}
+	return out
 }
 
 // leakTable formats counts per place as the table the issue asks for.
@@ -123,4 +159,44 @@ func leakTable(places []string, counts map[string]leakCount, of map[string]int) 
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// coreMappings names, for each place a pattern lies in a core dump, the
+// process mapping (a line of /proc/PID/maps) it came from.
+func coreMappings(t *testing.T, core string, maps []byte, pattern []byte) []string {
+	t.Helper()
+	f, err := elf.Open(core)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	for _, p := range f.Progs {
+		if p.Type != elf.PT_LOAD || p.Filesz == 0 {
+			continue
+		}
+		data := make([]byte, p.Filesz)
+		if _, err := p.ReadAt(data, 0); err != nil {
+			continue
+		}
+		for off := 0; ; {
+			i := bytes.Index(data[off:], pattern)
+			if i < 0 {
+				break
+			}
+			addr := p.Vaddr + uint64(off+i)
+			line := fmt.Sprintf("0x%x (no mapping)", addr)
+			for _, l := range strings.Split(string(maps), "\n") {
+				lo, hi, _ := strings.Cut(strings.Fields(l + " x")[0], "-")
+				a, _ := strconv.ParseUint(lo, 16, 64)
+				b, _ := strconv.ParseUint(hi, 16, 64)
+				if addr >= a && addr < b {
+					line = fmt.Sprintf("0x%x in %s", addr, l)
+				}
+			}
+			out = append(out, line)
+			off += i + len(pattern)
+		}
+	}
+	return out
 }
