@@ -72,11 +72,12 @@ func (c leakCount) add(o leakCount) {
 
 // processMemory reads every anonymous, readable mapping of a running
 // process through /proc/PID/mem, split into C memory (glibc's heap and
-// arenas, where the PKCS#11 library and cgo allocate) and the rest (the Go
-// heap, whose base Go 1.26 randomises, and the runtime's own mappings).
+// arenas, where the PKCS#11 library and cgo allocate), thread stacks, and
+// the rest (the Go heap, whose base Go 1.26 randomises, and the runtime's
+// own mappings).
 // A glibc arena is recognised by its first word, the heap_info's pointer
 // to the malloc_state that follows it.
-func processMemory(t *testing.T, pid int) (goHeap, cMemory []byte, regions []memRegion) {
+func processMemory(t *testing.T, pid int) (goHeap, cMemory, stacks []byte, regions []memRegion) {
 	t.Helper()
 	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -110,14 +111,24 @@ func processMemory(t *testing.T, pid int) (goHeap, cMemory []byte, regions []mem
 		}
 		r := memRegion{start: start, data: buf, c: (len(f) >= 6 && f[5] == "[heap]") || arena}
 		regions = append(regions, r)
-		if r.c {
+		switch {
+		case r.c:
 			cMemory = append(cMemory, buf...)
-		} else {
+		case end-start == threadStack:
+			// A thread's system stack, where C code (the token's
+			// library) keeps its locals: cgo runs it on the stack
+			// pthread_create gave the thread.
+			stacks = append(stacks, buf...)
+		default:
 			goHeap = append(goHeap, buf...)
 		}
 	}
-	return goHeap, cMemory, regions
+	return goHeap, cMemory, stacks, regions
 }
+
+// threadStack is the size of a thread stack glibc maps (RLIMIT_STACK, 8
+// MiB by default); no Go heap mapping has exactly this size.
+const threadStack = 8 << 20
 
 // memRegion is one mapping read from /proc/PID/mem.
 type memRegion struct {
