@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardvault/cardvault/internal/p11test"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/miekg/pkcs11"
 )
@@ -110,19 +111,7 @@ func TestPinnedCatalogRefusesPlantedAndAlteredKeys(t *testing.T) {
 			if p == PANHMAC {
 				keyType = pkcs11.CKK_GENERIC_SECRET
 			}
-			_, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-				pkcs11.NewAttribute(pkcs11.CKA_LABEL, Label(p, 7)),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-				pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-				pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
-			})
+			_, err := c.p.CreateObject(sh, p11test.PlantTemplate(Label(p, 7), keyType))
 			if err != nil {
 				t.Fatal(err)
 			}

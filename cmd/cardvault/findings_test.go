@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardvault/cardvault/internal/p11test"
 	"github.com/miekg/pkcs11"
 	_ "modernc.org/sqlite"
 )
@@ -403,19 +404,7 @@ func withUserSession(t *testing.T, v *vaultEnv, fn func(p *pkcs11.Ctx, sh pkcs11
 func plantKey(t *testing.T, v *vaultEnv, label string, keyType uint) {
 	t.Helper()
 	withUserSession(t, v, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
-		if _, err := p.CreateObject(sh, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
-		}); err != nil {
+		if _, err := p.CreateObject(sh, p11test.PlantTemplate(label, keyType)); err != nil {
 			t.Fatal(err)
 		}
 	})

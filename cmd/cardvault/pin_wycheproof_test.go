@@ -83,7 +83,8 @@ func TestSetPINEndpointWithWycheproofVectors(t *testing.T) {
 // importKeyPair creates an RSA key pair of a known value in the test token
 // under label, with the attributes the vault gives a restored set_pin key:
 // sensitive, decrypt only, wrapped only under a trusted key, not copyable,
-// not modifiable.
+// not modifiable. They are written out here, not taken from hsm: this is
+// another tool placing a key, which the catalog check must judge.
 func importKeyPair(t *testing.T, v *vaultEnv, label string, priv *rsa.PrivateKey) {
 	t.Helper()
 	priv.Precompute()
