@@ -271,10 +271,10 @@ func (m *Module) Import(ctx context.Context, kek []byte, b *Backup) (err error) 
 		var h pkcs11.ObjectHandle
 		switch k.Class {
 		case "secret":
-			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, secretTemplate(k.Purpose, k.Version))
+			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, c.fit(secretTemplate(k.Purpose, k.Version)))
 			err = describeIf("C_UnwrapKey", err)
 		case "private":
-			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, privateTemplate(k.Label))
+			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, c.fit(privateTemplate(k.Label)))
 			err = describeIf("C_UnwrapKey", err)
 		case "public":
 			h, err = c.createPublic(sh, k)

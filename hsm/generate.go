@@ -84,10 +84,28 @@ func (m *Module) createKey(label string, create func(*conn) error) error {
 	} else if exists {
 		return fmt.Errorf("%w: %s", ErrKeyExists, label)
 	}
-	if err := create(c); err != nil {
+	err = create(c)
+	if err != nil && c.refusedCopyable(err) {
+		m.log.Info("the token refuses CKA_COPYABLE on token keys; keys are made without it", "token", m.cfg.TokenLabel)
+		err = create(c)
+	}
+	if err != nil {
 		return fmt.Errorf("hsm: create %s: %w", label, err)
 	}
 	return c.loadVersions()
+}
+
+// refusedCopyable reports whether a key template was refused in the way a
+// token without CKA_COPYABLE refuses it, and if so drops the attribute
+// from then on. Such a token keeps nothing to copy with: it reads the
+// attribute back as absent.
+func (c *conn) refusedCopyable(err error) bool {
+	var code pkcs11.Error
+	if c.noCopyable.Load() || !errors.As(err, &code) || (code != pkcs11.CKR_GENERAL_ERROR && code != pkcs11.CKR_ATTRIBUTE_TYPE_INVALID) {
+		return false
+	}
+	c.noCopyable.Store(true)
+	return true
 }
 
 func (c *conn) exists(label string) (bool, error) {
@@ -102,7 +120,7 @@ func (c *conn) exists(label string) (bool, error) {
 
 func (c *conn) generateSecret(p Purpose, version uint32) error {
 	template := crypto11.NewAttributeSet()
-	for _, a := range secretTemplate(p, version) {
+	for _, a := range c.fit(secretTemplate(p, version)) {
 		if a.Type == pkcs11.CKA_CLASS || a.Type == pkcs11.CKA_KEY_TYPE {
 			continue // crypto11 sets these from the cipher
 		}
@@ -140,7 +158,7 @@ func (c *conn) generateRSA(label string) error {
 	}
 	// The private half has the attributes a restored one gets (backup.go),
 	// less those crypto11 sets itself.
-	for _, a := range privateTemplate(label) {
+	for _, a := range c.fit(privateTemplate(label)) {
 		switch a.Type {
 		case pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_TOKEN:
 			continue
@@ -163,11 +181,29 @@ func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, va
 	if len(value) != 32 {
 		return fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
 	}
-	template := append(secretTemplate(p, version), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
 	return m.createKey(Label(p, version), func(c *conn) error {
+		template := append(c.fit(secretTemplate(p, version)), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
 		return c.withSession(func(sh pkcs11.SessionHandle) error {
 			_, err := c.p.CreateObject(sh, template)
 			return describeIf("C_CreateObject", err)
 		})
 	})
+}
+
+// fit drops from a key template what the token refuses outright: NSS
+// softokn answers a token key's template holding CKA_COPYABLE with
+// CKR_GENERAL_ERROR (it takes it on session keys only, so no session
+// trial can tell). createKey learns it from the first refusal; every
+// other attribute is required.
+func (c *conn) fit(template []*pkcs11.Attribute) []*pkcs11.Attribute {
+	if !c.noCopyable.Load() {
+		return template
+	}
+	out := make([]*pkcs11.Attribute, 0, len(template))
+	for _, a := range template {
+		if a.Type != pkcs11.CKA_COPYABLE {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -126,7 +126,8 @@ type conn struct {
 
 	versions   atomic.Pointer[versionView]
 	refresh    time.Duration
-	catalog    KeyRecords // nil: every vault-labelled object is used
+	catalog    KeyRecords  // nil: every vault-labelled object is used
+	noCopyable atomic.Bool // the token refuses CKA_COPYABLE in token key templates
 	log        *slog.Logger
 	refreshing sync.Mutex // one caller lists the token; the rest use the view they have
 
@@ -149,7 +150,7 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	}
 	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxSessions)}
 	var err error
-	if m.p, err = newClearingP11(raw, cfg.Module); err != nil {
+	if m.p, err = newClearingP11(raw); err != nil {
 		m.log.Warn("plaintext from the token passes through an unwiped C buffer", "error", err)
 	}
 	if wrap != nil {

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cardvault/cardvault/internal/nsstoken"
+)
+
+// newNSSVaultEnv is newVaultEnv on a fresh NSS softokn database: the same
+// binary, another PKCS#11 implementation.
+func newNSSVaultEnv(t *testing.T) *vaultEnv {
+	t.Helper()
+	tok := nsstoken.New(t)
+	dir := t.TempDir()
+	pinFile := filepath.Join(dir, "pin")
+	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &vaultEnv{dir: dir, env: append(append(os.Environ(), tok.Env...),
+		envModule+"="+tok.Module,
+		envTokenLabel+"="+nsstoken.Label,
+		envPINFile+"="+pinFile,
+		envTranscripts+"="+filepath.Join(dir, "transcripts"),
+		envTokensFile+"="+filepath.Join(dir, "api-tokens"),
+		envDB+"=sqlite:"+filepath.Join(dir, "vault.db"),
+	)}
+}
+
+// TestEndToEndOnNSSSoftokn runs the key ceremony, Jiko's virtual card
+// create and read, an import and its secure view, and the guide's PIN set
+// with openssl on NSS softokn, through the real binary. NSS differs from
+// SoftHSM2 where it counts: it refuses CKA_COPYABLE on token keys, and it
+// answers an AES-GCM length query without the tag.
+func TestEndToEndOnNSSSoftokn(t *testing.T) {
+	v := newNSSVaultEnv(t)
+	out, err := v.run(t, "ceremony", "init")
+	if err != nil || !strings.Contains(out, "result: created 5 key(s)") || !strings.Contains(out, "NSS Certificate DB") {
+		t.Fatalf("init on NSS: %v\n%s", err, out)
+	}
+	list, err := v.run(t, "ceremony", "list")
+	if err != nil || strings.Contains(list, "REJECTED") || strings.Count(list, "recorded") != 6 {
+		t.Fatalf("list on NSS: %v\n%s", err, list)
+	}
+	token := v.token(t, "platform", pinScopes...)
+	base, logs := startServer(t, v)
+	jv := &jikoVault{vaultEnv: v, base: base, token: token, logs: logs}
+
+	if r := jv.do(t, "GET", base+"/readyz", nil, nil); r.status != 200 {
+		t.Fatalf("readyz on NSS: %d %s", r.status, r.body)
+	}
+	cards := jikoCreateAndRead(t, jv, "nss-jiko", 1)
+	if len(cards[0].pan) != 16 || !luhn(cards[0].pan) {
+		t.Fatalf("Jiko card on NSS: %+v", cards[0])
+	}
+	card := jv.importCard(t, "nss-person", "4000001234567899")
+	viewer := newViewer(t, jv, "nss-person")
+	viewer.prepare(t, 1)
+	if got, err := viewer.reveal(t, card); err != nil || got != "4000001234567899" {
+		t.Fatalf("secure view on NSS: %q, %v", mask(got), err)
+	}
+	_, physical := orderPhysicalCard(t, jv, "nss-acct")
+	if st, body := runPINFlow(t, jv, "nss-acct", physical, "2580"); st != "200" {
+		t.Fatalf("PIN set on NSS: %s %s", st, body)
+	}
+	if st, body := runPINFlow(t, jv, "nss-acct", physical, "1234"); st != "422" {
+		t.Fatalf("a weak PIN on NSS: %s %s", st, body)
+	}
+}
