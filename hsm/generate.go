@@ -190,20 +190,57 @@ func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, va
 	})
 }
 
-// fit drops from a key template what the token refuses outright: NSS
-// softokn answers a token key's template holding CKA_COPYABLE with
-// CKR_GENERAL_ERROR (it takes it on session keys only, so no session
-// trial can tell). createKey learns it from the first refusal; every
-// other attribute is required.
+// fit adapts a key template to the token:
+//   - A token that ignores CKA_WRAP_WITH_TRUSTED (NSS softokn wraps such a
+//     key under any key the user makes) gets CKA_EXTRACTABLE=false: an
+//     extractable key there would leave with the user PIN alone. Backups
+//     are then the token's own business (export refuses).
+//   - A token that refuses CKA_COPYABLE on token keys (NSS again, with
+//     CKR_GENERAL_ERROR; it takes it on session keys only, so no session
+//     trial can tell) gets keys without it; createKey learns this from the
+//     first refusal.
+//
+// Every other attribute is required as written.
 func (c *conn) fit(template []*pkcs11.Attribute) []*pkcs11.Attribute {
-	if !c.noCopyable.Load() {
-		return template
-	}
 	out := make([]*pkcs11.Attribute, 0, len(template))
 	for _, a := range template {
-		if a.Type != pkcs11.CKA_COPYABLE {
-			out = append(out, a)
+		switch {
+		case a.Type == pkcs11.CKA_COPYABLE && c.noCopyable.Load():
+			continue
+		case a.Type == pkcs11.CKA_EXTRACTABLE && c.untrustedWrap:
+			a = pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)
 		}
+		out = append(out, a)
 	}
 	return out
+}
+
+// probeTrustedWrap finds out, on session keys that die with the session,
+// whether the token enforces CKA_WRAP_WITH_TRUSTED: a key marked so must
+// not wrap under a key the user made.
+func (c *conn) probeTrustedWrap() (enforced bool, err error) {
+	err = c.withSession(func(sh pkcs11.SessionHandle) error {
+		secret := func(extra ...*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+			return c.p.CreateObject(sh, append([]*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+				pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
+			}, extra...))
+		}
+		key, err := secret(pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true), pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true))
+		if err != nil {
+			return describe("C_CreateObject(probe key)", err)
+		}
+		defer c.p.DestroyObject(sh, key)
+		wrapper, err := secret(pkcs11.NewAttribute(pkcs11.CKA_WRAP, true))
+		if err != nil {
+			return describe("C_CreateObject(probe wrapping key)", err)
+		}
+		defer c.p.DestroyObject(sh, wrapper)
+		_, werr := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, wrapper, key)
+		enforced = werr != nil
+		return nil
+	})
+	return enforced, err
 }

@@ -4,15 +4,41 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 
+	"github.com/cardvault/cardvault/internal/nsstoken"
 	"github.com/cardvault/cardvault/softhsm"
 )
 
-// openTestModule opens a fresh token with no keys.
-func openTestModule(t testing.TB) (*Module, *softhsm.Token) {
+// testToken is the token a test runs on: SoftHSM2, or NSS softokn when
+// CARDVAULT_TEST_PKCS11=nss (scripts/test.sh runs this package on both).
+type testToken struct {
+	Module, Label, PIN string
+	Env                []string // what another process needs to reach it
+}
+
+// onNSS says whether this run of the package is on NSS softokn.
+func onNSS() bool { return os.Getenv("CARDVAULT_TEST_PKCS11") == "nss" }
+
+func newTestToken(t testing.TB) *testToken {
 	t.Helper()
+	if onNSS() {
+		tok := nsstoken.New(t)
+		for _, e := range tok.Env {
+			k, v, _ := strings.Cut(e, "=")
+			t.Setenv(k, v)
+		}
+		return &testToken{Module: tok.Module, Label: nsstoken.Label, PIN: tok.PIN, Env: tok.Env}
+	}
 	tok := softhsm.TestToken(t)
+	return &testToken{Module: tok.Module, Label: tok.Label, PIN: tok.PIN, Env: []string{"SOFTHSM2_CONF=" + tok.Conf}}
+}
+
+// openTestModule opens a fresh token with no keys.
+func openTestModule(t testing.TB) (*Module, *testToken) {
+	t.Helper()
+	tok := newTestToken(t)
 	m, err := Open(Config{
 		Module:     tok.Module,
 		TokenLabel: tok.Label,

@@ -96,6 +96,7 @@ func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 		}
 		if !k.Sensitive || !k.WrapWithTrusted {
 			t.Errorf("%s: sensitive=%v wrap-with-trusted=%v", k.Label, k.Sensitive, k.WrapWithTrusted)
+
 		}
 		err := c.withSession(func(sh pkcs11.SessionHandle) error {
 			class := uint(classSecret)
@@ -144,7 +145,7 @@ func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 		}
 		cmd := exec.Command(pkcs11Tool, "--module", tok.Module, "--token-label", tok.Label,
 			"--login", "--pin", tok.PIN, "--read-object", "--type", typ, "--label", k.Label)
-		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+tok.Conf)
+		cmd.Env = append(os.Environ(), tok.Env...)
 		out, err := cmd.CombinedOutput()
 		// pkcs11-tool exits 1 for a sensitive secret key, and for a private
 		// key declines with exit 0 and a message; either way no key bytes.

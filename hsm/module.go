@@ -124,12 +124,13 @@ type conn struct {
 	handles  map[handleKey]pkcs11.ObjectHandle
 	pubKeys  map[string]*rsa.PublicKey // RSA public halves per key pair label
 
-	versions   atomic.Pointer[versionView]
-	refresh    time.Duration
-	catalog    KeyRecords  // nil: every vault-labelled object is used
-	noCopyable atomic.Bool // the token refuses CKA_COPYABLE in token key templates
-	log        *slog.Logger
-	refreshing sync.Mutex // one caller lists the token; the rest use the view they have
+	versions      atomic.Pointer[versionView]
+	refresh       time.Duration
+	catalog       KeyRecords  // nil: every vault-labelled object is used
+	noCopyable    atomic.Bool // the token refuses CKA_COPYABLE in token key templates
+	untrustedWrap bool        // the token wraps CKA_WRAP_WITH_TRUSTED keys under any key
+	log           *slog.Logger
+	refreshing    sync.Mutex // one caller lists the token; the rest use the view they have
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex
@@ -243,6 +244,14 @@ func (m *Module) connect() (*conn, error) {
 		refresh: m.cfg.KeyRefresh,
 		catalog: m.cfg.Catalog,
 		log:     m.log,
+	}
+	enforced, err := c.probeTrustedWrap()
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.untrustedWrap = !enforced; c.untrustedWrap {
+		m.log.Warn("the token ignores CKA_WRAP_WITH_TRUSTED; keys are made never extractable, and backups are the token's own", "token", m.cfg.TokenLabel)
 	}
 	if err := c.loadVersions(); err != nil {
 		c.close()

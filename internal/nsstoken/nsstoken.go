@@ -33,7 +33,7 @@ type Token struct {
 // New makes an NSS database in a temporary directory with certutil and
 // builds the shim that hands softokn its configuration. Under CI=true a
 // missing certutil, C compiler or softokn fails the test.
-func New(t *testing.T) *Token {
+func New(t testing.TB) *Token {
 	t.Helper()
 	certutil := testenv.RequireCommand(t, "certutil")
 	cc := testenv.RequireCommand(t, "cc")
