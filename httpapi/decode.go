@@ -98,6 +98,10 @@ func (r *jsonRef) UnmarshalJSON(b []byte) error {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
+// fieldName is what an unknown key must look like to be named in an
+// error.
+var fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
 // checkKeys refuses, by name, the first key (in sorted order) of a JSON
 // object that is not exactly a field of t, and checks nested objects of
 // struct-typed fields the same way. A body that is not an object is left
@@ -134,6 +138,14 @@ func checkKeys(body []byte, t reflect.Type, prefix string) error {
 		}
 		ft, ok := fields[k]
 		if !ok {
+			if !fieldName.MatchString(k) {
+				// Never echo what is not a name: it may be card data.
+				where := prefix
+				if where == "" {
+					where = "body"
+				}
+				return vault.Invalid(where, "has a field that is not known")
+			}
 			return vault.Invalid(path, "is not a known field")
 		}
 		if err := checkKeys(obj[k], ft, path); err != nil {
