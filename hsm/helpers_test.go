@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -99,4 +100,20 @@ func (k *keyedToken) open(t *testing.T, catalog KeyRecords) *Module {
 	}
 	t.Cleanup(m.Close)
 	return m
+}
+
+// implicitRejection says whether the token answers a PKCS#1 v1.5
+// ciphertext with bad padding with a stand-in message instead of an error,
+// as NSS softokn does (its countermeasure to Bleichenbacher-style
+// oracles). The vault never needs that error: the PIN path decrypts with
+// raw RSA and decodes in constant time.
+func implicitRejection(pad RSAPadding) bool { return onNSS() && pad == PKCS1v15 }
+
+// refused checks a decryption of a bad ciphertext: ErrCrypto, or on a
+// token with implicit rejection, a stand-in that is not the message.
+func refused(pad RSAPadding, got []byte, err error, msg []byte) bool {
+	if implicitRejection(pad) && err == nil {
+		return !bytes.Equal(got, msg)
+	}
+	return err == ErrCrypto
 }

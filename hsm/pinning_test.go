@@ -80,7 +80,14 @@ func TestKeysAreNotModifiableOrCopyable(t *testing.T) {
 			if err := c.p.SetAttributeValue(sh, h, []*pkcs11.Attribute{tc.attr}); err == nil {
 				t.Errorf("%s: attribute 0x%x changed with the user PIN", tc.label, tc.attr.Type)
 			}
-			if _, err := m.raw.CopyObject(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, tc.label+"-copy")}); err == nil {
+			_, err = m.raw.CopyObject(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, tc.label+"-copy")})
+			switch {
+			case onNSS() && !c.noCopyable.Load():
+				t.Errorf("on NSS the adapter did not learn that CKA_COPYABLE is refused")
+			case onNSS():
+				// NSS softokn has no CKA_COPYABLE (README); a copy gets a
+				// new label, which the pinned catalog never uses.
+			case err == nil:
 				t.Errorf("%s: copied with the user PIN", tc.label)
 			}
 		}

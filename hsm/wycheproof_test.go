@@ -111,8 +111,8 @@ func TestWycheproofRSADecrypt(t *testing.T) {
 					}
 				default:
 					invalid++
-					if err != ErrCrypto {
-						t.Errorf("%s #%d (invalid): err = %v, want exactly ErrCrypto", file.name, tc.TcID, err)
+					if !refused(file.pad, got, err, msg) {
+						t.Errorf("%s #%d (invalid): %x, err = %v, want exactly ErrCrypto", file.name, tc.TcID, got, err)
 					}
 				}
 			}

@@ -36,6 +36,12 @@ containers='^(TestPostgresContainerConformance|TestStackServesJikoAndSolaris|Tes
 echo "== go test -race"
 go test -race -count=1 -timeout 30m -skip "$containers" ./...
 
+# The hsm package again on NSS softokn, the second PKCS#11 implementation
+# (a fresh NSS database per test); the binary's NSS run is
+# TestEndToEndOnNSSSoftokn above.
+echo "== hsm on NSS softokn"
+CARDVAULT_TEST_PKCS11=nss go test -race -count=1 ./hsm
+
 echo "== container tests (testcontainers-go)"
 go test -race -count=1 -timeout 20m -v -run "$containers" ./vault/sqlstore ./internal/stacktest \
   | grep -E '^(--- |ok |FAIL|PASS|panic)|^\s+[a-z_]+\.go:[0-9]+:'
