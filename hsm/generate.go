@@ -92,6 +92,7 @@ func (m *Module) createKey(label string, create func(*conn) error) error {
 	if err != nil {
 		return fmt.Errorf("hsm: create %s: %w", label, err)
 	}
+	c.madeKeys.Store(true)
 	return c.loadVersions()
 }
 

@@ -129,6 +129,7 @@ type conn struct {
 	catalog       KeyRecords  // nil: every vault-labelled object is used
 	noCopyable    atomic.Bool // the token refuses CKA_COPYABLE in token key templates
 	untrustedWrap bool        // the token wraps CKA_WRAP_WITH_TRUSTED keys under any key
+	madeKeys      atomic.Bool // a token key was made on this connection
 	log           *slog.Logger
 	refreshing    sync.Mutex // one caller lists the token; the rest use the view they have
 

@@ -24,12 +24,15 @@ commands:
                         form a key's next version from custodian components (--purpose P --components N)
   ceremony export       back up every key, wrapped under a key formed from components (--out F --components N)
   ceremony import       restore a backup into this token (--in F --components N)
-  ceremony list         print the key catalog
+  ceremony adopt        record a key another tool placed, after review (--label purpose/vN)
+  ceremony list         print the key catalog, and what the server rejects
+  hsm probe             how the token behaves where PKCS#11 tokens differ (GCM IV, trusted wrap, mechanisms)
   audit verify          check the audit trail's hash chains and checkpoints; exit 1 at a broken link
   bench [--clients N] [--duration D] [--json] [--ops a,b]
                         drive a loopback server on this token and report each operation against its crypto bound
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
+  token revoke NAME     remove a token; servers stop accepting it within a second
 `
 
 func main() {
@@ -57,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = benchCmd(ctx, args[1:], stdout, stderr, log)
 	case "token":
 		err = tokenCmd(args[1:], stdout)
+	case "hsm":
+		err = hsmCmd(ctx, args[1:], stdout, log)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -69,3 +69,30 @@ func TestEndToEndOnNSSSoftokn(t *testing.T) {
 		t.Fatalf("a weak PIN on NSS: %s %s", st, body)
 	}
 }
+
+// TestHSMProbeOnBothImplementations prints each token's profile: SoftHSM2
+// honours the caller's GCM IV and enforces CKA_WRAP_WITH_TRUSTED; NSS
+// softokn honours the IV and wraps any key under a user key.
+func TestHSMProbeOnBothImplementations(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  func(*testing.T) *vaultEnv
+		want []string
+	}{
+		{"SoftHSM2", newVaultEnv, []string{"GCM IV:  honoured", "CKA_WRAP_WITH_TRUSTED:  enforced", "profile:  gcm-iv-honoured+trusted-wrap+copyable-not-yet-tried", "CKM_AES_KEY_WRAP_PAD:  listed"}},
+		{"NSS softokn", newNSSVaultEnv, []string{"GCM IV:  honoured", "CKA_WRAP_WITH_TRUSTED:  ignored", "profile:  gcm-iv-honoured+any-wrap+copyable-not-yet-tried", "NSS 3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := tc.env(t).run(t, "hsm", "probe")
+			if err != nil {
+				t.Fatalf("hsm probe: %v\n%s", err, out)
+			}
+			t.Logf("cardvault hsm probe on %s:\n%s", tc.name, out)
+			for _, want := range tc.want {
+				if !strings.Contains(strings.Join(strings.Fields(out), " "), strings.Join(strings.Fields(want), " ")) {
+					t.Errorf("probe output lacks %q", want)
+				}
+			}
+		})
+	}
+}
