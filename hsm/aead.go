@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -76,7 +77,9 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 		if err != nil {
 			return err
 		}
-		params := pkcs11.NewGCMParams(iv, fullAAD, gcmTagLen*8)
+		// The token gets a copy: one that draws its own IV (a cloud HSM)
+		// writes it back into the parameters, where it is read below.
+		params := pkcs11.NewGCMParams(bytes.Clone(iv), fullAAD, gcmTagLen*8)
 		defer params.Free()
 		if err := c.p.EncryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
 			return describe("C_EncryptInit(AES_GCM)", err)
@@ -84,6 +87,14 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 		ct, err = c.p.Encrypt(sh, plaintext)
 		if err != nil {
 			return describe("C_Encrypt(AES_GCM)", err)
+		}
+		// The record keeps the IV the token actually used, so it opens
+		// again whatever the token did with the one offered.
+		if used := params.IV(); !bytes.Equal(used, iv) {
+			if len(used) != gcmIVLen {
+				return fmt.Errorf("hsm: the token used a %d-byte GCM IV", len(used))
+			}
+			copy(iv, used)
 		}
 		return nil
 	})
