@@ -221,20 +221,12 @@ func (c *conn) fit(template []*pkcs11.Attribute) []*pkcs11.Attribute {
 // not wrap under a key the user made.
 func (c *conn) probeTrustedWrap() (enforced bool, err error) {
 	err = c.withSession(func(sh pkcs11.SessionHandle) error {
-		secret := func(extra ...*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-			return c.p.CreateObject(sh, append([]*pkcs11.Attribute{
-				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-				pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
-			}, extra...))
-		}
-		key, err := secret(pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true), pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true))
+		key, err := c.probeKey(sh, pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true), pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true))
 		if err != nil {
 			return describe("C_CreateObject(probe key)", err)
 		}
 		defer c.p.DestroyObject(sh, key)
-		wrapper, err := secret(pkcs11.NewAttribute(pkcs11.CKA_WRAP, true))
+		wrapper, err := c.probeKey(sh, pkcs11.NewAttribute(pkcs11.CKA_WRAP, true))
 		if err != nil {
 			return describe("C_CreateObject(probe wrapping key)", err)
 		}
@@ -244,4 +236,15 @@ func (c *conn) probeTrustedWrap() (enforced bool, err error) {
 		return nil
 	})
 	return enforced, err
+}
+
+// probeKey is an AES key of a known value on a session object, which dies
+// with the session: what the probes try a token's behaviour on.
+func (c *conn) probeKey(sh pkcs11.SessionHandle, extra ...*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	return c.p.CreateObject(sh, append([]*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
+		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
+		pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
+	}, extra...))
 }

@@ -121,13 +121,19 @@ var requestDigestDomain = []byte("cardvault idempotency v1\x00")
 // returns. A copy of the database then holds no hash that a guess of the
 // request's card data could be checked against.
 func (m *Module) RequestDigest(ctx context.Context, version uint32, request []byte) ([]byte, uint32, error) {
-	v, err := m.versionOrActive(ctx, PANHMAC, version)
-	if err != nil {
-		return nil, 0, err
-	}
 	msg := make([]byte, 0, len(requestDigestDomain)+len(request))
 	msg = append(append(msg, requestDigestDomain...), request...)
 	defer clear(msg)
-	sum, err := m.MACWithVersion(ctx, PANHMAC, v, msg)
-	return sum, v, err
+	var sum []byte
+	err := m.do(ctx, "hmac", func(c *conn) error {
+		var err error
+		if version == 0 {
+			if version, err = c.activeVersion(PANHMAC); err != nil {
+				return err
+			}
+		}
+		sum, err = c.sign(Label(PANHMAC, version), pkcs11.CKM_SHA256_HMAC, msg)
+		return err
+	})
+	return sum, version, err
 }

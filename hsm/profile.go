@@ -16,9 +16,9 @@ import (
 // session. It carries no key material.
 type Profile struct {
 	Token TokenInfo
-	// Mechanisms says which of the mechanisms the vault cares about the
-	// token lists, by name.
-	Mechanisms map[string]bool
+	// Mechanisms are the mechanisms the vault cares about, in order, and
+	// whether the token lists each.
+	Mechanisms []MechanismListed
 	// GCMIV is what the token does with the caller's AES-GCM IV:
 	// "honoured", "overwritten" (it draws its own and writes it back) or
 	// "refused" (CKR_MECHANISM_PARAM_INVALID).
@@ -29,6 +29,12 @@ type Profile struct {
 	// Copyable is what making keys has shown of CKA_COPYABLE on token
 	// keys: "accepted", "refused" or "not yet tried".
 	Copyable string
+}
+
+// MechanismListed is one mechanism of a profile.
+type MechanismListed struct {
+	Name   string
+	Listed bool
 }
 
 // profileMechanisms are the mechanisms a profile reports, in order.
@@ -58,7 +64,7 @@ func (p Profile) Name() string {
 
 // Profile probes the token.
 func (m *Module) Profile(ctx context.Context) (Profile, error) {
-	p := Profile{Mechanisms: map[string]bool{}}
+	var p Profile
 	tok, err := m.Token(ctx)
 	if err != nil {
 		return p, err
@@ -69,12 +75,12 @@ func (m *Module) Profile(ctx context.Context) (Profile, error) {
 		if err != nil {
 			return describe("C_GetMechanismList", err)
 		}
+		listed := map[uint]bool{}
 		for _, mech := range mechs {
-			for _, want := range profileMechanisms {
-				if mech.Mechanism == want.mech {
-					p.Mechanisms[want.name] = true
-				}
-			}
+			listed[mech.Mechanism] = true
+		}
+		for _, want := range profileMechanisms {
+			p.Mechanisms = append(p.Mechanisms, MechanismListed{want.name, listed[want.mech]})
 		}
 		p.TrustedWrap = !c.untrustedWrap
 		switch {
@@ -96,13 +102,7 @@ func (m *Module) Profile(ctx context.Context) (Profile, error) {
 func (c *conn) probeGCMIV() (string, error) {
 	var mode string
 	err := c.withSession(func(sh pkcs11.SessionHandle) error {
-		key, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_AES),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false),
-			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true),
-			pkcs11.NewAttribute(pkcs11.CKA_VALUE, make([]byte, 32)),
-		})
+		key, err := c.probeKey(sh, pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, true))
 		if err != nil {
 			return describe("C_CreateObject(probe key)", err)
 		}

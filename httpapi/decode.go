@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cardvault/cardvault/vault"
 	"github.com/labstack/echo/v4"
@@ -102,20 +103,13 @@ var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 // error.
 var fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
 
-// checkKeys refuses, by name, the first key (in sorted order) of a JSON
-// object that is not exactly a field of t, and checks nested objects of
-// struct-typed fields the same way. A body that is not an object is left
-// for the typed decode to name.
-func checkKeys(body []byte, t reflect.Type, prefix string) error {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
-		return nil
-	}
-	var obj map[string]jsonRef
-	if json.Unmarshal(body, &obj) != nil {
-		return nil
+// fieldsByType caches jsonFields: request types are few and fixed.
+var fieldsByType sync.Map // reflect.Type → map[string]reflect.Type
+
+// jsonFields maps a struct type's JSON names to their field types.
+func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldsByType.Load(t); ok {
+		return f.(map[string]reflect.Type)
 	}
 	fields := map[string]reflect.Type{}
 	for _, f := range reflect.VisibleFields(t) {
@@ -131,6 +125,26 @@ func checkKeys(body []byte, t reflect.Type, prefix string) error {
 		}
 		fields[name] = f.Type
 	}
+	fieldsByType.Store(t, fields)
+	return fields
+}
+
+// checkKeys refuses, by name, the first key (in sorted order) of a JSON
+// object that is not exactly a field of t, and checks nested objects of
+// struct-typed fields the same way. A body that is not an object is left
+// for the typed decode to name.
+func checkKeys(body []byte, t reflect.Type, prefix string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return nil
+	}
+	var obj map[string]jsonRef
+	if json.Unmarshal(body, &obj) != nil {
+		return nil
+	}
+	fields := jsonFields(t)
 	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		path := k
 		if prefix != "" {

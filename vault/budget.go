@@ -101,7 +101,13 @@ type BudgetUse struct {
 
 // Check refuses the slot when a window is full, saying when it is not.
 func (r *Slot) Check(u BudgetUse) error {
-	what := map[string]string{BudgetReveal: "reveal", BudgetPINAttempt: "PIN attempt", BudgetLookup: "look-up"}[r.Kind]
+	what := "reveal"
+	switch r.Kind {
+	case BudgetPINAttempt:
+		what = "PIN attempt"
+	case BudgetLookup:
+		what = "look-up"
+	}
 	if r.Budget.PerCard > 0 && u.Card >= r.Budget.PerCard {
 		return r.spent("card_id", "the card's "+what+" budget is spent", u.CardOldest)
 	}

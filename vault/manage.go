@@ -142,11 +142,7 @@ func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, 
 	if card != nil {
 		cardID, ownerID, outcome = card.ID, card.OwnerID, "ok"
 	}
-	w := Write{Audit: s.audit(c, "card.lookup", cardID, ownerID, outcome, nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
-	if err := s.store.Commit(ctx, w); err != nil {
-		if refusedByRule(err) {
-			return "", s.refuse(ctx, c, "card.lookup", "", "", err)
-		}
+	if err := s.spendLookup(ctx, c, "card.lookup", cardID, ownerID, outcome, fp); err != nil {
 		return "", err
 	}
 	if card == nil {
@@ -160,14 +156,22 @@ func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, 
 // look-up from the caller's budget first; past the budget the answer is
 // 429 and says nothing about the PAN.
 func (s *Service) panTaken(ctx context.Context, c Caller, ownerID string, fp []byte, taken error) error {
-	w := Write{Audit: s.audit(c, "card.import", "", ownerID, "refused: "+taken.Error(), nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
-	if err := s.store.Commit(ctx, w); err != nil {
-		if refusedByRule(err) {
-			return s.refuse(ctx, c, "card.import", "", ownerID, err)
-		}
+	if err := s.spendLookup(ctx, c, "card.import", "", ownerID, "refused: "+taken.Error(), fp); err != nil {
 		return err
 	}
 	return taken
+}
+
+// spendLookup commits an answer about whether a PAN is in the vault: its
+// audit entry and a look-up from the caller's budget of distinct PANs
+// (by fingerprint). Past the budget it is refused, and audited so.
+func (s *Service) spendLookup(ctx context.Context, c Caller, action, cardID, ownerID, outcome string, fp []byte) error {
+	w := Write{Audit: s.audit(c, action, cardID, ownerID, outcome, nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
+	err := s.store.Commit(ctx, w)
+	if err != nil && refusedByRule(err) {
+		return s.refuse(ctx, c, action, "", ownerID, err)
+	}
+	return err
 }
 
 // MaxPageSize bounds a list page.

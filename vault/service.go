@@ -218,7 +218,13 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 // slot is an event of a kind on a card, by a device if deviceID is set,
 // for a caller, to be counted now.
 func (s *Service) slot(kind, cardID, deviceID string, c Caller) *Slot {
-	b := map[string]Budget{BudgetReveal: s.cfg.Reveals, BudgetPINAttempt: s.cfg.PINAttempts, BudgetLookup: s.cfg.Lookups}[kind]
+	b := s.cfg.Reveals
+	switch kind {
+	case BudgetPINAttempt:
+		b = s.cfg.PINAttempts
+	case BudgetLookup:
+		b = s.cfg.Lookups
+	}
 	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, Caller: c.Name, At: s.cfg.Now().UTC(), Budget: b}
 }
 

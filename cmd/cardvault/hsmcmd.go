@@ -34,12 +34,12 @@ func hsmCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logg
 	}
 	fmt.Fprintf(tw, "CKA_WRAP_WITH_TRUSTED:\t%s\n", wrap)
 	fmt.Fprintf(tw, "CKA_COPYABLE on token keys:\t%s\n", p.Copyable)
-	for _, name := range []string{"CKM_AES_GCM", "CKM_AES_ECB", "CKM_AES_CMAC", "CKM_SHA256_HMAC", "CKM_RSA_PKCS", "CKM_RSA_X_509", "CKM_RSA_PKCS_OAEP", "CKM_AES_KEY_WRAP", "CKM_AES_KEY_WRAP_PAD"} {
+	for _, mech := range p.Mechanisms {
 		have := "listed"
-		if !p.Mechanisms[name] {
+		if !mech.Listed {
 			have = "MISSING"
 		}
-		fmt.Fprintf(tw, "%s:\t%s\n", name, have)
+		fmt.Fprintf(tw, "%s:\t%s\n", mech.Name, have)
 	}
 	return tw.Flush()
 }

@@ -220,31 +220,35 @@ type querier interface {
 func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.BudgetUse, error) {
 	var u vault.BudgetUse
 	since := micros(r.Since())
-	count := func(what, where string, n *int, oldest *time.Time, args ...any) error {
+	count := func(column, value string, n *int, oldest *time.Time) error {
 		var first sql.NullInt64
-		err := q.QueryRowContext(ctx, s.q(`SELECT `+what+`, MIN(at) FROM budget_events WHERE kind = ? AND at > ? AND `+where),
-			append([]any{r.Kind, since}, args...)...).Scan(n, &first)
+		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(at) FROM budget_events WHERE kind = ? AND at > ? AND `+column+` = ?`),
+			r.Kind, since, value).Scan(n, &first)
 		if first.Valid {
 			*oldest = fromMicros(first.Int64)
 		}
 		return err
 	}
-	if err := count("COUNT(*)", "card_id = ?", &u.Card, &u.CardOldest, r.CardID); err != nil {
+	if err := count("card_id", r.CardID, &u.Card, &u.CardOldest); err != nil {
 		return u, err
 	}
 	if r.DeviceID != "" {
-		if err := count("COUNT(*)", "device_id = ?", &u.Device, &u.DeviceOldest, r.DeviceID); err != nil {
+		if err := count("device_id", r.DeviceID, &u.Device, &u.DeviceOldest); err != nil {
 			return u, err
 		}
 	}
 	if r.Caller != "" {
-		if err := count("COUNT(DISTINCT card_id)", "caller = ?", &u.Caller, &u.CallerOldest, r.Caller); err != nil {
+		// The caller's distinct cards, and whether this card is one of
+		// them (then it costs nothing more), in one read.
+		var first sql.NullInt64
+		var mine int
+		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(DISTINCT card_id), MIN(at), COUNT(CASE WHEN card_id = ? THEN 1 END) FROM budget_events WHERE kind = ? AND at > ? AND caller = ?`),
+			r.CardID, r.Kind, since, r.Caller).Scan(&u.Caller, &first, &mine)
+		if err != nil {
 			return u, err
 		}
-		var mine int
-		var ignored time.Time
-		if err := count("COUNT(*)", "caller = ? AND card_id = ?", &mine, &ignored, r.Caller, r.CardID); err != nil {
-			return u, err
+		if first.Valid {
+			u.CallerOldest = fromMicros(first.Int64)
 		}
 		u.CallerHasCard = mine > 0
 	}
