@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/miekg/pkcs11"
 )
@@ -66,9 +67,13 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 	header := make([]byte, sealHeaderLen, sealOverhead+len(plaintext))
 	header[0] = sealFormatV1
 	binary.BigEndian.PutUint32(header[1:5], version)
+	// A token that refuses the caller's IV (FIPS mode) gets a zeroed
+	// buffer to fill; every other token gets a random one.
 	iv := make([]byte, gcmIVLen)
-	if _, err := io.ReadFull(m.rand, iv); err != nil {
-		return nil, fmt.Errorf("hsm: IV: %w", err)
+	if c.gcmIV != "refused" {
+		if _, err := io.ReadFull(m.rand, iv); err != nil {
+			return nil, fmt.Errorf("hsm: IV: %w", err)
+		}
 	}
 	fullAAD := append(header[:sealHeaderLen:sealHeaderLen], aad...)
 	var ct []byte
@@ -89,13 +94,16 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 			return describe("C_Encrypt(AES_GCM)", err)
 		}
 		// The record keeps the IV the token actually used, so it opens
-		// again whatever the token did with the one offered.
-		if used := params.IV(); !bytes.Equal(used, iv) {
-			if len(used) != gcmIVLen {
-				return fmt.Errorf("hsm: the token used a %d-byte GCM IV", len(used))
-			}
-			copy(iv, used)
+		// again whatever the token did with the one offered. An IV left
+		// zero means a token that neither took ours nor drew its own:
+		// sealing on would repeat the IV, so the seal fails closed.
+		used := params.IV()
+		if len(used) != gcmIVLen || !slices.ContainsFunc(used, func(b byte) bool { return b != 0 }) {
+			clear(ct)
+			m.log.Error("the token reported an unusable GCM IV; refusing the seal", "iv_bytes", len(used), "zero", !slices.ContainsFunc(used, func(b byte) bool { return b != 0 }), "gcm_iv", c.gcmIV)
+			return ErrUnavailable
 		}
+		copy(iv, used)
 		return nil
 	})
 	if err != nil {
@@ -135,13 +143,13 @@ func (m *Module) Open(ctx context.Context, aad, sealed []byte) ([]byte, error) {
 	return pt, opaque(err)
 }
 
-// opaque turns every input fault into ErrCrypto, keeping ErrUnavailable
-// and context errors as they are.
+// opaque turns every input fault into ErrCrypto, keeping ErrUnavailable,
+// a missing mechanism and context errors as they are.
 func opaque(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrUnavailable), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNoOAEPSHA256), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	default:
 		return ErrCrypto

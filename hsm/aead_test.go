@@ -3,14 +3,8 @@ package hsm
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"errors"
-	"reflect"
-	"sync/atomic"
 	"testing"
-	"unsafe"
-
-	"github.com/miekg/pkcs11"
 )
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -118,63 +112,5 @@ func TestDecryptWritesIntoGoMemory(t *testing.T) {
 	sealed[len(sealed)-1] ^= 1
 	if _, err := m.Open(ctx, []byte("aad"), sealed); !errors.Is(err, ErrCrypto) {
 		t.Fatalf("a tampered record opened: %v", err)
-	}
-}
-
-// ivDrawingP11 stands in for a token that ignores the caller's AES-GCM
-// IV, draws its own and writes it back into the parameters, as cloud HSMs
-// document: it replaces the IV in the GCM parameters before the real
-// C_EncryptInit, so SoftHSM2 encrypts under the token's IV and reports it.
-type ivDrawingP11 struct {
-	p11
-	drawn atomic.Int32
-}
-
-func (d *ivDrawingP11) EncryptInit(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, key pkcs11.ObjectHandle) error {
-	if len(m) == 1 && m[0].Mechanism == pkcs11.CKM_AES_GCM {
-		gen := reflect.ValueOf(m[0]).Elem().FieldByName("generator")
-		params := (*pkcs11.GCMParams)(gen.Elem().UnsafePointer())
-		field := reflect.ValueOf(params).Elem().FieldByName("iv")
-		// A new slice, as the token's own memory would be: the caller's
-		// copy of the IV it offered stays as it was.
-		drawn := make([]byte, len(*(*[]byte)(unsafe.Pointer(field.UnsafeAddr()))))
-		if _, err := rand.Read(drawn); err != nil {
-			return err
-		}
-		*(*[]byte)(unsafe.Pointer(field.UnsafeAddr())) = drawn
-		d.drawn.Add(1)
-	}
-	return d.p11.EncryptInit(sh, m, key)
-}
-
-// A record sealed on a token that draws its own GCM IV opens again: the
-// record keeps the IV the token used, not the one offered.
-func TestSealKeepsTheIVTheTokenUsed(t *testing.T) {
-	tok := newTestToken(t)
-	var drawing *ivDrawingP11
-	m, err := openWith(Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN}, func(p p11) p11 {
-		drawing = &ivDrawingP11{p11: p}
-		return drawing
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ctx := context.Background()
-	if err := m.Generate(ctx, CardKEK, 1); err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		sealed, _, err := m.Seal(ctx, []byte("aad"), []byte("4111111111111111"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := m.Open(ctx, []byte("aad"), sealed)
-		if err != nil || string(got) != "4111111111111111" {
-			t.Fatalf("a record sealed under a token-drawn IV: %q, %v", got, err)
-		}
-	}
-	if drawing.drawn.Load() < 3 {
-		t.Fatalf("the stand-in drew %d IVs, want at least 3", drawing.drawn.Load())
 	}
 }

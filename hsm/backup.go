@@ -22,10 +22,25 @@ import (
 // BackupFormat names the layout of a backup file.
 const BackupFormat = "cardvault-backup-v1"
 
-// wrapMechanism is AES key wrap with padding (RFC 5649), which wraps
-// secrets and PKCS#8 private keys of any length. Probe checks the token
-// has it before a backup starts.
-const wrapMechanism = pkcs11.CKM_AES_KEY_WRAP_PAD
+// wrapMechanisms are the allow-list of backup wrap mechanisms, best
+// first: AES key wrap with padding (RFC 5649) wraps secrets and PKCS#8
+// private keys of any length; plain AES key wrap (RFC 3394) only keys a
+// multiple of 8 bytes long, which the vault's secrets are and an RSA
+// private key's PKCS#8 encoding in general is not.
+var wrapMechanisms = map[string]uint{
+	"CKM_AES_KEY_WRAP_PAD": pkcs11.CKM_AES_KEY_WRAP_PAD,
+	"CKM_AES_KEY_WRAP":     pkcs11.CKM_AES_KEY_WRAP,
+}
+
+// wrapMechanismName is the name wrapMechanisms knows a mechanism by.
+func wrapMechanismName(mech uint) string {
+	for name, m := range wrapMechanisms {
+		if m == mech {
+			return name
+		}
+	}
+	return ""
+}
 
 // BackupKey is one key object in a backup: a secret or private key
 // wrapped under the backup KEK, or a public half in clear.
@@ -69,11 +84,14 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 	}
 	c.inflight.RLock()
 	defer c.inflight.RUnlock()
-	wrapKCV, err := m.ValueKCV(ctx, KindAES, kek)
+	keys, err := c.listKeys()
 	if err != nil {
 		return nil, err
 	}
-	keys, err := c.listKeys()
+	if err := c.exportable(keys); err != nil {
+		return nil, err
+	}
+	wrapKCV, err := m.ValueKCV(ctx, KindAES, kek)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +101,9 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 	}
 	defer func() { _ = c.p.CloseSession(sh) }() // destroys the session's wrapping key too
 	wrapKey, err := c.trustedWrapKey(sh, soPIN, m.cfg.PIN, kek)
+	// The logout voided the handles of private objects (SoftHSM2 hands
+	// out new ones after the login); find them again.
+	c.forgetHandles()
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +114,7 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 		return nil, err
 	}
 	b := &Backup{
-		Format: BackupFormat, Mechanism: "CKM_AES_KEY_WRAP_PAD", WrappingKCV: wrapKCV,
+		Format: BackupFormat, Mechanism: wrapMechanismName(c.wrapMech), WrappingKCV: wrapKCV.String(),
 		Token: tok, Created: time.Now().UTC(),
 	}
 	for _, k := range keys {
@@ -108,7 +129,7 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 			if err != nil {
 				return nil, err
 			}
-			if bk.Wrapped, err = c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(wrapMechanism, nil)}, wrapKey, h); err != nil {
+			if bk.Wrapped, err = c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(c.wrapMech, nil)}, wrapKey, h); err != nil {
 				return nil, fmt.Errorf("%s: %w", k.Label, describe("C_WrapKey", err))
 			}
 		case "public":
@@ -129,6 +150,25 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 		b.Keys = append(b.Keys, bk)
 	}
 	return b, nil
+}
+
+// exportable refuses, before anything is wrapped, a backup this token
+// cannot make: no wrap mechanism, a key made never extractable, or a
+// private key where only RFC 3394 (no padding) is offered.
+func (c *conn) exportable(keys []KeyInfo) error {
+	if c.wrapMech == 0 {
+		return errors.New("hsm: the token offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP; back its keys up with the vendor's cloning or replication (docs/hsm.md)")
+	}
+	for _, k := range keys {
+		switch {
+		case k.Class == "public":
+		case k.Class == "private" && c.wrapMech == pkcs11.CKM_AES_KEY_WRAP:
+			return fmt.Errorf("hsm: %s is an RSA private key; the token offers CKM_AES_KEY_WRAP (RFC 3394), which wraps only keys a multiple of 8 bytes long, and not CKM_AES_KEY_WRAP_PAD (RFC 5649), which the key needs", k.Label)
+		case !k.Extractable:
+			return fmt.Errorf("hsm: %s (%s) is never extractable; back it up with the vendor's cloning or replication (docs/hsm.md), or make keys with ceremony init --backup=wrap", k.Label, k.Class)
+		}
+	}
+	return nil
 }
 
 // trustedWrapKey logs the application out of the user role and in as the
@@ -174,7 +214,8 @@ func (c *conn) trustedWrapKey(sh pkcs11.SessionHandle, soPIN, userPIN string, ke
 // fingerprint of either half of a key pair.
 func (m *Module) objectCheck(ctx context.Context, k KeyInfo) (string, error) {
 	if k.Class == "secret" {
-		return m.KCV(ctx, k.Purpose, k.Version)
+		cv, err := m.KCV(ctx, k.Purpose, k.Version)
+		return cv.String(), err
 	}
 	var pub *rsa.PublicKey
 	err := m.do(ctx, "public key", func(c *conn) error {
@@ -210,11 +251,15 @@ func (m *Module) Import(ctx context.Context, kek []byte, b *Backup) (err error) 
 	if b.Format != BackupFormat {
 		return fmt.Errorf("hsm: backup format %q, want %q", b.Format, BackupFormat)
 	}
+	mech, ok := wrapMechanisms[b.Mechanism]
+	if !ok {
+		return fmt.Errorf("hsm: backup wrapped with %q, which is not on the allow-list", b.Mechanism)
+	}
 	wrapKCV, err := m.ValueKCV(ctx, KindAES, kek)
 	if err != nil {
 		return err
 	}
-	if wrapKCV != b.WrappingKCV {
+	if wrapKCV.String() != b.WrappingKCV {
 		return fmt.Errorf("hsm: the components form a key with KCV %s; the backup was wrapped under %s", wrapKCV, b.WrappingKCV)
 	}
 	c, err := m.current()
@@ -223,6 +268,9 @@ func (m *Module) Import(ctx context.Context, kek []byte, b *Backup) (err error) 
 	}
 	c.inflight.RLock()
 	defer c.inflight.RUnlock()
+	if !c.listed[mech] {
+		return fmt.Errorf("hsm: the backup was wrapped with %s, which this token does not offer", b.Mechanism)
+	}
 	for _, k := range b.Keys {
 		if k.Label != Label(k.Purpose, k.Version) || k.Purpose.Kind() == "" {
 			return fmt.Errorf("hsm: backup key %q does not follow the label scheme", k.Label)
@@ -266,15 +314,15 @@ func (m *Module) Import(ctx context.Context, kek []byte, b *Backup) (err error) 
 			_ = c.loadVersions()
 		}
 	}()
-	mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(wrapMechanism, nil)}
+	unwrapMech := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
 	for _, k := range b.Keys {
 		var h pkcs11.ObjectHandle
 		switch k.Class {
 		case "secret":
-			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, c.fit(secretTemplate(k.Purpose, k.Version)))
+			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(secretTemplate(k.Purpose, k.Version)))
 			err = describeIf("C_UnwrapKey", err)
 		case "private":
-			h, err = c.p.UnwrapKey(sh, mech, unwrapKey, k.Wrapped, c.fit(privateTemplate(k.Label)))
+			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(privateTemplate(k.Label)))
 			err = describeIf("C_UnwrapKey", err)
 		case "public":
 			h, err = c.createPublic(sh, k)

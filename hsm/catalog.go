@@ -224,24 +224,38 @@ func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (K
 	return info, true, nil
 }
 
+// ecbDigestBlock is what the full-length digest of a key checked by
+// AES-ECB encrypts: not zero (that would be H), and ending in a zero
+// counter, which GCM with a 96-bit IV never encrypts.
+var ecbDigestBlock = []byte("cardvault-kc\x00\x00\x00\x00")
+
 // objectCheck computes an object's check value and full-length digest
 // from its own handle, so that a second object under a label can never
 // lend it its check. A key whose usages were narrowed so the check cannot
 // run has none.
 func (c *conn) objectCheck(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle, info KeyInfo) (check, digest string) {
 	if info.Class == "secret" {
-		_, mech, ok := kcvMechanism(info.Kind)
+		method, ok := c.kcvMethod(info.Kind)
 		if !ok {
 			return "", ""
 		}
-		if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
-			return "", ""
-		}
-		sum, err := c.p.Sign(sh, make([]byte, 16))
+		sum, err := c.checkBlock(sh, h, method.mech, make([]byte, 16))
 		if err != nil || len(sum) < 16 {
 			return "", ""
 		}
-		return fmt.Sprintf("KCV %X", sum[:3]), fmt.Sprintf("%x", sum)
+		check = "KCV " + CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}.String()
+		if method.mech != pkcs11.CKM_AES_ECB {
+			return check, fmt.Sprintf("%x", sum)
+		}
+		// The full ECB encryption of the zero block is a GCM key's
+		// hash key H, which a catalog copy must not hold: the digest
+		// encrypts a block no GCM use of the key ever encrypts (a
+		// counter of zero under a 96-bit IV).
+		sum, err = c.checkBlock(sh, h, method.mech, ecbDigestBlock)
+		if err != nil || len(sum) < 16 {
+			return "", ""
+		}
+		return check, "ecb:" + fmt.Sprintf("%x", sum)
 	}
 	pub, err := c.rsaPublicOf(sh, h, info.Label)
 	if err != nil {

@@ -28,6 +28,11 @@ var ErrUnavailable = vault.ErrUnavailable
 // it is the vault being unavailable.
 var ErrKeyNotFound = &vault.Error{Kind: vault.KindUnavailable, Msg: "hsm: key not found"}
 
+// ErrNoOAEPSHA256 reports a token that offers neither RSA-OAEP with
+// SHA-256 nor raw RSA to decode it from: the Solaris PIN route cannot
+// serve there, and says why; every other route can.
+var ErrNoOAEPSHA256 = &vault.Error{Kind: vault.KindUnsupported, Msg: "the HSM offers neither CKM_RSA_PKCS_OAEP with SHA-256 nor CKM_RSA_X_509, which opening a PIN JWE (RSA-OAEP-256) needs"}
+
 // fault is how the adapter classifies a PKCS#11 return code.
 type fault int
 

@@ -231,7 +231,7 @@ func (c *conn) probeTrustedWrap() (enforced bool, err error) {
 			return describe("C_CreateObject(probe wrapping key)", err)
 		}
 		defer c.p.DestroyObject(sh, wrapper)
-		_, werr := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, wrapper, key)
+		_, werr := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(c.wrapMech, nil)}, wrapper, key)
 		enforced = werr != nil
 		return nil
 	})

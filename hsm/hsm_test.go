@@ -62,12 +62,9 @@ func TestKCVMatchesOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("openssl mac: %v", err)
 	}
-	want := strings.TrimSpace(string(out))[:6]
+	want := CheckValue{strings.ToUpper(strings.TrimSpace(string(out))[:6]), "AES-CMAC"}
 	if got != want {
 		t.Fatalf("KCV = %s, openssl CMAC gives %s", got, want)
-	}
-	if len(got) != 6 {
-		t.Fatalf("KCV %q is not 3 bytes of hex", got)
 	}
 }
 
@@ -130,7 +127,7 @@ func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 				return err
 			}
 			defer c.p.DestroyObject(sh, wk)
-			wrapped, err := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(wrapMechanism, nil)}, wk, h)
+			wrapped, err := c.p.WrapKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_WRAP_PAD, nil)}, wk, h)
 			if onNSS() {
 				// NSS softokn wraps any key under any key the user makes
 				// (README): the vault must have noticed and made the key
@@ -162,33 +159,6 @@ func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 		if !refused || len(out) > 200 {
 			t.Errorf("pkcs11-tool --read-object %s: err=%v, printed %d bytes: %q", k.Label, err, len(out), out)
 		}
-	}
-}
-
-func TestProbeNamesMissingMechanism(t *testing.T) {
-	tok := softhsm.TestToken(t)
-	conf, err := os.ReadFile(tok.Conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// SoftHSM2 2.6.1 honours an allow-list here but not "ALL,-CKM_X".
-	var allowed []string
-	for _, r := range requiredMechanisms {
-		if r.mech != pkcs11.CKM_AES_CMAC {
-			allowed = append(allowed, r.name)
-		}
-	}
-	restricted := strings.Replace(string(conf), "slots.mechanisms = ALL", "slots.mechanisms = "+strings.Join(allowed, ","), 1)
-	if err := os.WriteFile(tok.Conf, []byte(restricted), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m, err := Open(Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
-	if err == nil {
-		m.Close()
-		t.Fatal("Open succeeded on a token without CKM_AES_CMAC")
-	}
-	if want := "lacks CKM_AES_CMAC"; !strings.HasSuffix(err.Error(), want) {
-		t.Fatalf("Open error %q does not say %q", err, want)
 	}
 }
 

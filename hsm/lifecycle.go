@@ -52,6 +52,13 @@ func (m *Module) DestroyVersion(ctx context.Context, p Purpose, version uint32) 
 	return n, err
 }
 
+// forgetHandles drops every cached handle.
+func (c *conn) forgetHandles() {
+	c.handleMu.Lock()
+	defer c.handleMu.Unlock()
+	clear(c.handles)
+}
+
 // forget drops the cached handles and public key of a label.
 func (c *conn) forget(label string) {
 	c.handleMu.Lock()
@@ -68,39 +75,38 @@ func (c *conn) forget(label string) {
 // have, computed inside the token on a session object that is destroyed
 // straight after: what a key custodian checks a component against before
 // it is combined. The value is the caller's to clear.
-func (m *Module) ValueKCV(ctx context.Context, kind Kind, value []byte) (string, error) {
-	keyType, mech, ok := kcvMechanism(kind)
-	if !ok {
-		return "", fmt.Errorf("hsm: %s keys have no KCV", kind)
-	}
+func (m *Module) ValueKCV(ctx context.Context, kind Kind, value []byte) (CheckValue, error) {
 	if len(value) != 32 {
-		return "", fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
+		return CheckValue{}, fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
 	}
-	var sum []byte
+	var cv CheckValue
 	err := m.do(ctx, "kcv", func(c *conn) error {
+		method, ok := c.kcvMethod(kind)
+		if !ok {
+			return fmt.Errorf("hsm: %s keys have no KCV", kind)
+		}
 		return c.withSession(func(sh pkcs11.SessionHandle) error {
 			h, err := c.p.CreateObject(sh, []*pkcs11.Attribute{
 				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, keyType),
+				pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, method.keyType),
 				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, false), // gone with the session at the latest
 				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 				pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, method.mech != pkcs11.CKM_AES_ECB),
+				pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, method.mech == pkcs11.CKM_AES_ECB),
 				pkcs11.NewAttribute(pkcs11.CKA_VALUE, value),
 			})
 			if err != nil {
 				return describe("C_CreateObject", err)
 			}
 			defer func() { _ = c.p.DestroyObject(sh, h) }()
-			if err := c.p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}, h); err != nil {
-				return describe("C_SignInit", err)
+			sum, err := c.checkBlock(sh, h, method.mech, make([]byte, 16))
+			if err != nil {
+				return err
 			}
-			sum, err = c.p.Sign(sh, make([]byte, 16))
-			return describeIf("C_Sign", err)
+			cv = CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}
+			return nil
 		})
 	})
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%X", sum[:3]), nil
+	return cv, err
 }

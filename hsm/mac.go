@@ -64,40 +64,80 @@ func (c *conn) sign(label string, mech uint, data []byte) ([]byte, error) {
 	return out, err
 }
 
-// KCV returns the key check value of a secret key, computed in the token:
-// for AES keys AES-CMAC over one zero block (ANSI X9.24-1), for HMAC keys
-// HMAC-SHA256 over the same block; the first 3 bytes in upper-case hex.
-func (m *Module) KCV(ctx context.Context, p Purpose, version uint32) (string, error) {
-	_, mech, ok := kcvMechanism(p.Kind())
-	if !ok {
-		return "", fmt.Errorf("hsm: %s keys have no KCV; use the public key fingerprint", p)
-	}
-	return m.kcvOf(ctx, Label(p, version), mech)
+// CheckValue is a key check value and the method that made it: KCVs made
+// by different methods never compare equal.
+type CheckValue struct {
+	Value  string // the first 3 bytes, upper-case hex
+	Method string // "AES-CMAC", "AES-ECB" (the legacy KCV) or "HMAC-SHA256"
 }
 
-// kcvMechanism is the PKCS#11 key type of a secret kind and the
-// mechanism its KCV is computed with.
-func kcvMechanism(k Kind) (keyType, mech uint, ok bool) {
-	switch k {
-	case KindAES:
-		return pkcs11.CKK_AES, pkcs11.CKM_AES_CMAC, true
-	case KindHMAC:
-		return pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC, true
-	}
-	return 0, 0, false
-}
+func (v CheckValue) String() string { return v.Value + " (" + v.Method + ")" }
 
-func (m *Module) kcvOf(ctx context.Context, label string, mech uint) (string, error) {
-	var sum []byte
+// KCV returns the key check value of a secret key, computed in the token
+// over one zero block: for AES keys AES-CMAC (ANSI X9.24-1), or on a token
+// without CMAC the legacy AES-ECB encryption; for HMAC keys HMAC-SHA256.
+func (m *Module) KCV(ctx context.Context, p Purpose, version uint32) (CheckValue, error) {
+	var cv CheckValue
 	err := m.do(ctx, "kcv", func(c *conn) error {
-		var err error
-		sum, err = c.sign(label, mech, make([]byte, 16))
-		return err
+		method, ok := c.kcvMethod(p.Kind())
+		if !ok {
+			return fmt.Errorf("hsm: %s keys have no KCV; use the public key fingerprint", p)
+		}
+		return c.withSession(func(sh pkcs11.SessionHandle) error {
+			key, err := c.handle(sh, Label(p, version), classSecret)
+			if err != nil {
+				return err
+			}
+			sum, err := c.checkBlock(sh, key, method.mech, make([]byte, 16))
+			if err != nil {
+				return err
+			}
+			cv = CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}
+			return nil
+		})
 	})
-	if err != nil {
-		return "", err
+	return cv, err
+}
+
+// kcvMethod is how this token checks a secret kind's keys.
+type kcvMethod struct {
+	keyType, mech uint
+	name          string
+}
+
+func (c *conn) kcvMethod(k Kind) (kcvMethod, bool) {
+	switch {
+	case k == KindAES && c.kcvECB:
+		return kcvMethod{pkcs11.CKK_AES, pkcs11.CKM_AES_ECB, "AES-ECB"}, true
+	case k == KindAES:
+		return kcvMethod{pkcs11.CKK_AES, pkcs11.CKM_AES_CMAC, "AES-CMAC"}, true
+	case k == KindHMAC:
+		return kcvMethod{pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC, "HMAC-SHA256"}, true
 	}
-	return fmt.Sprintf("%X", sum[:3]), nil
+	return kcvMethod{}, false
+}
+
+// checkBlock runs a KCV mechanism over one block with a key object: the
+// MAC of it, or for AES-ECB its encryption.
+func (c *conn) checkBlock(sh pkcs11.SessionHandle, key pkcs11.ObjectHandle, mech uint, block []byte) ([]byte, error) {
+	m := []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)}
+	var out []byte
+	var err error
+	if mech == pkcs11.CKM_AES_ECB {
+		if err := c.p.EncryptInit(sh, m, key); err != nil {
+			return nil, describe("C_EncryptInit(AES_ECB)", err)
+		}
+		out, err = c.p.Encrypt(sh, block)
+		return out, describeIf("C_Encrypt(AES_ECB)", err)
+	}
+	if err := c.p.SignInit(sh, m, key); err != nil {
+		return nil, describe("C_SignInit", err)
+	}
+	out, err = c.p.Sign(sh, block)
+	if err == nil && len(out) < 3 {
+		return nil, fmt.Errorf("hsm: a %d-byte check", len(out))
+	}
+	return out, describeIf("C_Sign", err)
 }
 
 // AuditMAC MACs an audit checkpoint under the active audit key.

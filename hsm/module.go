@@ -55,6 +55,11 @@ type Config struct {
 	// the ceremonies that use keys for data set it; ceremonies that make
 	// keys record them in it.
 	Catalog KeyRecords
+	// Profile forces settings of the token's profile (profile.go) that
+	// would otherwise be probed, as key=value pairs separated by commas,
+	// e.g. "gcm-iv=refused,raw-rsa=no": for a token whose trials mislead,
+	// or to hold a fleet to one path.
+	Profile string
 }
 
 func (c *Config) validate() error {
@@ -86,7 +91,8 @@ func (c *Config) validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return nil
+	_, err := parseForced(c.Profile)
+	return err
 }
 
 // Module is a connection to one token. It is safe for concurrent use.
@@ -104,8 +110,11 @@ type Module struct {
 	// at most MaxSessions run at once, whatever the request load.
 	slots chan struct{}
 
-	// oaepSHA256 records whether the token decrypts OAEP with SHA-256
-	// itself: 0 unknown, 1 yes, 2 no (use RSA_X_509 plus the local decode).
+	// forced are the profile settings the configuration forces.
+	forced map[string]string
+	// oaepSHA256 is where OAEP with SHA-256 runs (oaepUntried, ...):
+	// probed on the set_pin key, else learnt on first use, or forced. It
+	// outlives connections, as the token's abilities do.
 	oaepSHA256 atomic.Int32
 
 	reconnects atomic.Int64
@@ -124,12 +133,20 @@ type conn struct {
 	handles  map[handleKey]pkcs11.ObjectHandle
 	pubKeys  map[string]*rsa.PublicKey // RSA public halves per key pair label
 
-	versions      atomic.Pointer[versionView]
-	refresh       time.Duration
-	catalog       KeyRecords  // nil: every vault-labelled object is used
-	noCopyable    atomic.Bool // the token refuses CKA_COPYABLE in token key templates
-	untrustedWrap bool        // the token wraps CKA_WRAP_WITH_TRUSTED keys under any key
-	madeKeys      atomic.Bool // a token key was made on this connection
+	versions   atomic.Pointer[versionView]
+	refresh    time.Duration
+	catalog    KeyRecords  // nil: every vault-labelled object is used
+	noCopyable atomic.Bool // the token refuses CKA_COPYABLE in token key templates
+	madeKeys   atomic.Bool // a token key was made on this connection
+
+	// The token's behaviour where tokens differ (profile.go), fixed when
+	// the connection is made.
+	listed        map[uint]bool // the mechanisms the token lists
+	gcmIV         string        // honoured, overwritten or refused
+	rawRSA        bool          // CKM_RSA_X_509 is offered
+	kcvECB        bool          // secret AES keys are checked by ECB, not CMAC
+	wrapMech      uint          // the backup wrap mechanism, 0 for none
+	untrustedWrap bool          // the token wraps CKA_WRAP_WITH_TRUSTED keys under any key
 	log           *slog.Logger
 	refreshing    sync.Mutex // one caller lists the token; the rest use the view they have
 
@@ -151,6 +168,7 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s", cfg.Module)
 	}
 	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxSessions)}
+	m.forced, _ = parseForced(cfg.Profile) // validated above
 	var err error
 	if m.p, err = newClearingP11(raw); err != nil {
 		m.log.Warn("plaintext from the token passes through an unwiped C buffer", "error", err)
@@ -165,6 +183,10 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	if err := m.Probe(context.Background()); err != nil {
 		m.Close()
 		return nil, err
+	}
+	if c, err := m.current(); err == nil {
+		p := c.profile(m)
+		m.log.Info("hsm profile", "token", cfg.TokenLabel, "profile", p.Name(), "forced", strings.Join(p.Forced, ","))
 	}
 	return m, nil
 }
@@ -246,15 +268,18 @@ func (m *Module) connect() (*conn, error) {
 		catalog: m.cfg.Catalog,
 		log:     m.log,
 	}
-	enforced, err := c.probeTrustedWrap()
-	if err != nil {
+	if err := m.adapt(c); err != nil {
 		c.close()
 		return nil, err
 	}
-	if c.untrustedWrap = !enforced; c.untrustedWrap {
+	if c.untrustedWrap {
 		m.log.Warn("the token ignores CKA_WRAP_WITH_TRUSTED; keys are made never extractable, and backups are the token's own", "token", m.cfg.TokenLabel)
 	}
 	if err := c.loadVersions(); err != nil {
+		c.close()
+		return nil, err
+	}
+	if err := m.probeOAEP(c); err != nil {
 		c.close()
 		return nil, err
 	}

@@ -29,17 +29,45 @@ func (m *Module) SetPINVersions(ctx context.Context) (uint32, uint32, time.Time,
 	return m.Versions(ctx, SetPIN)
 }
 
-// SetPINDecryptRaw is the raw RSA private operation of a set_pin version
-// inside the token, with no padding check: it succeeds for every
-// ciphertext of the modulus length below the modulus, so neither its
-// result code nor its timing says anything about the padding. The caller
-// decodes the padding in constant time and clears the result.
-func (m *Module) SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error) {
+// SetPINDecryptPKCS1 returns the PKCS#1 v1.5 encoded message of a set_pin
+// ciphertext, k bytes, for the caller to decode in constant time. It is
+// one token call per ciphertext whatever the token offers:
+//   - with raw RSA (CKM_RSA_X_509), the raw private operation, which
+//     succeeds for every ciphertext below the modulus and checks no
+//     padding, so neither its result code nor its timing says anything
+//     about the padding;
+//   - without it (FIPS-mode modules), CKM_RSA_PKCS unpads in the token and
+//     the message is encoded again here (0x00 0x02, a nonzero filler,
+//     0x00, the message), so the caller decodes both alike.
+//
+// A ciphertext the token refuses is ErrCrypto, which the caller turns
+// into an invalid encoded message. The caller clears the result.
+func (m *Module) SetPINDecryptPKCS1(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error) {
 	var out []byte
-	err := m.do(ctx, "rsa raw decrypt", func(c *conn) error {
-		var err error
-		out, err = c.decryptRSA(Label(SetPIN, version), pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil), ciphertext)
-		return err
+	err := m.do(ctx, "rsa pin decrypt", func(c *conn) error {
+		label := Label(SetPIN, version)
+		if c.rawRSA {
+			var err error
+			out, err = c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil), ciphertext)
+			return err
+		}
+		msg, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil), ciphertext)
+		if err != nil {
+			return err
+		}
+		defer clear(msg)
+		k := len(ciphertext) // decryptRSA held it to the modulus length
+		if len(msg) > k-11 {
+			return ErrCrypto
+		}
+		out = make([]byte, k)
+		out[1] = 0x02
+		filler := out[2 : k-len(msg)-1]
+		for i := range filler {
+			filler[i] = 0xff
+		}
+		copy(out[k-len(msg):], msg)
+		return nil
 	})
 	return out, opaque(err)
 }

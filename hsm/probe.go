@@ -9,6 +9,8 @@ import (
 )
 
 // requiredMechanisms are the mechanisms the vault cannot work without.
+// The rest of a profile's (CMAC, raw RSA, OAEP, key wrap) have another
+// path or a route that says it cannot serve (profile.go).
 var requiredMechanisms = []struct {
 	mech uint
 	name string
@@ -16,13 +18,10 @@ var requiredMechanisms = []struct {
 	{pkcs11.CKM_AES_KEY_GEN, "CKM_AES_KEY_GEN"},
 	{pkcs11.CKM_AES_GCM, "CKM_AES_GCM"},
 	{pkcs11.CKM_AES_ECB, "CKM_AES_ECB"},
-	{pkcs11.CKM_AES_CMAC, "CKM_AES_CMAC"},
 	{pkcs11.CKM_GENERIC_SECRET_KEY_GEN, "CKM_GENERIC_SECRET_KEY_GEN"},
 	{pkcs11.CKM_SHA256_HMAC, "CKM_SHA256_HMAC"},
 	{pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, "CKM_RSA_PKCS_KEY_PAIR_GEN"},
 	{pkcs11.CKM_RSA_PKCS, "CKM_RSA_PKCS"},
-	{pkcs11.CKM_RSA_PKCS_OAEP, "CKM_RSA_PKCS_OAEP"},
-	{pkcs11.CKM_RSA_X_509, "CKM_RSA_X_509"},
 }
 
 // Probe checks that the token offers every mechanism the vault uses and

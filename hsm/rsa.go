@@ -65,12 +65,16 @@ func p11Hash(h crypto.Hash) (mech, mgf uint) {
 	return pkcs11.CKM_SHA256, pkcs11.CKG_MGF1_SHA256
 }
 
-// OAEP-with-SHA-256 support, learned on first use.
+// Where RSA-OAEP with SHA-256 runs, as Module.oaepSHA256 holds it and a
+// profile names it (oaepNames).
 const (
-	oaepUnknown int32 = iota
+	oaepUntried int32 = iota
 	oaepInToken
 	oaepRawFallback
+	oaepNone
 )
+
+var oaepNames = []string{"untried", "token", "raw", "none"}
 
 // PublicKey returns the public half of a set_pin version.
 func (m *Module) PublicKey(ctx context.Context, version uint32) (*rsa.PublicKey, error) {
@@ -114,23 +118,28 @@ func (m *Module) DecryptRSA(ctx context.Context, version uint32, pad RSAPadding,
 
 func (m *Module) decryptOAEP(c *conn, label string, pad RSAPadding, ciphertext []byte) ([]byte, error) {
 	h, mgf, _ := pad.oaepParams()
-	if h == crypto.SHA1 || m.oaepSHA256.Load() != oaepRawFallback {
+	state := m.oaepSHA256.Load()
+	if h == crypto.SHA1 || state == oaepUntried || state == oaepInToken {
 		hashMech, _ := p11Hash(h)
 		_, mgfMech := p11Hash(mgf)
 		params := pkcs11.NewOAEPParams(hashMech, mgfMech, pkcs11.CKZ_DATA_SPECIFIED, nil)
 		out, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS_OAEP, params), ciphertext)
-		if h == crypto.SHA1 {
-			return out, err
-		}
-		if !refusesParams(err) {
-			if err == nil {
-				m.oaepSHA256.CompareAndSwap(oaepUnknown, oaepInToken)
+		if h == crypto.SHA1 || state == oaepInToken || !refusesParams(err) {
+			if err == nil && h != crypto.SHA1 {
+				m.oaepSHA256.CompareAndSwap(oaepUntried, oaepInToken)
 			}
 			return out, err
 		}
-		if m.oaepSHA256.CompareAndSwap(oaepUnknown, oaepRawFallback) {
-			m.log.Info("token refuses OAEP with SHA-256; using RSA_X_509 with local OAEP decoding")
+		state = oaepRawFallback
+		if !c.rawRSA {
+			state = oaepNone
 		}
+		if m.oaepSHA256.CompareAndSwap(oaepUntried, state) {
+			m.log.Info("the token refuses RSA-OAEP with SHA-256", "path", oaepNames[state])
+		}
+	}
+	if state == oaepNone {
+		return nil, ErrNoOAEPSHA256
 	}
 	em, err := c.decryptRSA(label, pkcs11.NewMechanism(pkcs11.CKM_RSA_X_509, nil), ciphertext)
 	if err != nil {

@@ -31,6 +31,8 @@ func importRSAKey(t testing.TB, m *Module, version uint32, key *rsa.PrivateKey) 
 	priv := append(common(pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
+		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE_EXPONENT, key.D.Bytes()),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIME_1, key.Primes[0].Bytes()),
@@ -125,5 +127,63 @@ func TestWycheproofRSADecrypt(t *testing.T) {
 	}
 	if m.Reconnects() != 0 {
 		t.Fatalf("invalid vectors caused %d reconnects", m.Reconnects())
+	}
+}
+
+// TestWycheproofPINPaths runs Wycheproof's RSAES-PKCS1-v1_5 vectors
+// through the PIN path's decryption on both of its paths: raw RSA with the
+// padding decoded by the caller, and CKM_RSA_PKCS in the token with the
+// message encoded again (a token without raw RSA, forced here on one that
+// has it). A valid vector's encoded message decodes to its message; an
+// invalid one is ErrCrypto or decodes to no message (on a token with
+// implicit rejection, to another message).
+func TestWycheproofPINPaths(t *testing.T) {
+	files := []string{"rsa_pkcs1_2048_test.json", "rsa_pkcs1_4096_test.json"}
+	for _, path := range []struct{ name, profile string }{{"raw RSA", "raw-rsa=yes"}, {"CKM_RSA_PKCS", "raw-rsa=no"}} {
+		t.Run(path.name, func(t *testing.T) {
+			tok := newTestToken(t)
+			m, err := Open(Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN, Profile: path.profile})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			ctx := context.Background()
+			version := uint32(0)
+			counts := map[string]int{}
+			for _, name := range files {
+				for _, g := range vectors.Load(t, name).TestGroups {
+					priv, _ := g.PrivateKey(t)
+					version++
+					importRSAKey(t, m, version, priv)
+					for _, tc := range g.Tests {
+						ct, _ := hex.DecodeString(tc.CT)
+						want, _ := hex.DecodeString(tc.Msg)
+						em, err := m.SetPINDecryptPKCS1(ctx, version, ct)
+						got, ok := decodeEM(em)
+						switch {
+						case tc.Result == "valid" || tc.Result == "acceptable":
+							counts["valid"]++
+							if err != nil || !ok || !bytes.Equal(got, want) {
+								t.Errorf("%s #%d: %x %v %v, want %x", name, tc.TcID, got, ok, err, want)
+							}
+						case err == ErrCrypto:
+							counts["invalid: refused"]++
+						case err != nil:
+							t.Errorf("%s #%d (invalid): %v, want ErrCrypto or an invalid message", name, tc.TcID, err)
+						case !ok:
+							counts["invalid: no message"]++
+						case implicitRejection(PKCS1v15) && !bytes.Equal(got, want):
+							counts["invalid: stand-in message"]++
+						default:
+							t.Errorf("%s #%d (invalid) decoded to %x", name, tc.TcID, got)
+						}
+					}
+				}
+			}
+			t.Logf("Wycheproof PKCS#1 v1.5 on the %s PIN path: %v", path.name, counts)
+			if counts["valid"] == 0 || len(counts) < 2 {
+				t.Fatalf("vectors %v: nothing checked", counts)
+			}
+		})
 	}
 }

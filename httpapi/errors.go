@@ -24,7 +24,7 @@ func status(k vault.Kind) int {
 		return http.StatusUnauthorized
 	case vault.KindForbidden:
 		return http.StatusForbidden
-	case vault.KindUnavailable:
+	case vault.KindUnavailable, vault.KindUnsupported:
 		return http.StatusServiceUnavailable
 	case vault.KindCrypto:
 		return http.StatusBadRequest
@@ -186,6 +186,7 @@ func solarisError(e *vault.Error, code int, reqID string) any {
 		vault.KindUnavailable:  {"service_unavailable", "Service Unavailable"},
 		vault.KindCrypto:       {"invalid_encryption", "Invalid Encryption"},
 		vault.KindRateLimited:  {"rate_limited", "Too Many Requests"},
+		vault.KindUnsupported:  {"mechanism_unsupported", "Service Unavailable"},
 		vault.KindInternal:     {"generic_error", "Internal Server Error"},
 	}
 	cd := codes[e.Kind]

@@ -28,6 +28,7 @@ const (
 	KindUnavailable              // the HSM or the database is away: 503
 	KindCrypto                   // any cryptographic failure rooted in input, one opaque error
 	KindRateLimited              // a budget is spent: 429
+	KindUnsupported              // the HSM lacks a mechanism the route needs: 503 naming it
 )
 
 // Error is a domain error. Field names the offending input, in the API's

@@ -241,11 +241,12 @@ func (s *Service) decryptPIN(ctx context.Context, ct pinCiphertext) ([4]byte, in
 	return pin, ok, nil
 }
 
-// decryptPINRSA is one raw RSA private operation under a set_pin version,
+// decryptPINRSA is one RSA private operation under a set_pin version,
 // and the constant-time PKCS#1 v1.5 decode. A ciphertext of the wrong
 // length is replaced by a zero stand-in so the HSM still sees the call; a
-// value the HSM refuses outright (not below the modulus) decodes as an
-// all-zero message. Both are invalid by the same code path.
+// value the HSM refuses (not below the modulus, or, on a token without raw
+// RSA, bad padding) decodes as an all-zero message. All are invalid by the
+// same code path.
 func (s *Service) decryptPINRSA(ctx context.Context, version uint32, ct []byte) ([4]byte, int, error) {
 	pub, _, err := s.keys.SetPINPublicKey(ctx, version)
 	if err != nil {
@@ -256,7 +257,7 @@ func (s *Service) decryptPINRSA(ctx context.Context, version uint32, ct []byte) 
 	if formed != 1 {
 		ct = make([]byte, size)
 	}
-	em, err := s.keys.SetPINDecryptRaw(ctx, version, ct)
+	em, err := s.keys.SetPINDecryptPKCS1(ctx, version, ct)
 	if KindOf(err) == KindCrypto {
 		em, err = make([]byte, size), nil
 	}

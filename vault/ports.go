@@ -35,9 +35,11 @@ type PINKeys interface {
 	// (UTC) clients may still encrypt to that one: the end date its
 	// rotation set, zero if none was set.
 	SetPINVersions(ctx context.Context) (active, previous uint32, previousLastDay time.Time, err error)
-	// SetPINDecryptRaw is the raw RSA private operation (no padding)
-	// under a set_pin version: its outcome does not depend on the padding.
-	SetPINDecryptRaw(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
+	// SetPINDecryptPKCS1 returns the PKCS#1 v1.5 encoded message of a
+	// ciphertext under a set_pin version, modulus-sized, for the caller
+	// to decode in constant time; one HSM call whatever the padding. A
+	// ciphertext the HSM refuses is ErrCrypto.
+	SetPINDecryptPKCS1(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
 	// SetPINDecryptOAEP is RSA-OAEP-SHA-256 under a set_pin version.
 	SetPINDecryptOAEP(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
 	// PEKEncryptBlock enciphers one AES block under a PEK version.

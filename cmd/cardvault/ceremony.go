@@ -383,7 +383,7 @@ func keyCheck(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32)
 	if err != nil {
 		return "", err
 	}
-	return "KCV " + kcv, nil
+	return "KCV " + kcv.String(), nil
 }
 
 // verifyKey proves a new key works with a round trip of its purpose.

@@ -109,24 +109,24 @@ func (cr *componentReader) combine(ctx context.Context, cf *componentFlags) ([]b
 		}
 		fmt.Fprintf(cr.prompt, "component %d (custodian %s): KCV %s\n", i, name, kcv)
 		if len(cf.files) == 0 {
-			fmt.Fprintf(cr.prompt, "custodian %s, type the KCV on your component form to confirm: ", name)
+			fmt.Fprintf(cr.prompt, "custodian %s, type the %s KCV on your component form to confirm: ", name, kcv.Method)
 			if confirmed, err = cr.line(); err != nil {
 				clear(value)
 				return fail(fmt.Errorf("component %d: %w", i, err))
 			}
 		}
-		if subtle.ConstantTimeCompare([]byte(strings.ToUpper(strings.TrimSpace(confirmed))), []byte(kcv)) != 1 {
+		if err := confirmKCV(confirmed, kcv); err != nil {
 			clear(value)
-			return fail(fmt.Errorf("component %d (custodian %s): its KCV is %s, not the %q the custodian confirmed", i, name, kcv, strings.TrimSpace(confirmed)))
+			return fail(fmt.Errorf("component %d (custodian %s): %w", i, name, err))
 		}
-		if j, dup := seen[kcv]; dup {
+		if j, dup := seen[kcv.Value]; dup {
 			clear(value)
 			return fail(fmt.Errorf("component %d (custodian %s) has the same KCV as component %d: identical components cancel out", i, name, j))
 		}
-		seen[kcv] = i
+		seen[kcv.Value] = i
 		subtle.XORBytes(key, key, value)
 		clear(value)
-		records = append(records, custodianRecord{Name: name, At: time.Now().UTC(), KCV: kcv})
+		records = append(records, custodianRecord{Name: name, At: time.Now().UTC(), KCV: kcv.String()})
 	}
 	return key, records, nil
 }
@@ -210,6 +210,22 @@ func readComponentFile(path string) (name string, value []byte, kcv string, err 
 		return "", nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	return name, value, kcv, nil
+}
+
+// confirmKCV holds a custodian's confirmation to the KCV the token made:
+// the value, and the method if the form names one ("1A2B3C" or
+// "1A2B3C (AES-ECB)"). A form made by another method is refused as such,
+// since KCVs by different methods never match.
+func confirmKCV(confirmed string, kcv hsm.CheckValue) error {
+	value, method, _ := strings.Cut(strings.TrimSpace(confirmed), " ")
+	method = strings.Trim(strings.TrimSpace(method), "()")
+	if method != "" && !strings.EqualFold(method, kcv.Method) {
+		return fmt.Errorf("the component form's KCV was made by %s and this token checks by %s; KCVs by different methods never match, so ask for a form with the %s KCV", method, kcv.Method, kcv.Method)
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.ToUpper(value)), []byte(kcv.Value)) != 1 {
+		return fmt.Errorf("its KCV is %s, not the %q the custodian confirmed", kcv, strings.TrimSpace(confirmed))
+	}
+	return nil
 }
 
 func validCustodian(name string) error {

@@ -42,7 +42,10 @@ const (
 	// envDeviceGate is "on" (the default) or "off": whether the cards of
 	// an owner with a bound device refuse the routes without a device.
 	envDeviceGate = "CARDVAULT_DEVICE_GATE"
-	envHSMTimeout = "CARDVAULT_HSM_CALL_TIMEOUT"       // an HSM operation's bound, session wait included
+	envHSMTimeout = "CARDVAULT_HSM_CALL_TIMEOUT" // an HSM operation's bound, session wait included
+	// envHSMProfile forces settings of the token's profile, as
+	// `cardvault hsm probe` prints them (e.g. "gcm-iv=refused,raw-rsa=no").
+	envHSMProfile = "CARDVAULT_HSM_PROFILE"
 	envAuditEvery = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
 	// The security officer's PIN, which only the backup export needs.
 	envSOPINFile = "CARDVAULT_PKCS11_SO_PIN_FILE"
@@ -145,6 +148,7 @@ func hsmConfig(log *slog.Logger, catalog hsm.KeyRecords) (hsm.Config, error) {
 		TokenLabel: getenv(envTokenLabel, "cardvault"),
 		Logger:     log,
 		Catalog:    catalog,
+		Profile:    os.Getenv(envHSMProfile),
 	}
 	var err error
 	if cfg.KeyRefresh, err = durationEnv(envKeyRefresh, 5*time.Second); err != nil {

@@ -485,7 +485,7 @@ func (o *pinSet) Step(ctx context.Context, c int) error {
 // Bound: the HSM RSA-4096 decrypt and the two PEK block encryptions of
 // ISO 9564 format 4.
 func (o *pinSet) Bound(ctx context.Context) error {
-	if _, err := o.env.Keys.SetPINDecryptRaw(ctx, o.version, o.ct); err != nil {
+	if _, err := o.env.Keys.SetPINDecryptPKCS1(ctx, o.version, o.ct); err != nil {
 		return err
 	}
 	block := make([]byte, 16)
@@ -501,7 +501,7 @@ func (o *pinSet) Bound(ctx context.Context) error {
 // set against.
 func (o *pinSet) Reference() (string, func(ctx context.Context) error) {
 	return "hsm_rsa4096_decrypt", func(ctx context.Context) error {
-		_, err := o.env.Keys.SetPINDecryptRaw(ctx, o.version, o.ct)
+		_, err := o.env.Keys.SetPINDecryptPKCS1(ctx, o.version, o.ct)
 		return err
 	}
 }
