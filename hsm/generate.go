@@ -86,7 +86,7 @@ func (m *Module) createKey(label string, create func(*conn) error) error {
 	}
 	err = create(c)
 	if err != nil && c.refusedCopyable(err) {
-		m.log.Info("the token refuses CKA_COPYABLE on token keys; keys are made without it", "token", m.cfg.TokenLabel)
+		m.log.Info("the token refuses CKA_COPYABLE on token keys; keys are made without it", "token", m.Label())
 		err = create(c)
 	}
 	if err != nil {

@@ -36,8 +36,12 @@ import (
 
 // Config selects and unlocks a token.
 type Config struct {
-	Module      string // path of the PKCS#11 library
+	Module string // path of the PKCS#11 library
+	// The token: every one of these given must match, and exactly one
+	// token may (selector.go).
 	TokenLabel  string
+	TokenSerial string
+	Slot        *uint
 	PIN         string // user PIN; from a file or the environment, never a flag
 	MaxSessions int    // sessions the adapter keeps open; 0 means 32
 	// KeyRefresh is how long the adapter trusts its view of which versions
@@ -67,8 +71,8 @@ func (c *Config) validate() error {
 	if c.Module == "" {
 		missing = append(missing, "module")
 	}
-	if c.TokenLabel == "" {
-		missing = append(missing, "token label")
+	if c.TokenLabel == "" && c.TokenSerial == "" && c.Slot == nil {
+		missing = append(missing, "token label, serial or slot")
 	}
 	if c.PIN == "" {
 		missing = append(missing, "PIN")
@@ -126,6 +130,7 @@ type conn struct {
 	c11    *crypto11.Context
 	p      p11
 	slot   uint
+	label  string // the token's label
 	serial string // the token's serial number, which key records name
 	pool   *sessionPool
 
@@ -186,7 +191,7 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	}
 	if c, err := m.current(); err == nil {
 		p := c.profile(m)
-		m.log.Info("hsm profile", "token", cfg.TokenLabel, "profile", p.Name(), "forced", strings.Join(p.Forced, ","))
+		m.log.Info("hsm profile", "token", c.label, "serial", c.serial, "profile", p.Name(), "forced", strings.Join(p.Forced, ","))
 	}
 	return m, nil
 }
@@ -202,7 +207,12 @@ func (m *Module) Close() {
 }
 
 // Label is the label of the token the module serves.
-func (m *Module) Label() string { return m.cfg.TokenLabel }
+func (m *Module) Label() string {
+	if c := m.cur.Load(); c != nil {
+		return c.label
+	}
+	return m.cfg.TokenLabel
+}
 
 // KeyRefresh is how long the module, and every server configured alike,
 // may go on using its view of the key versions.
@@ -230,36 +240,33 @@ func (m *Module) current() (*conn, error) {
 }
 
 func (m *Module) connect() (*conn, error) {
-	c11, err := crypto11.Configure(&crypto11.Config{
+	c11cfg := &crypto11.Config{
 		Path:        m.cfg.Module,
-		TokenLabel:  m.cfg.TokenLabel,
 		Pin:         m.cfg.PIN,
 		MaxSessions: m.cfg.MaxSessions,
 		GCMIVLength: 12, // crypto11 defaults to 16; the vault's format uses 12
-	})
+	}
+	m.cfg.crypto11Selector(c11cfg)
+	c11, err := crypto11.Configure(c11cfg)
 	if err != nil {
 		// crypto11's message names the token and the return code, not the PIN.
-		return nil, fmt.Errorf("hsm: open token %q: %w", m.cfg.TokenLabel, err)
+		return nil, fmt.Errorf("hsm: open %s: %w", m.cfg.selector(), err)
 	}
 	// crypto11 initialised the library; ours shares it.
 	if err := m.p.Initialize(); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 		_ = c11.Close()
 		return nil, fmt.Errorf("hsm: C_Initialize: %w", err)
 	}
-	slot, err := findSlot(m.p, m.cfg.TokenLabel)
+	slot, info, err := findSlot(m.p, &m.cfg)
 	if err != nil {
 		_ = c11.Close()
 		return nil, err
-	}
-	info, err := m.p.GetTokenInfo(slot)
-	if err != nil {
-		_ = c11.Close()
-		return nil, fmt.Errorf("hsm: C_GetTokenInfo: %w", err)
 	}
 	c := &conn{
 		c11:     c11,
 		p:       m.p,
 		slot:    slot,
+		label:   strings.TrimRight(info.Label, " \x00"),
 		serial:  strings.TrimRight(info.SerialNumber, " \x00"),
 		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
 		handles: map[handleKey]pkcs11.ObjectHandle{},
@@ -273,7 +280,7 @@ func (m *Module) connect() (*conn, error) {
 		return nil, err
 	}
 	if c.untrustedWrap {
-		m.log.Warn("the token ignores CKA_WRAP_WITH_TRUSTED; keys are made never extractable, and backups are the token's own", "token", m.cfg.TokenLabel)
+		m.log.Warn("the token ignores CKA_WRAP_WITH_TRUSTED; keys are made never extractable, and backups are the token's own", "token", c.label)
 	}
 	if err := c.loadVersions(); err != nil {
 		c.close()
@@ -284,23 +291,6 @@ func (m *Module) connect() (*conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-func findSlot(p p11, label string) (uint, error) {
-	slots, err := p.GetSlotList(true)
-	if err != nil {
-		return 0, fmt.Errorf("hsm: C_GetSlotList: %w", err)
-	}
-	for _, s := range slots {
-		info, err := p.GetTokenInfo(s)
-		if err != nil {
-			continue
-		}
-		if strings.TrimRight(info.Label, " \x00") == label {
-			return s, nil
-		}
-	}
-	return 0, fmt.Errorf("hsm: no token labelled %q", label)
 }
 
 func (c *conn) close() {

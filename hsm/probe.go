@@ -60,7 +60,7 @@ func (m *Module) Probe(ctx context.Context) error {
 		return err
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("hsm: token %q lacks %s", m.cfg.TokenLabel, strings.Join(missing, ", "))
+		return fmt.Errorf("hsm: the %s lacks %s", m.cfg.selector(), strings.Join(missing, ", "))
 	}
 	return nil
 }

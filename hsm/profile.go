@@ -230,7 +230,7 @@ func (m *Module) adapt(c *conn) error {
 		c.listed[mech.Mechanism] = true
 	}
 	if !c.listed[pkcs11.CKM_AES_GCM] {
-		return fmt.Errorf("hsm: token %q does not offer CKM_AES_GCM, which seals every card record; cardvault does not run without it (docs/hsm.md)", m.cfg.TokenLabel)
+		return fmt.Errorf("hsm: the %s does not offer CKM_AES_GCM, which seals every card record; cardvault does not run without it (docs/hsm.md)", m.cfg.selector())
 	}
 	forced := func(key string) (string, bool) { v, ok := m.forced[key]; return v, ok }
 
@@ -357,4 +357,13 @@ func (c *conn) probeSeal(sh pkcs11.SessionHandle, key pkcs11.ObjectHandle, iv []
 		return nil, err
 	}
 	return params.IV(), nil
+}
+
+// Limitations are what the token's profile stops the vault doing, for
+// /readyz to name; the vault still serves everything else.
+func (m *Module) Limitations() []string {
+	if m.oaepSHA256.Load() == oaepNone {
+		return []string{"Solaris PIN updates (RSA-OAEP-256 JWEs) answer 503: " + ErrNoOAEPSHA256.Msg}
+	}
+	return nil
 }

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/cardvault/cardvault/internal/p11test"
 	"github.com/cardvault/cardvault/internal/testenv"
 	"github.com/cardvault/cardvault/softhsm"
 	"github.com/miekg/pkcs11"
@@ -34,25 +35,7 @@ import (
 func vendorToken(t *testing.T, drop ...string) *softhsm.Token {
 	t.Helper()
 	tok := softhsm.TestToken(t)
-	conf, err := os.ReadFile(tok.Conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var allowed []string
-	for _, r := range requiredMechanisms {
-		allowed = append(allowed, r.name)
-	}
-	for _, p := range profileMechanisms {
-		allowed = append(allowed, p.name)
-	}
-	slices.Sort(allowed)
-	allowed = slices.DeleteFunc(slices.Compact(allowed), func(name string) bool { return slices.Contains(drop, name) })
-	// SoftHSM2 2.6.1 honours an allow-list here, but not "ALL,-CKM_X".
-	restricted := strings.Replace(string(conf), "slots.mechanisms = ALL", "slots.mechanisms = "+strings.Join(allowed, ","), 1)
-	if restricted == string(conf) {
-		t.Fatal("the SoftHSM2 configuration has no slots.mechanisms line to restrict")
-	}
-	if err := os.WriteFile(tok.Conf, []byte(restricted), 0o600); err != nil {
+	if err := p11test.WithoutMechanisms(tok.Conf, drop...); err != nil {
 		t.Fatal(err)
 	}
 	return tok
@@ -427,6 +410,21 @@ func TestForcedProfile(t *testing.T) {
 	for _, bad := range []string{"gcm-iv=maybe", "trusted-wrap=ignored", "oaep-sha256=untried", "kcv"} {
 		if _, err := Open(Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN, Profile: bad}); err == nil || !strings.Contains(err.Error(), "hsm profile") {
 			t.Errorf("profile %q: %v", bad, err)
+		}
+	}
+}
+
+// The mechanism list the vendor tokens are restricted from names every
+// mechanism the vault requires or probes for.
+func TestVaultMechanismsCoverTheProfile(t *testing.T) {
+	for _, m := range requiredMechanisms {
+		if !slices.Contains(p11test.VaultMechanisms, m.name) {
+			t.Errorf("p11test.VaultMechanisms lacks %s", m.name)
+		}
+	}
+	for _, m := range profileMechanisms {
+		if !slices.Contains(p11test.VaultMechanisms, m.name) {
+			t.Errorf("p11test.VaultMechanisms lacks %s", m.name)
 		}
 	}
 }

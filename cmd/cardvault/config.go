@@ -21,6 +21,11 @@ const (
 	envDB          = "CARDVAULT_DB"
 	envModule      = "CARDVAULT_PKCS11_MODULE"
 	envTokenLabel  = "CARDVAULT_TOKEN_LABEL"
+	envTokenSerial = "CARDVAULT_TOKEN_SERIAL"
+	envTokenSlot   = "CARDVAULT_TOKEN_SLOT"
+	// envPKCS11URI selects module, token and PIN file in one RFC 7512
+	// URI, instead of the four variables above.
+	envPKCS11URI = "CARDVAULT_PKCS11_URI"
 	envPINFile     = "CARDVAULT_PKCS11_PIN_FILE"
 	envPIN         = "CARDVAULT_PKCS11_PIN"
 	envTokensFile  = "CARDVAULT_API_TOKENS_FILE"
@@ -144,21 +149,60 @@ func getenv(name, def string) string {
 // environment only: a flag would show it in ps.
 func hsmConfig(log *slog.Logger, catalog hsm.KeyRecords) (hsm.Config, error) {
 	cfg := hsm.Config{
-		Module:     getenv(envModule, softhsm.DefaultModule),
-		TokenLabel: getenv(envTokenLabel, "cardvault"),
-		Logger:     log,
-		Catalog:    catalog,
-		Profile:    os.Getenv(envHSMProfile),
+		Module:      getenv(envModule, softhsm.DefaultModule),
+		TokenLabel:  os.Getenv(envTokenLabel),
+		TokenSerial: os.Getenv(envTokenSerial),
+		Logger:      log,
+		Catalog:     catalog,
+		Profile:     os.Getenv(envHSMProfile),
 	}
 	var err error
+	if v := os.Getenv(envTokenSlot); v != "" {
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %q is not a slot number", envTokenSlot, v)
+		}
+		slot := uint(n)
+		cfg.Slot = &slot
+	}
+	pinFile := envPINFile
+	if raw := os.Getenv(envPKCS11URI); raw != "" {
+		for _, env := range []string{envModule, envTokenLabel, envTokenSerial, envTokenSlot} {
+			if os.Getenv(env) != "" {
+				return cfg, fmt.Errorf("%s and %s are both set; the URI selects the module and the token", envPKCS11URI, env)
+			}
+		}
+		u, err := hsm.ParseURI(raw)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", envPKCS11URI, err)
+		}
+		cfg.TokenLabel, cfg.TokenSerial, cfg.Slot = u.TokenLabel, u.TokenSerial, u.Slot
+		if u.Module != "" {
+			cfg.Module = u.Module
+		}
+		if u.PINFile != "" {
+			if os.Getenv(envPINFile) != "" || os.Getenv(envPIN) != "" {
+				return cfg, fmt.Errorf("%s names a pin-source and %s or %s is set too; keep one", envPKCS11URI, envPINFile, envPIN)
+			}
+			if cfg.PIN, err = readFile(u.PINFile); err != nil {
+				return cfg, fmt.Errorf("%s pin-source: %w", envPKCS11URI, err)
+			}
+			pinFile = ""
+		}
+	}
+	if cfg.TokenLabel == "" && cfg.TokenSerial == "" && cfg.Slot == nil {
+		cfg.TokenLabel = "cardvault"
+	}
 	if cfg.KeyRefresh, err = durationEnv(envKeyRefresh, 5*time.Second); err != nil {
 		return cfg, err
 	}
 	if cfg.CallTimeout, err = durationEnv(envHSMTimeout, 10*time.Second); err != nil {
 		return cfg, err
 	}
-	if cfg.PIN, err = readPIN(); err != nil {
-		return cfg, err
+	if pinFile != "" {
+		if cfg.PIN, err = readPIN(); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
 }
@@ -170,11 +214,24 @@ func readSecretFile(env string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	secret, err := readFile(path)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", env, err)
 	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	return secret, nil
+}
+
+// readFile reads a secret from a file, without its trailing newline.
+func readFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	secret := strings.TrimRight(string(b), "\r\n")
+	if secret == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return secret, nil
 }
 
 func readPIN() (string, error) {

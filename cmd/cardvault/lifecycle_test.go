@@ -509,7 +509,7 @@ func TestImportComponentsMatchesOpenSSL(t *testing.T) {
 			t.Errorf("transcript lacks %q with KCV %s:\n%s", want, opensslKCV(t, c), out)
 		}
 	}
-	if !strings.Contains(out, "combined: card-kek/v1  KCV "+combinedKCV+"  imported, verified, recorded, active") {
+	if !strings.Contains(out, "combined: card-kek/v1  KCV "+combinedKCV+" (AES-CMAC)  imported, verified, recorded, active") {
 		t.Fatalf("combined KCV is not openssl's %s:\n%s", combinedKCV, out)
 	}
 	written, _ := os.ReadFile(filepath.Join(dir, "imported.txt"))
@@ -580,7 +580,7 @@ func TestBackupRestoreToAnotherToken(t *testing.T) {
 	listB, _ := b.run(t, "ceremony", "list")
 	// Label, class, check value and status of every row: the same keys,
 	// each recorded for its own token (B's by the import ceremony).
-	row := regexp.MustCompile(`^(\S+)\s+\S+\s+\d+\s+\S+\s+(\S+)\s.*?(KCV [0-9A-F]{6}|sha256:[0-9a-f]{64}|-)\s+(recorded|REJECTED.*)$`)
+	row := regexp.MustCompile(`^(\S+)\s+\S+\s+\d+\s+\S+\s+(\S+)\s.*?(KCV [0-9A-F]{6} \([A-Z0-9-]+\)|sha256:[0-9a-f]{64}|-)\s+(recorded|REJECTED.*)$`)
 	checks := func(list string) []string {
 		var out []string
 		for _, line := range strings.Split(list, "\n")[1:] {

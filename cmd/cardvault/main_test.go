@@ -101,11 +101,11 @@ func TestCeremonyInitCreatesEveryKeyOnce(t *testing.T) {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`card-kek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6}\s+created, verified`),
-		regexp.MustCompile(`pan-hmac/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`card-kek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6} \(AES-CMAC\)\s+created, verified`),
+		regexp.MustCompile(`pan-hmac/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6} \(HMAC-SHA256\)\s+created, verified`),
 		regexp.MustCompile(`set-pin/v1\s+1\s+RSA-4096\s+sha256:[0-9a-f]{64}\s+created, verified`),
-		regexp.MustCompile(`pek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6}\s+created, verified`),
-		regexp.MustCompile(`audit/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6}\s+created, verified`),
+		regexp.MustCompile(`pek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6} \(AES-CMAC\)\s+created, verified`),
+		regexp.MustCompile(`audit/v1\s+1\s+HMAC-SHA256\s+KCV [0-9A-F]{6} \(HMAC-SHA256\)\s+created, verified`),
 		regexp.MustCompile(`operator: alice`),
 		regexp.MustCompile(`token:    label=cardvault-test serial=\S+`),
 		regexp.MustCompile(`result: created 5 key\(s\)`),

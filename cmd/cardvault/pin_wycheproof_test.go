@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cardvault/cardvault/internal/p11test"
 	"github.com/cardvault/cardvault/internal/vectors"
 	"github.com/miekg/pkcs11"
 )
@@ -20,8 +21,27 @@ import (
 // uses no unrecorded key), and sends every vector to the real
 // binary's set-PIN endpoint: none carries a 4-digit PIN, so every one, valid
 // padding or not, must get the identical answer. A PIN encrypted to the
-// same key then succeeds, which shows the vectors reached that key.
+// same key then succeeds, which shows the vectors reached that key. It runs
+// on both PIN paths: raw RSA, and CKM_RSA_PKCS on a token without raw RSA
+// (as FIPS-mode modules are).
 func TestSetPINEndpointWithWycheproofVectors(t *testing.T) {
+	for _, path := range []struct {
+		name string
+		drop []string
+	}{{"raw RSA", nil}, {"CKM_RSA_PKCS, no CKM_RSA_X_509 in the token", []string{"CKM_RSA_X_509"}}} {
+		t.Run(path.name, func(t *testing.T) {
+			v := newVaultEnv(t)
+			if path.drop != nil {
+				if err := p11test.WithoutMechanisms(v.tok.Conf, path.drop...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			setPINWithWycheproofVectors(t, v)
+		})
+	}
+}
+
+func setPINWithWycheproofVectors(t *testing.T, v *vaultEnv) {
 	file := vectors.Load(t, "rsa_pkcs1_4096_test.json")
 	// The file's main group shares one key over valid and invalid
 	// vectors; the others are one vector each on special keys, which the
@@ -34,7 +54,6 @@ func TestSetPINEndpointWithWycheproofVectors(t *testing.T) {
 	}
 	priv, _ := group.PrivateKey(t)
 
-	v := newVaultEnv(t)
 	importKeyPair(t, v, "set-pin/v1", priv)
 	out, err := v.run(t, "ceremony", "init")
 	if err != nil || !strings.Contains(out, "set-pin/v1") || !strings.Contains(out, "exists, NOT RECORDED") {

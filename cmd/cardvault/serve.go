@@ -115,7 +115,7 @@ func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vaul
 				for _, r := range m.Rejections() {
 					out = append(out, "key object rejected: "+r.String())
 				}
-				return out
+				return append(out, m.Limitations()...)
 			},
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
