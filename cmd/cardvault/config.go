@@ -24,8 +24,8 @@ const (
 	envTokenSerial = "CARDVAULT_TOKEN_SERIAL"
 	envTokenSlot   = "CARDVAULT_TOKEN_SLOT"
 	// envPKCS11URI selects module, token and PIN file in one RFC 7512
-	// URI, instead of the four variables above.
-	envPKCS11URI = "CARDVAULT_PKCS11_URI"
+	// URI, instead of the module, token and PIN file variables.
+	envPKCS11URI   = "CARDVAULT_PKCS11_URI"
 	envPINFile     = "CARDVAULT_PKCS11_PIN_FILE"
 	envPIN         = "CARDVAULT_PKCS11_PIN"
 	envTokensFile  = "CARDVAULT_API_TOKENS_FILE"
