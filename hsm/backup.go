@@ -319,10 +319,10 @@ func (m *Module) Import(ctx context.Context, kek []byte, b *Backup) (err error) 
 		var h pkcs11.ObjectHandle
 		switch k.Class {
 		case "secret":
-			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(secretTemplate(k.Purpose, k.Version)))
+			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(secretTemplate(k.Purpose, k.Version), true))
 			err = describeIf("C_UnwrapKey", err)
 		case "private":
-			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(privateTemplate(k.Label)))
+			h, err = c.p.UnwrapKey(sh, unwrapMech, unwrapKey, k.Wrapped, c.fit(privateTemplate(k.Label), true))
 			err = describeIf("C_UnwrapKey", err)
 		case "public":
 			h, err = c.createPublic(sh, k)

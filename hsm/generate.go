@@ -29,9 +29,10 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_ID, []byte(label)),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-		// The value never leaves the token in clear. It leaves wrapped
-		// only under a key the security officer marked trusted, which
-		// is how a backup ceremony moves keys between tokens.
+		// The value never leaves the token in clear. If the key is
+		// backed up by wrap (fit decides), it leaves wrapped only under
+		// a key the security officer marked trusted, which is how a
+		// backup ceremony moves keys between tokens; otherwise never.
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
@@ -61,33 +62,41 @@ func (m *Module) Generate(ctx context.Context, p Purpose, version uint32) error 
 	if p.Kind() == "" {
 		return fmt.Errorf("hsm: unknown purpose %q", p)
 	}
-	return m.createKey(Label(p, version), func(c *conn) error {
+	return m.createKey(Label(p, version), func(c *conn, extractable bool) error {
 		if p.Kind() == KindRSA {
-			return c.generateRSA(Label(p, version))
+			return c.generateRSA(Label(p, version), extractable)
 		}
-		return c.generateSecret(p, version)
+		return c.generateSecret(p, version, extractable)
 	})
 }
 
 // createKey runs a key-creating call once a free label is confirmed, then
-// reloads the catalog. It is not retried on a session fault; the existence
-// check makes a second attempt by the caller safe.
-func (m *Module) createKey(label string, create func(*conn) error) error {
+// reloads the catalog; the call makes the key extractable (only under a
+// trusted wrapping key) if the module's key backup is by wrap. It is not
+// retried on a session fault; the existence check makes a second attempt
+// by the caller safe.
+func (m *Module) createKey(label string, create func(c *conn, extractable bool) error) error {
 	c, err := m.current()
 	if err != nil {
 		return err
 	}
 	c.inflight.RLock()
 	defer c.inflight.RUnlock()
+	extractable := m.backupByWrap.Load()
+	if extractable {
+		if err := c.canBackUpByWrap(); err != nil {
+			return err
+		}
+	}
 	if exists, err := c.exists(label); err != nil {
 		return err
 	} else if exists {
 		return fmt.Errorf("%w: %s", ErrKeyExists, label)
 	}
-	err = create(c)
+	err = create(c, extractable)
 	if err != nil && c.refusedCopyable(err) {
 		m.log.Info("the token refuses CKA_COPYABLE on token keys; keys are made without it", "token", m.Label())
-		err = create(c)
+		err = create(c, extractable)
 	}
 	if err != nil {
 		return fmt.Errorf("hsm: create %s: %w", label, err)
@@ -119,9 +128,9 @@ func (c *conn) exists(label string) (bool, error) {
 	return found, err
 }
 
-func (c *conn) generateSecret(p Purpose, version uint32) error {
+func (c *conn) generateSecret(p Purpose, version uint32, extractable bool) error {
 	template := crypto11.NewAttributeSet()
-	for _, a := range c.fit(secretTemplate(p, version)) {
+	for _, a := range c.fit(secretTemplate(p, version), extractable) {
 		if a.Type == pkcs11.CKA_CLASS || a.Type == pkcs11.CKA_KEY_TYPE {
 			continue // crypto11 sets these from the cipher
 		}
@@ -139,7 +148,7 @@ func (c *conn) generateSecret(p Purpose, version uint32) error {
 	return err
 }
 
-func (c *conn) generateRSA(label string) error {
+func (c *conn) generateRSA(label string, extractable bool) error {
 	public, err := crypto11.NewAttributeSetWithIDAndLabel([]byte(label), []byte(label))
 	if err != nil {
 		return err
@@ -159,7 +168,7 @@ func (c *conn) generateRSA(label string) error {
 	}
 	// The private half has the attributes a restored one gets (backup.go),
 	// less those crypto11 sets itself.
-	for _, a := range c.fit(privateTemplate(label)) {
+	for _, a := range c.fit(privateTemplate(label), extractable) {
 		switch a.Type {
 		case pkcs11.CKA_CLASS, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_TOKEN:
 			continue
@@ -182,8 +191,8 @@ func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, va
 	if len(value) != 32 {
 		return fmt.Errorf("hsm: key value of %d bytes, want 32", len(value))
 	}
-	return m.createKey(Label(p, version), func(c *conn) error {
-		template := append(c.fit(secretTemplate(p, version)), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
+	return m.createKey(Label(p, version), func(c *conn, extractable bool) error {
+		template := append(c.fit(secretTemplate(p, version), extractable), pkcs11.NewAttribute(pkcs11.CKA_VALUE, value))
 		return c.withSession(func(sh pkcs11.SessionHandle) error {
 			_, err := c.p.CreateObject(sh, template)
 			return describeIf("C_CreateObject", err)
@@ -191,29 +200,90 @@ func (m *Module) ImportSecret(ctx context.Context, p Purpose, version uint32, va
 	})
 }
 
-// fit adapts a key template to the token:
-//   - A token that ignores CKA_WRAP_WITH_TRUSTED (NSS softokn wraps such a
-//     key under any key the user makes) gets CKA_EXTRACTABLE=false: an
-//     extractable key there would leave with the user PIN alone. Backups
-//     are then the token's own business (export refuses).
+// fit adapts a key template to the token and to the key's backup:
+//   - A key backed up by the vendor's cloning or replication gets
+//     CKA_EXTRACTABLE=false; only a key backed up by wrap keeps the
+//     template's CKA_EXTRACTABLE=true with CKA_WRAP_WITH_TRUSTED, and only
+//     on a token that enforces the latter (NSS softokn wraps such a key
+//     under any key the user makes) and can wrap at all.
 //   - A token that refuses CKA_COPYABLE on token keys (NSS again, with
 //     CKR_GENERAL_ERROR; it takes it on session keys only, so no session
 //     trial can tell) gets keys without it; createKey learns this from the
 //     first refusal.
 //
 // Every other attribute is required as written.
-func (c *conn) fit(template []*pkcs11.Attribute) []*pkcs11.Attribute {
+func (c *conn) fit(template []*pkcs11.Attribute, extractable bool) []*pkcs11.Attribute {
+	extractable = extractable && c.canBackUpByWrap() == nil
 	out := make([]*pkcs11.Attribute, 0, len(template))
 	for _, a := range template {
 		switch {
 		case a.Type == pkcs11.CKA_COPYABLE && c.noCopyable.Load():
 			continue
-		case a.Type == pkcs11.CKA_EXTRACTABLE && c.untrustedWrap:
-			a = pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false)
+		case a.Type == pkcs11.CKA_EXTRACTABLE:
+			a = pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, extractable)
 		}
 		out = append(out, a)
 	}
 	return out
+}
+
+// canBackUpByWrap says why keys on this token cannot be backed up by
+// wrap, or nil if they can.
+func (c *conn) canBackUpByWrap() error {
+	switch {
+	case c.untrustedWrap:
+		return errors.New("hsm: the token ignores CKA_WRAP_WITH_TRUSTED, so an extractable key would leave wrapped under any key the user PIN can make; keys are never extractable here: back the token up with the vendor's cloning or replication (docs/hsm.md)")
+	case c.wrapMech == 0:
+		return errors.New("hsm: the token offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP; back it up with the vendor's cloning or replication (docs/hsm.md)")
+	}
+	return nil
+}
+
+// KeyBackup is how the keys a module makes from now on can be backed up,
+// chosen in the ceremony that makes them.
+type KeyBackup int
+
+const (
+	// BackupByVendor: keys are never extractable; the token is backed up
+	// by the vendor's cloning or replication. The default.
+	BackupByVendor KeyBackup = iota
+	// BackupByWrap: keys are extractable only wrapped under a key the
+	// security officer marked trusted (ceremony export).
+	BackupByWrap
+)
+
+func (b KeyBackup) String() string {
+	if b == BackupByWrap {
+		return "wrap"
+	}
+	return "vendor"
+}
+
+// ParseKeyBackup reads "vendor" or "wrap".
+func ParseKeyBackup(s string) (KeyBackup, error) {
+	switch s {
+	case "vendor":
+		return BackupByVendor, nil
+	case "wrap":
+		return BackupByWrap, nil
+	}
+	return 0, fmt.Errorf("key backup %q, want vendor or wrap", s)
+}
+
+// SetKeyBackup chooses how the keys the module makes from now on can be
+// backed up. By wrap is refused on a token that cannot enforce it.
+func (m *Module) SetKeyBackup(b KeyBackup) error {
+	if b == BackupByWrap {
+		c, err := m.current()
+		if err != nil {
+			return err
+		}
+		if err := c.canBackUpByWrap(); err != nil {
+			return err
+		}
+	}
+	m.backupByWrap.Store(b == BackupByWrap)
+	return nil
 }
 
 // probeTrustedWrap finds out, on session keys that die with the session,

@@ -69,11 +69,30 @@ func TestKCVMatchesOpenSSL(t *testing.T) {
 }
 
 // TestKeysLeaveOnlyWrappedByATrustedKey: no key's value can be read, and
-// a wrapping key the user makes (which cannot be trusted) cannot wrap one.
+// a wrapping key the user makes (which cannot be trusted) cannot wrap one:
+// keys backed up by the vendor are not extractable at all; keys backed up
+// by wrap are refused as not wrappable under it. A token that ignores
+// CKA_WRAP_WITH_TRUSTED (NSS softokn) refuses backup by wrap.
 func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
+	for _, backup := range []KeyBackup{BackupByVendor, BackupByWrap} {
+		t.Run(backup.String(), func(t *testing.T) { keysLeaveOnlyWrapped(t, backup) })
+	}
+}
+
+func keysLeaveOnlyWrapped(t *testing.T, backup KeyBackup) {
 	pkcs11Tool := testenv.RequireCommand(t, "pkcs11-tool")
 	m, tok := openTestModule(t)
 	ctx := context.Background()
+	err := m.SetKeyBackup(backup)
+	switch {
+	case onNSS() && backup == BackupByWrap:
+		if err == nil || !strings.Contains(err.Error(), "ignores CKA_WRAP_WITH_TRUSTED") {
+			t.Fatalf("backup by wrap on NSS: %v", err)
+		}
+		return
+	case err != nil:
+		t.Fatal(err)
+	}
 	for _, p := range Purposes {
 		if err := m.Generate(ctx, p, 1); err != nil {
 			t.Fatal(err)
@@ -137,8 +156,12 @@ func TestKeysLeaveOnlyWrappedByATrustedKey(t *testing.T) {
 				}
 				return nil
 			}
-			if !errors.Is(err, pkcs11.Error(pkcs11.CKR_KEY_NOT_WRAPPABLE)) {
-				return fmt.Errorf("wrapping under an untrusted key gave %d bytes and %v, want CKR_KEY_NOT_WRAPPABLE", len(wrapped), err)
+			want := pkcs11.Error(pkcs11.CKR_KEY_NOT_WRAPPABLE)
+			if backup == BackupByVendor {
+				want = pkcs11.CKR_KEY_UNEXTRACTABLE
+			}
+			if k.Extractable != (backup == BackupByWrap) || !errors.Is(err, want) {
+				return fmt.Errorf("extractable %v; wrapping under an untrusted key gave %d bytes and %v, want %v", k.Extractable, len(wrapped), err, want)
 			}
 			return nil
 		})

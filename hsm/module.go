@@ -114,6 +114,9 @@ type Module struct {
 	// at most MaxSessions run at once, whatever the request load.
 	slots chan struct{}
 
+	// backupByWrap: the keys the module makes are extractable, only
+	// wrapped under a trusted key (SetKeyBackup).
+	backupByWrap atomic.Bool
 	// forced are the profile settings the configuration forces.
 	forced map[string]string
 	// oaepSHA256 is where OAEP with SHA-256 runs (oaepUntried, ...):
@@ -474,6 +477,9 @@ func (m *Module) Keys(ctx context.Context) ([]KeyInfo, error) {
 // TokenInfo identifies the token for transcripts.
 type TokenInfo struct {
 	Label, Serial, Model, Manufacturer string
+	// Profile is the name of the token's profile as the module uses it
+	// (profile.go).
+	Profile string `json:",omitempty"`
 }
 
 // Token reads the token's identity.
@@ -485,7 +491,7 @@ func (m *Module) Token(ctx context.Context) (TokenInfo, error) {
 			return describe("C_GetTokenInfo", err)
 		}
 		trim := func(s string) string { return strings.TrimRight(s, " \x00") }
-		ti = TokenInfo{trim(info.Label), trim(info.SerialNumber), trim(info.Model), trim(info.ManufacturerID)}
+		ti = TokenInfo{trim(info.Label), trim(info.SerialNumber), trim(info.Model), trim(info.ManufacturerID), c.profile(m).Name()}
 		return nil
 	})
 	return ti, err

@@ -136,6 +136,9 @@ func TestVendorBehaviours(t *testing.T) {
 			tok := vendorToken(t, tc.drop...)
 			ctx := context.Background()
 			m, g := openVendor(t, tok, tc.ivMode, "")
+			if err := m.SetKeyBackup(BackupByWrap); (err != nil) != strings.Contains(tc.want, "wrap=none") {
+				t.Fatalf("backup by wrap: %v", err)
+			}
 			if err := m.Generate(ctx, CardKEK, 1); err != nil {
 				t.Fatal(err)
 			}
@@ -279,9 +282,10 @@ func checkKCV(t *testing.T, openssl string, m *Module, value []byte, method stri
 	}
 }
 
-// checkBackup exports the keys: with padding everything goes; with RFC
-// 3394 only the secrets can, so the set_pin private key is refused by
-// name; with no wrap mechanism the export refuses, naming both.
+// checkBackup exports the keys (made for backup by wrap where the token
+// can wrap): with padding everything goes; with RFC 3394 only the secrets
+// can, so the set_pin private key is refused by name; with no wrap
+// mechanism the export refuses, naming both.
 func checkBackup(t *testing.T, m *Module, tok *softhsm.Token, wrap string) {
 	t.Helper()
 	kek := bytes.Repeat([]byte{7}, 32)
@@ -308,6 +312,9 @@ func TestBackupWithRFC3394(t *testing.T) {
 	ctx := context.Background()
 	from := vendorToken(t, "CKM_AES_KEY_WRAP_PAD")
 	m, _ := openVendor(t, from, "", "")
+	if err := m.SetKeyBackup(BackupByWrap); err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []Purpose{CardKEK, PANHMAC, PEK, Audit} {
 		if err := m.Generate(ctx, p, 1); err != nil {
 			t.Fatal(err)
@@ -333,6 +340,20 @@ func TestBackupWithRFC3394(t *testing.T) {
 	}
 	if got, err := n.Open(ctx, []byte("aad"), sealed); err != nil || string(got) != "4111111111111111" {
 		t.Fatalf("a record sealed before the backup, opened after its import: %q %v", got, err)
+	}
+}
+
+// Keys made for backup by the vendor (the default) are never extractable:
+// export refuses, by the key's name, before anything is wrapped.
+func TestExportRefusesNeverExtractableKeys(t *testing.T) {
+	tok := vendorToken(t)
+	m, _ := openVendor(t, tok, "", "")
+	if err := m.Generate(context.Background(), CardKEK, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.Export(context.Background(), tok.SOPIN, bytes.Repeat([]byte{7}, 32))
+	if err == nil || !strings.Contains(err.Error(), "card-kek/v1 (secret) is never extractable") {
+		t.Fatalf("export of a never-extractable key: %v", err)
 	}
 }
 

@@ -67,6 +67,7 @@ func newTranscript(out io.Writer, ceremony string, now time.Time, operator strin
 	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
 	t.printf("operator: %s\n", operator)
 	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
+	t.printf("profile:  %s\n", tok.Profile)
 	return t
 }
 
@@ -252,15 +253,19 @@ func defaultTranscript(ceremony string, now time.Time) string {
 func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs, cf := newCeremonyFlags("init")
 	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
+	backup := fs.String("backup", "vendor", backupUsage)
 	if err := cf.parse(fs, args); err != nil {
 		return err
+	}
+	keyBackup, err := hsm.ParseKeyBackup(*backup)
+	if err != nil {
+		return fmt.Errorf("--backup: %w", err)
 	}
 	// A dry run opens no database: it writes nothing at all.
 	var m *hsm.Module
 	var tok hsm.TokenInfo
 	var now time.Time
 	var catalog vault.KeyCatalog
-	var err error
 	if *dryRun {
 		m, tok, now, err = cf.begin(ctx, "init", log)
 	} else {
@@ -275,6 +280,9 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		return err
 	}
 	defer m.Close()
+	if err := m.SetKeyBackup(keyBackup); err != nil {
+		return fmt.Errorf("--backup %s: %w", keyBackup, err)
+	}
 	existing, err := m.Keys(ctx)
 	if err != nil {
 		return err
@@ -300,6 +308,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if *dryRun {
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
+	t.printf("backup:   %s\n", backupMeaning[keyBackup])
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "\nLABEL\tVERSION\tTYPE\tCHECK\tRESULT\tTIME\n")
@@ -363,6 +372,38 @@ func countMissing(has map[hsm.Purpose]bool) int {
 		}
 	}
 	return n
+}
+
+// backupUsage explains the --backup choice.
+const backupUsage = "how new keys can be backed up: vendor (never extractable; the HSM vendor's cloning or replication) or wrap (extractable only wrapped under a key the security officer trusts, by ceremony export)"
+
+// backupMeaning is what each backup choice means, for transcripts.
+var backupMeaning = map[hsm.KeyBackup]string{
+	hsm.BackupByVendor: "vendor (keys are never extractable; back the token up with the HSM vendor's cloning or replication)",
+	hsm.BackupByWrap:   "wrap (keys are extractable only wrapped under a key the security officer trusts; ceremony export)",
+}
+
+// keyBackupFor is the backup of a purpose's next version: the one named,
+// or by default the active version's, so that a rotation keeps the choice
+// its ceremony init made.
+func keyBackupFor(ctx context.Context, m *hsm.Module, p hsm.Purpose, named string) (hsm.KeyBackup, error) {
+	if named != "" {
+		return hsm.ParseKeyBackup(named)
+	}
+	active, err := m.ActiveVersion(ctx, p)
+	if err != nil {
+		return hsm.BackupByVendor, nil // no version yet: the default
+	}
+	keys, err := m.Keys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range keys {
+		if k.Purpose == p && k.Version == active && k.Class != "public" && k.Extractable {
+			return hsm.BackupByWrap, nil
+		}
+	}
+	return hsm.BackupByVendor, nil
 }
 
 // keyCheck is a key's check value: the KCV of a secret key, or the SHA-256
@@ -544,5 +585,15 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%s\t%v\t%s\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
 			k.Active, k.Sensitive, exportPolicy(k), k.Usages, end, check, status)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// The token's profile says which paths the keys above are used by
+	// (KCV method, PIN decryption, backup wrap).
+	tok, err := m.Token(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "\ntoken:   %s (serial %s)\nprofile: %s\n", tok.Label, tok.Serial, tok.Profile)
+	return err
 }

@@ -267,6 +267,7 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	fs, cf := newCeremonyFlags("import-components")
 	purposeName := fs.String("purpose", "", "the key to form: card-kek, pan-hmac, pek or audit")
 	comps := addComponentFlags(fs)
+	backup := fs.String("backup", "", backupUsage+" (default: the active version's, else vendor)")
 	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
@@ -291,6 +292,13 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 		return err
 	}
 	next := previous + 1
+	keyBackup, err := keyBackupFor(ctx, m, p, *backup)
+	if err != nil {
+		return fmt.Errorf("--backup: %w", err)
+	}
+	if err := m.SetKeyBackup(keyBackup); err != nil {
+		return fmt.Errorf("--backup %s: %w", keyBackup, err)
+	}
 
 	key, custodians, err := newComponentReader(m, p.Kind(), stdin, stdout).combine(ctx, comps)
 	if err != nil {
@@ -302,7 +310,8 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 		return err
 	}
 	t := newTranscript(stdout, "import-components", now, *cf.operator, tok)
-	t.printf("purpose:  %s (%s), %d components\n\n", p, p.Kind(), len(custodians))
+	t.printf("purpose:  %s (%s), %d components\n", p, p.Kind(), len(custodians))
+	t.printf("backup:   %s\n\n", backupMeaning[keyBackup])
 	for i, c := range custodians {
 		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format(time.RFC3339), c.KCV)
 	}

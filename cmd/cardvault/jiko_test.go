@@ -43,8 +43,14 @@ func newJikoVault(t *testing.T) *jikoVault {
 // extraEnv, with an API token of the given scopes.
 func newServedVault(t *testing.T, scopes []string, extraEnv ...string) *jikoVault {
 	t.Helper()
+	return newServedVaultInit(t, nil, scopes, extraEnv...)
+}
+
+// newServedVaultInit is newServedVault with arguments for ceremony init.
+func newServedVaultInit(t *testing.T, initArgs, scopes []string, extraEnv ...string) *jikoVault {
+	t.Helper()
 	v := newVaultEnv(t)
-	if out, err := v.run(t, "ceremony", "init"); err != nil {
+	if out, err := v.run(t, append([]string{"ceremony", "init"}, initArgs...)...); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
 	token := v.token(t, "platform", scopes...)

@@ -109,6 +109,8 @@ func TestCeremonyInitCreatesEveryKeyOnce(t *testing.T) {
 		regexp.MustCompile(`operator: alice`),
 		regexp.MustCompile(`token:    label=cardvault-test serial=\S+`),
 		regexp.MustCompile(`result: created 5 key\(s\)`),
+		regexp.MustCompile(`backup:   vendor \(keys are never extractable`),
+		regexp.MustCompile(`profile:  gcm-iv=honoured,raw-rsa=yes,`),
 		regexp.MustCompile(`transcript sha256: [0-9a-f]{64}`),
 	} {
 		if !want.MatchString(out) {
@@ -142,12 +144,15 @@ func TestCeremonyInitCreatesEveryKeyOnce(t *testing.T) {
 		t.Fatalf("list: %v\n%s", err, list)
 	}
 	for _, label := range []string{"card-kek/v1", "pan-hmac/v1", "set-pin/v1", "pek/v1", "audit/v1"} {
-		if !regexp.MustCompile(regexp.QuoteMeta(label) + `.*true\s+true\s+trusted-wrap`).MatchString(list) {
-			t.Errorf("list does not show %s as active, sensitive and leaving only under a trusted wrapping key:\n%s", label, list)
+		if !regexp.MustCompile(regexp.QuoteMeta(label) + `.*true\s+true\s+never`).MatchString(list) {
+			t.Errorf("list does not show %s as active, sensitive and never extractable (the default backup):\n%s", label, list)
 		}
 	}
-	if !regexp.MustCompile(`set-pin/v1\s+set-pin\s+1\s+RSA-4096\s+private\s+true\s+true\s+trusted-wrap\s+\[decrypt\]`).MatchString(list) {
+	if !regexp.MustCompile(`set-pin/v1\s+set-pin\s+1\s+RSA-4096\s+private\s+true\s+true\s+never\s+\[decrypt\]`).MatchString(list) {
 		t.Errorf("set_pin private key has other usages than decrypt:\n%s", list)
+	}
+	if !regexp.MustCompile(`(?m)^profile: gcm-iv=honoured,raw-rsa=yes,oaep-sha256=raw,`).MatchString(list) {
+		t.Errorf("list does not name the token's profile:\n%s", list)
 	}
 }
 

@@ -25,6 +25,7 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	fs, cf := newCeremonyFlags("rotate")
 	purposeName := fs.String("purpose", "", "the key to rotate: card-kek, pan-hmac, set-pin, pek or audit")
 	graceDays := fs.Int("grace-days", 7, "set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC)")
+	backup := fs.String("backup", "", backupUsage+" (default: the active version's)")
 	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
@@ -53,9 +54,17 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	next := previous + 1
+	keyBackup, err := keyBackupFor(ctx, m, p, *backup)
+	if err != nil {
+		return fmt.Errorf("--backup: %w", err)
+	}
+	if err := m.SetKeyBackup(keyBackup); err != nil {
+		return fmt.Errorf("--backup %s: %w", keyBackup, err)
+	}
 
 	t := newTranscript(stdout, "rotate", now, *cf.operator, tok)
 	t.printf("purpose:  %s (%s)\n", p, p.Kind())
+	t.printf("backup:   %s\n", backupMeaning[keyBackup])
 	oldCheck, err := keyCheck(ctx, m, p, previous)
 	if err != nil {
 		return err
