@@ -33,14 +33,28 @@ go vet ./...
 # they ran (or why they skipped) and the figures they report.
 containers='^(TestPostgresContainerConformance|TestStackServesJikoAndSolaris|TestReplicaFailure|TestPostgresOutage|TestComposeFileValidates)$'
 
+# The end-to-end suites of cards, secure view, PINs, rotation, rewrap and
+# retire run below on each PKCS#11 implementation, verbosely and counted.
+e2e='^(TestRotateRewrapRetire|TestRewrapResumesAfterCrash|TestAuditVerifyFindsTampering|TestSolarisSecureViewWithIndependentClients|TestSolarisSecureViewRefusals|TestSolarisDeviceBinding|TestJikoGuideFlowWithOpenSSL|TestJikoCardLifecycle|TestJikoPhysicalCardOrderAndPINWithOpenSSL|TestSolarisPINUpdateWithJWCrypto|TestSetPINRotationWithGrace|TestNativeImportAndLookup)$'
+
 echo "== go test -race"
-go test -race -count=1 -timeout 30m -skip "$containers" ./...
+go test -race -count=1 -timeout 30m -skip "$containers|$e2e" ./...
 
 # The hsm package again on NSS softokn, the second PKCS#11 implementation
 # (a fresh NSS database per test); the binary's NSS run is
 # TestEndToEndOnNSSSoftokn above.
 echo "== hsm on NSS softokn"
 CARDVAULT_TEST_PKCS11=nss go test -race -count=1 ./hsm
+
+# Each end-to-end test gets a fresh token of the implementation: a SoftHSM2
+# token, or a fresh NSS database.
+for impl in softhsm nss; do
+  echo "== end-to-end suites on $impl"
+  CARDVAULT_TEST_PKCS11=$impl go test -count=1 -timeout 20m -v -run "$e2e" ./cmd/cardvault >/tmp/cardvault-e2e-$impl.log 2>&1 \
+    || { grep -E '^(\s*--- |ok |FAIL|panic)|_test.go:[0-9]+:' /tmp/cardvault-e2e-$impl.log; exit 1; }
+  grep -E '^(--- |ok )' /tmp/cardvault-e2e-$impl.log
+  echo "end-to-end on $impl: $(grep -c '^--- PASS' /tmp/cardvault-e2e-$impl.log) passed, $(grep -c '^--- FAIL' /tmp/cardvault-e2e-$impl.log || true) failed"
+done
 
 echo "== container tests (testcontainers-go)"
 go test -race -count=1 -timeout 20m -v -run "$containers" ./vault/sqlstore ./internal/stacktest \

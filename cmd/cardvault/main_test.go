@@ -42,8 +42,15 @@ type vaultEnv struct {
 	env []string
 }
 
+// newVaultEnv is a fresh token and the environment the binary reaches it
+// by: SoftHSM2, or NSS softokn when CARDVAULT_TEST_PKCS11=nss (scripts/
+// test.sh runs the end-to-end suites again so). Tests that need SoftHSM2
+// itself (its SO PIN, its configuration) use v.tok, which NSS has not.
 func newVaultEnv(t *testing.T) *vaultEnv {
 	t.Helper()
+	if os.Getenv("CARDVAULT_TEST_PKCS11") == "nss" {
+		return newNSSVaultEnv(t)
+	}
 	tok := softhsm.TestToken(t)
 	dir := t.TempDir()
 	pinFile := filepath.Join(dir, "pin")
