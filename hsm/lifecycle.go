@@ -100,12 +100,8 @@ func (m *Module) ValueKCV(ctx context.Context, kind Kind, value []byte) (CheckVa
 				return describe("C_CreateObject", err)
 			}
 			defer func() { _ = c.p.DestroyObject(sh, h) }()
-			sum, err := c.checkBlock(sh, h, method.mech, make([]byte, 16))
-			if err != nil {
-				return err
-			}
-			cv = CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}
-			return nil
+			cv, err = c.kcv(sh, h, method)
+			return err
 		})
 	})
 	return cv, err

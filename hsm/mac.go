@@ -88,12 +88,8 @@ func (m *Module) KCV(ctx context.Context, p Purpose, version uint32) (CheckValue
 			if err != nil {
 				return err
 			}
-			sum, err := c.checkBlock(sh, key, method.mech, make([]byte, 16))
-			if err != nil {
-				return err
-			}
-			cv = CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}
-			return nil
+			cv, err = c.kcv(sh, key, method)
+			return err
 		})
 	})
 	return cv, err
@@ -115,6 +111,16 @@ func (c *conn) kcvMethod(k Kind) (kcvMethod, bool) {
 		return kcvMethod{pkcs11.CKK_GENERIC_SECRET, pkcs11.CKM_SHA256_HMAC, "HMAC-SHA256"}, true
 	}
 	return kcvMethod{}, false
+}
+
+// kcv is a key object's KCV by a method: over one zero block, the first
+// 3 bytes.
+func (c *conn) kcv(sh pkcs11.SessionHandle, key pkcs11.ObjectHandle, method kcvMethod) (CheckValue, error) {
+	sum, err := c.checkBlock(sh, key, method.mech, make([]byte, 16))
+	if err != nil {
+		return CheckValue{}, err
+	}
+	return CheckValue{fmt.Sprintf("%X", sum[:3]), method.name}, nil
 }
 
 // checkBlock runs a KCV mechanism over one block with a key object: the

@@ -83,3 +83,33 @@ func TestPKCS11URISelectsTheToken(t *testing.T) {
 		t.Fatalf("URI and label: %v\n%s", err, out)
 	}
 }
+
+// A token without CKM_AES_CMAC checks AES keys by the legacy ECB KCV: the
+// ceremonies print and record it by that method, the server accepts the
+// keys the catalog recorded so, and a rotated card KEK seals and reveals.
+func TestCeremoniesOnATokenWithoutCMAC(t *testing.T) {
+	v := newVaultEnv(t)
+	if err := p11test.WithoutMechanisms(v.tok.Conf, "CKM_AES_CMAC"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := v.run(t, "ceremony", "init")
+	if err != nil || !regexp.MustCompile(`card-kek/v1\s+1\s+AES-256\s+KCV [0-9A-F]{6} \(AES-ECB\)`).MatchString(out) || !strings.Contains(out, "kcv=ecb") {
+		t.Fatalf("init without CMAC: %v\n%s", err, out)
+	}
+	if out, err := v.run(t, "ceremony", "rotate", "--purpose", "card-kek"); err != nil || !strings.Contains(out, "(AES-ECB)") {
+		t.Fatalf("rotate without CMAC: %v\n%s", err, out)
+	}
+	list, err := v.run(t, "ceremony", "list")
+	if err != nil || strings.Contains(list, "REJECTED") || !strings.Contains(list, "profile: gcm-iv=honoured,raw-rsa=yes,oaep-sha256=raw,kcv=ecb,") {
+		t.Fatalf("list without CMAC: %v\n%s", err, list)
+	}
+	token := v.token(t, "platform", solarisScopes...)
+	base, logs := startServer(t, v)
+	jv := &jikoVault{vaultEnv: v, base: base, token: token, logs: logs}
+	card := jv.importCard(t, "person-1", "4000001234567899")
+	viewer := newViewer(t, jv, "person-1")
+	viewer.prepare(t, 1)
+	if got, err := viewer.reveal(t, card); err != nil || got != "4000001234567899" {
+		t.Fatalf("secure view under card-kek/v2, checked by ECB: %q, %v", mask(got), err)
+	}
+}
