@@ -102,3 +102,30 @@ func TestHSMProbeOnBothImplementations(t *testing.T) {
 		})
 	}
 }
+
+// The backup ceremonies cannot work on NSS softokn, which wraps any key
+// under any key the user makes (and has no security officer to trust a
+// wrapping key): they refuse, saying why, and nothing is written.
+func TestBackupCeremoniesOnNSSSayWhy(t *testing.T) {
+	v := newNSSVaultEnv(t)
+	out, err := v.run(t, "ceremony", "init", "--backup", "wrap")
+	if err == nil || !strings.Contains(out, "--backup wrap: hsm: the token ignores CKA_WRAP_WITH_TRUSTED") {
+		t.Fatalf("init --backup wrap on NSS: %v\n%s", err, out)
+	}
+	if out, err := v.run(t, "ceremony", "init"); err != nil || !strings.Contains(out, "backup:   vendor") {
+		t.Fatalf("init on NSS: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	c1, c2 := randomKey(t), randomKey(t)
+	backup := filepath.Join(dir, "backup.json")
+	v.env = append(v.env, envSOPIN+"=no-security-officer-on-nss")
+	out, err = v.run(t, "ceremony", "export", "--out", backup, "--components", "2",
+		"--component-file", componentForm(t, dir, "alice", c1, opensslKCV(t, c1)),
+		"--component-file", componentForm(t, dir, "bob", c2, opensslKCV(t, c2)))
+	if err == nil || !strings.Contains(out, "is never extractable; back it up with the vendor's cloning or replication") {
+		t.Fatalf("export on NSS: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(backup); err == nil {
+		t.Fatal("a refused export wrote a backup file")
+	}
+}
