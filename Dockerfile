@@ -21,6 +21,11 @@ RUN apt-get update \
 COPY --from=build /out/cardvault /usr/local/bin/cardvault
 COPY deploy/softhsm2.conf /etc/cardvault/softhsm2.conf
 COPY deploy/setup.sh /usr/local/bin/cardvault-setup
+# SoftHSM2 is only the default token. For a vendor HSM, mount its PKCS#11
+# library and client configuration read-only (-v /opt/vendor:/opt/vendor:ro)
+# and set CARDVAULT_PKCS11_URI (module-path, token, pin-source) or
+# CARDVAULT_PKCS11_MODULE; `cardvault hsm probe` shows what the vault makes
+# of it (docs/hsm.md).
 ENV SOFTHSM2_CONF=/etc/cardvault/softhsm2.conf \
     CARDVAULT_LISTEN=0.0.0.0:8080 \
     CARDVAULT_TRANSCRIPT_DIR=/var/lib/cardvault/transcripts
