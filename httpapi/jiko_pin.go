@@ -1,38 +1,14 @@
 package httpapi
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 
-	"github.com/cardvault/cardvault/vault"
 	"github.com/labstack/echo/v4"
 )
-
-// jikoPublicKeys registers the published set_pin key under /api/v1. The
-// guide spells it public_keys/, the OpenAPI file public-keys; any valid
-// token may read it.
-func (s *Server) jikoPublicKeys(g *echo.Group) {
-	g.GET("/public_keys", s.jikoGetPublicKeys)
-	g.GET("/public-keys", s.jikoGetPublicKeys)
-}
 
 // jikoPIN registers PIN setting under /api/v1/jiko-accounts/:account_id.
 func (s *Server) jikoPIN(g *echo.Group) {
 	g.POST("/cards/:card_id/pin", s.jikoSetPIN, require(ScopePINWrite))
-}
-
-// jikoGetPublicKeys answers {"set_pin": SPKI PEM} of the active key.
-func (s *Server) jikoGetPublicKeys(c echo.Context) error {
-	k, err := s.svc.SetPINKey(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	der, err := x509.MarshalPKIXPublicKey(k.Key)
-	if err != nil {
-		return vault.Internal(err)
-	}
-	return c.JSON(http.StatusOK, map[string]string{"set_pin": string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
 }
 
 // jikoSetPIN handles POST .../cards/:card_id/pin {encrypted_pin}: 200

@@ -42,6 +42,9 @@ type Config struct {
 	// stop the vault serving: key objects the pinned catalog rejects. They
 	// are shown by /readyz and counted in /metrics.
 	Notices func() []string
+	// KeyRefresh is how long servers trust their view of the key
+	// versions: published keys may be cached no longer; 0 means 5s.
+	KeyRefresh time.Duration
 }
 
 // Server is the HTTP handler with its metrics.
@@ -53,6 +56,8 @@ type Server struct {
 	svc     *vault.Service
 	tokens  *Tokens
 	notices func() []string
+	// keyMaxAge is how long a published key may be cached.
+	keyMaxAge time.Duration
 	// subjects maps client certificate subjects to scopes.
 	subjects map[string][]string
 }
@@ -95,7 +100,10 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects, notices: cfg.Notices}
+	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects, notices: cfg.Notices, keyMaxAge: cfg.KeyRefresh}
+	if s.keyMaxAge <= 0 {
+		s.keyMaxAge = 5 * time.Second
+	}
 	if cfg.Notices != nil {
 		s.metrics.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "cardvault_hsm_rejected_key_objects",
@@ -116,7 +124,7 @@ func New(cfg Config) *Server {
 		s.jikoOrders(accounts)
 		s.jikoPIN(accounts)
 		s.jikoSandbox(e.Group("/api/v1/sandbox", s.authenticate))
-		s.jikoPublicKeys(e.Group("/api/v1", s.authenticate))
+		s.publicKeys(e)
 		v1 := e.Group("/v1", s.authenticate)
 		s.nativeCards(v1)
 		s.solarisCards(v1)

@@ -1,9 +1,7 @@
 package httpapi
 
 import (
-	"encoding/base64"
 	"encoding/json"
-	"math/big"
 	"net/http"
 
 	"github.com/cardvault/cardvault/vault"
@@ -13,22 +11,7 @@ import (
 // solarisCards registers the Solaris-shaped card routes under /v1/cards.
 func (s *Server) solarisCards(g *echo.Group) {
 	g.POST("/cards/:id/virtual_card_requests", s.virtualCardRequest, require(ScopeCardsReveal))
-	g.GET("/cards/pin_keys/latest", s.latestPINKey)
 	g.POST("/cards/:id/pin_update_requests", s.pinUpdateRequest, require(ScopePINWrite))
-}
-
-// latestPINKey handles GET /v1/cards/pin_keys/latest: the active set_pin
-// key as a JWK whose kid names its version.
-func (s *Server) latestPINKey(c echo.Context) error {
-	k, err := s.svc.SetPINKey(c.Request().Context())
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]string{
-		"kid": k.KeyID, "kty": "RSA", "use": "enc", "alg": "RS256",
-		"n": base64.RawURLEncoding.EncodeToString(k.Key.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.Key.E)).Bytes()),
-	})
 }
 
 // pinUpdateRequest handles POST /v1/cards/:id/pin_update_requests: a PIN

@@ -110,8 +110,10 @@ func (a *ShippingAddress) validate() error {
 	if !usStates[a.State] {
 		return Invalid("shipping_address[state]", "must be a US two-letter state code")
 	}
-	if a.Country != "US" {
-		return Invalid("shipping_address[country]", "must be US")
+	// ISO 3166-1 alpha-2 or alpha-3, as the caller sent it: the Jiko
+	// guide's own order says "USA".
+	if a.Country != "US" && a.Country != "USA" {
+		return Invalid("shipping_address[country]", "must be US or USA (ISO 3166-1 alpha-2 or alpha-3): cards ship to the United States only")
 	}
 	return nil
 }

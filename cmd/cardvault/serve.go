@@ -110,6 +110,7 @@ func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vaul
 				{Name: "database", Check: store.Ping},
 				{Name: "keys", Check: m.RequireKeys},
 			},
+			KeyRefresh: m.KeyRefresh(),
 			Notices: func() []string {
 				var out []string
 				for _, r := range m.Rejections() {
