@@ -117,6 +117,7 @@ func New(cfg Config) *Server {
 	e.Use(middleware.BodyLimit(cfg.MaxBody))
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
+	e.GET("/openapi.yaml", s.openAPI)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
 	if s.svc != nil && s.tokens != nil {
 		accounts := e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	code := m.Run()
+	if report := contractReport(); report != "" {
+		fmt.Println(report)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -200,7 +204,12 @@ func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
 func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBuffer) {
 	t.Helper()
 	base, logs, _ := startServerCmd(t, v, extraEnv...)
-	return base, logs
+	for _, e := range extraEnv {
+		if strings.HasPrefix(e, envTLSCert+"=") {
+			return base, logs // TLS is tested end to end, not through the proxy
+		}
+	}
+	return contractProxy(t, base), logs
 }
 
 // startServerCmd is startServer that also returns the server's process.

@@ -89,8 +89,8 @@ func TestSolarisSecureViewWithIndependentClients(t *testing.T) {
 	pkcs1 := [][2]string{{"RSA1_5", "A256GCM"}, {"RSA1_5", "A256CBC_HS512"}}
 	oaep := [][2]string{{"RSA_OAEP_256", "A256GCM"}, {"RSA_OAEP_256", "A256CBC_HS512"}}
 	android := [][2]string{{"RSA_OAEP_256_ANDROID", "A256GCM"}, {"RSA_OAEP_256_ANDROID", "A256CBC_HS512"}}
-	py, _ := filepath.Abs("testdata/solaris_client.py")
-	js, _ := filepath.Abs("testdata/solaris_client.mjs")
+	py, _ := filepath.Abs("../../examples/solaris_client.py")
+	js, _ := filepath.Abs("../../examples/solaris_client.mjs")
 	pyDevice, pyResults := runClient(t, jv, []string{python, py}, "person-1", card, slices.Concat(pkcs1, oaep, android))
 	nodeDevice, nodeResults := runClient(t, jv, []string{"node", js}, "person-1", card, oaep)
 	// Node 20 refuses PKCS#1 v1.5 private decryption since CVE-2023-46809
