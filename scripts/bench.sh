@@ -3,6 +3,9 @@
 # on first use; the bench runs the init ceremony on it), so the bench never
 # touches the dev token's keys. Arguments go to the bench, e.g.
 #   scripts/bench.sh --clients 16 --duration 10s [--json] [--cpuprofile F]
+# `--db postgres` starts a throwaway PostgreSQL (as the tests do, but with
+# fsync on, so it is as durable as a real one) and serves on a new database
+# in it; `--db postgres://...` uses that server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -26,5 +29,18 @@ if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\bcardvault-bench
     --so-pin "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" --pin "$(cat "$BENCH/pin")" >/dev/null
 fi
 
+args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = "--db" ] && [ "${2:-}" = "postgres" ]; then
+    PG_TEST_FSYNC=on start_test_postgres
+    psql "$CARDVAULT_TEST_POSTGRES" -qc "CREATE DATABASE bench" >/dev/null
+    args+=(--db "$(echo "$CARDVAULT_TEST_POSTGRES" | sed 's#/postgres?#/bench?#')")
+    shift 2
+    continue
+  fi
+  args+=("$1")
+  shift
+done
+
 go build -o "$BENCH/cardvault" ./cmd/cardvault
-exec "$BENCH/cardvault" bench "$@"
+"$BENCH/cardvault" bench "${args[@]}"

@@ -33,7 +33,8 @@ install_missing() {
 }
 
 # start_test_postgres starts a throwaway PostgreSQL cluster on a loopback
-# port for the tests that need one, exports CARDVAULT_TEST_POSTGRES (a
+# port for the tests that need one (fsync off unless PG_TEST_FSYNC=on, as
+# the bench asks), exports CARDVAULT_TEST_POSTGRES (a
 # superuser DSN; each test makes its own database) and stops the cluster
 # when the calling script exits. Debian's postgresql package provides it.
 start_test_postgres() {
@@ -49,7 +50,7 @@ start_test_postgres() {
   fi
   "${as[@]}" "$bin/initdb" -D "$PG_TEST_DIR/data" -A trust -U postgres --no-sync >/dev/null
   "${as[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TEST_DIR -c fsync=off -c max_connections=300" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TEST_DIR -c fsync=${PG_TEST_FSYNC:-off} -c max_connections=300" start >/dev/null
   PG_TEST_STOP=("${as[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -m immediate stop)
   trap stop_test_postgres EXIT
   export CARDVAULT_TEST_POSTGRES="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"

@@ -20,7 +20,6 @@ import (
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/internal/bench"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // benchCmd handles `cardvault bench`: it serves the vault on a loopback
@@ -36,6 +35,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
 	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts: real RSA-2048 device keys to make, one per checked reveal")
+	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -59,7 +59,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	url, token, stop, err := serveBench(ctx, m, dir)
+	dsn, dbName := "sqlite:"+filepath.Join(dir, "bench.db"), "SQLite"
+	if *db != "" {
+		if !strings.HasPrefix(*db, "postgres://") && !strings.HasPrefix(*db, "postgresql://") {
+			return fmt.Errorf("--db: want a postgres:// URL")
+		}
+		dsn, dbName = *db, "PostgreSQL"
+	}
+	url, token, stop, err := serveBench(ctx, m, dsn, dir)
 	if err != nil {
 		return err
 	}
@@ -94,15 +101,22 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		}
 		defer pprof.StopCPUProfile()
 	}
-	results, err := bench.Run(ctx, ops, *clients, *duration, stderr)
+	limits, err := bench.MeasureLimits(ctx, env, ops, *clients, runtime.NumCPU(), *duration, stderr)
+	if err != nil {
+		return err
+	}
+	results, err := bench.Run(ctx, ops, limits, *clients, *duration, stderr)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
 		return bench.WriteJSON(stdout, results)
 	}
-	fmt.Fprintf(stdout, "cardvault bench: %d clients, %s per phase, SQLite, token %q, %d CPUs\n\n", *clients, *duration, m.Label(), runtime.NumCPU())
-	return bench.WriteTable(stdout, results)
+	fmt.Fprintf(stdout, "cardvault bench: %d clients, %s per phase, %s, token %q, %d CPUs\n\n", *clients, *duration, dbName, m.Label(), runtime.NumCPU())
+	if err := bench.WriteTable(stdout, results); err != nil {
+		return err
+	}
+	return bench.WriteLimits(stdout, limits)
 }
 
 // openKeyedHSM opens the configured token, running the init ceremony
@@ -135,12 +149,12 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 	return m, err
 }
 
-// serveBench serves the vault on a loopback port, over m and a new SQLite
-// database in dir, with budgets no bench reaches (the bench reveals one
+// serveBench serves the vault on a loopback port, over m and the database
+// dsn names (a new SQLite file by default), with tokens in dir, with budgets no bench reaches (the bench reveals one
 // card per client many times over). It returns the base URL, a bearer
 // token with every scope, and a function that stops the server and closes
 // the store.
-func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string, func(), error) {
+func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string) (string, string, func(), error) {
 	every, err := intEnv(envAuditEvery, 100)
 	if err != nil {
 		return "", "", nil, err
@@ -151,7 +165,7 @@ func serveBench(ctx context.Context, m *hsm.Module, dir string) (string, string,
 	}
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
 	cfg.Reveals, cfg.PINAttempts, cfg.Lookups = unlimited, unlimited, unlimited
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "bench.db"))
+	store, err := openStore(ctx, dsn)
 	if err != nil {
 		return "", "", nil, err
 	}

@@ -36,8 +36,10 @@ func TestBenchReportsEveryOperation(t *testing.T) {
 			t.Fatalf("bench --json: %v", err)
 		}
 		got = append(got, r.Op)
-		t.Logf("%s: %.0f req/s, bound %.0f/s, ratio %.2f, p50 %.1f ms, p99 %.1f ms", r.Op, r.Throughput, r.Bound, r.Ratio, r.P50, r.P99)
-		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 || r.Ratio <= 0 || r.P50 <= 0 || r.P99 < r.P50 || r.Clients != 2 {
+		t.Logf("%s: %.0f req/s, bound %.0f/s, ratio %.2f, limit %.0f/s, ratio_limit %.2f, peak %.0f MiB, p50 %.1f ms, p99 %.1f ms",
+			r.Op, r.Throughput, r.Bound, r.Ratio, r.Limit, r.RatioLimit, r.PeakRSSMiB, r.P50, r.P99)
+		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 || r.Ratio <= 0 || r.P50 <= 0 || r.P99 < r.P50 || r.Clients != 2 ||
+			r.Limit <= 0 || r.RatioLimit <= 0 || r.PeakRSSMiB <= 0 {
 			t.Errorf("%s: implausible result %+v", r.Op, r)
 		}
 		if (r.Op == "pin_set") != (r.Reference == "hsm_rsa4096_decrypt" && r.ReferenceRatio > 0) {

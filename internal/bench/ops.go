@@ -178,6 +178,12 @@ func (o *jikoCreate) Step(ctx context.Context, c int) error {
 	return err
 }
 
+// Costs: the seal and the PAN fingerprint in the token, and the three
+// field encryptions to the client's RSA-4096 key.
+func (o *jikoCreate) Costs() []Cost {
+	return []Cost{{PrimSeal, 1}, {PrimHMAC, 1}, {PrimRSA4096Pub, 3}}
+}
+
 // Bound: the HSM seal and PAN HMAC, and the three client encryptions.
 func (o *jikoCreate) Bound(ctx context.Context) error {
 	if _, _, err := o.env.Keys.Seal(ctx, []byte("card-id"), make([]byte, recordSize)); err != nil {
@@ -228,6 +234,9 @@ func (o *jikoRead) Step(ctx context.Context, c int) error {
 }
 
 // Bound: the HSM open and the three client encryptions.
+// Costs: the record opened in the token, three field encryptions.
+func (o *jikoRead) Costs() []Cost { return []Cost{{PrimOpen, 1}, {PrimRSA4096Pub, 3}} }
+
 func (o *jikoRead) Bound(ctx context.Context) error {
 	if _, err := o.env.Keys.Open(ctx, []byte("card-id"), o.sealed); err != nil {
 		return err
@@ -413,6 +422,16 @@ var secureViewPayload = []byte(`{"pan":"` + boundPAN + `","cvc":"123","expires_a
 
 // Bound: the HSM open, the JWE (RSA-OAEP-256 key encryption and A256GCM
 // content encryption) and the ECDSA verify of the device's signature.
+// Costs: the record opened in the token, the content key wrapped to the
+// device's RSA key, the device's P-256 signature verified.
+func (o *secureView) Costs() []Cost {
+	pub := PrimRSA2048Pub
+	if o.bits == 4096 {
+		pub = PrimRSA4096Pub
+	}
+	return []Cost{{PrimOpen, 1}, {pub, 1}, {PrimP256Verify, 1}}
+}
+
 func (o *secureView) Bound(ctx context.Context) error {
 	if _, err := o.env.Keys.Open(ctx, []byte("card-id"), o.sealed); err != nil {
 		return err
@@ -452,7 +471,7 @@ func (o *pinSet) Setup(ctx context.Context, clients int) error {
 	if o.pub, o.version, err = o.env.Keys.SetPINPublicKey(ctx, 0); err != nil {
 		return err
 	}
-	o.ct, err = rsa.EncryptPKCS1v15(rand.Reader, o.pub, []byte(benchPIN))
+	o.ct, err = rsaEncryptPIN(o.pub)
 	return err
 }
 
@@ -481,6 +500,10 @@ func (o *pinSet) Step(ctx context.Context, c int) error {
 	_, err = o.env.API.Expect(ctx, http.MethodPost, "/api/v1/jiko-accounts/"+account(c)+"/cards/"+o.cards[c]+"/pin", body, "", "set PIN", http.StatusOK)
 	return err
 }
+
+// Costs: the RSA-4096 private operation and the two PEK block
+// encryptions, all in the token.
+func (o *pinSet) Costs() []Cost { return []Cost{{PrimRSA4096Priv, 1}, {PrimPEKBlock, 2}} }
 
 // Bound: the HSM RSA-4096 decrypt and the two PEK block encryptions of
 // ISO 9564 format 4.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sort"
 	"text/tabwriter"
 	"time"
 )
@@ -25,6 +26,14 @@ type Result struct {
 	Bound      float64 `json:"bound"`
 	// Ratio is throughput over the crypto bound.
 	Ratio float64 `json:"ratio"`
+	// Limit is the rate the same crypto work reaches with the fastest
+	// primitives on the machine (limit.go); RatioLimit is throughput over
+	// it.
+	Limit      float64 `json:"limit"`
+	RatioLimit float64 `json:"ratio_limit"`
+	// PeakRSSMiB is the bench process's peak resident memory during the
+	// service phase: the server and its clients, which share the process.
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// Reference and ReferenceRatio are set when the target is against
 	// another rate than the bound (PIN set: the raw RSA-4096 decrypt).
 	Reference      string  `json:"reference,omitempty"`
@@ -47,7 +56,7 @@ const maxPrepared = 200_000
 // Run measures each operation in turn: its crypto bound (and reference,
 // if it has one) with clients goroutines for d, then the service with
 // clients HTTP clients for d. progress, if not nil, gets a line per phase.
-func Run(ctx context.Context, ops []Op, clients int, d time.Duration, progress io.Writer) ([]Result, error) {
+func Run(ctx context.Context, ops []Op, limits Limits, clients int, d time.Duration, progress io.Writer) ([]Result, error) {
 	var results []Result
 	for _, op := range ops {
 		say(progress, "%s: setting up %d clients", op.Name(), clients)
@@ -60,6 +69,9 @@ func Run(ctx context.Context, ops []Op, clients int, d time.Duration, progress i
 			return results, fmt.Errorf("%s: bound: %w", op.Name(), bound.FirstFailure)
 		}
 		r := Result{Op: op.Name(), Clients: clients, Bound: bound.Rate(), Target: op.Target()}
+		if l, ok := op.(Limited); ok {
+			r.Limit = limits.Of(l.Costs())
+		}
 		if ref, ok := op.(Referenced); ok {
 			name, step := ref.Reference()
 			say(progress, "%s: %s for %s", op.Name(), name, d)
@@ -77,8 +89,10 @@ func Run(ctx context.Context, ops []Op, clients int, d time.Duration, progress i
 			return results, fmt.Errorf("%s: prepare: %w", op.Name(), err)
 		}
 		runtime.GC()
+		resetPeakRSS()
 		say(progress, "%s: service for %s", op.Name(), d)
 		s := Drive(ctx, clients, d, op.Step)
+		r.PeakRSSMiB = peakRSSMiB()
 		r.fill(s)
 		results = append(results, r)
 		if err := ctx.Err(); err != nil {
@@ -95,6 +109,9 @@ func (r *Result) fill(s Sample) {
 	r.P50, r.P99, r.P999 = ms(s.Percentile(0.50)), ms(s.Percentile(0.99)), ms(s.Percentile(0.999))
 	if r.Bound > 0 {
 		r.Ratio = r.Throughput / r.Bound
+	}
+	if r.Limit > 0 {
+		r.RatioLimit = r.Throughput / r.Limit
 	}
 	if r.P50 > 0 {
 		r.TailRatio = r.P99 / r.P50
@@ -119,7 +136,7 @@ func say(w io.Writer, format string, a ...any) {
 // WriteTable prints the results as a table a person reads.
 func WriteTable(w io.Writer, results []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "operation\tclients\trequests\tfailed\treq/s\tp50 ms\tp99 ms\tp99.9 ms\tbound/s\tratio\ttarget\tp99/p50\tmet\t")
+	fmt.Fprintln(tw, "operation\tclients\trequests\tfailed\treq/s\tp50 ms\tp99 ms\tp99.9 ms\tbound/s\tratio\tlimit/s\tratio_limit\tpeak MiB\ttarget\tp99/p50\tmet\t")
 	for _, r := range results {
 		ratio := fmt.Sprintf("%.2f", r.Ratio)
 		if r.Reference != "" {
@@ -129,8 +146,8 @@ func WriteTable(w io.Writer, results []Result) error {
 		if !r.Met {
 			met = "NO"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%.2f\t%.1f\t%s\t\n",
-			r.Op, r.Clients, r.Requests, r.Failures, r.Throughput, r.P50, r.P99, r.P999, r.Bound, ratio, r.Target, r.TailRatio, met)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%.0f\t%.2f\t%.0f\t%.2f\t%.1f\t%s\t\n",
+			r.Op, r.Clients, r.Requests, r.Failures, r.Throughput, r.P50, r.P99, r.P999, r.Bound, ratio, r.Limit, r.RatioLimit, r.PeakRSSMiB, r.Target, r.TailRatio, met)
 	}
 	return tw.Flush()
 }
@@ -144,4 +161,19 @@ func WriteJSON(w io.Writer, results []Result) error {
 		}
 	}
 	return nil
+}
+
+// WriteLimits prints the primitive rates the limits were made of.
+func WriteLimits(w io.Writer, limits Limits) error {
+	names := make([]string, 0, len(limits))
+	for name := range limits {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Fprintln(w, "\nlimits, measured in this run (per second, every client or CPU busy):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	for _, name := range names {
+		fmt.Fprintf(tw, "  %s\t%.0f\t\n", name, limits[name])
+	}
+	return tw.Flush()
 }
