@@ -66,7 +66,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		}
 		dsn, dbName = *db, "PostgreSQL"
 	}
-	url, token, stop, err := serveBench(ctx, m, dsn, dir)
+	url, token, stop, err := serveBench(ctx, m, dsn, dir, stderr)
 	if err != nil {
 		return err
 	}
@@ -154,7 +154,7 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 // card per client many times over). It returns the base URL, a bearer
 // token with every scope, and a function that stops the server and closes
 // the store.
-func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string) (string, string, func(), error) {
+func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string, stderr io.Writer) (string, string, func(), error) {
 	every, err := intEnv(envAuditEvery, 100)
 	if err != nil {
 		return "", "", nil, err
@@ -197,8 +197,11 @@ func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string) (string, st
 		return "", "", nil, err
 	}
 	// The service logs as serve does, one JSON line per request, so that
-	// the bench pays for logging; the lines themselves are dropped.
-	hs := newHTTPServer(slog.New(slog.NewJSONHandler(io.Discard, nil)), m, store, svc, tokens, nil)
+	// the bench pays for logging; the lines are dropped, but errors (a
+	// 5xx's cause) reach stderr, where a failed run needs them.
+	logger := slog.New(slog.NewMultiHandler(slog.NewJSONHandler(io.Discard, nil),
+		slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	hs := newHTTPServer(logger, m, store, svc, tokens, nil)
 	go hs.Serve(ln)
 	served = true
 	stop := func() {

@@ -57,6 +57,10 @@ type chainHead struct {
 	seq       int64
 	hash      []byte
 	sealedSeq int64 // the last checkpointed seq
+	// stale says the database may hold entries past seq: a transaction
+	// on the chain failed, and a commit can land while its client sees
+	// an error. The chain's end is read back before it is extended.
+	stale bool
 }
 
 type chains struct {
@@ -109,10 +113,18 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 	case <-ctx.Done():
 		return s.fail(ctx.Err())
 	}
+	if head.stale {
+		if err := s.readChainEnd(ctx, head); err != nil {
+			s.chains.free <- head
+			return s.fail(err)
+		}
+	}
 	t := &txn{stmts: s.stmts, head: head, seq: head.seq, hash: head.hash}
 	err := s.runTx(ctx, t, fn)
 	if err == nil {
 		head.seq, head.hash = t.seq, t.hash
+	} else {
+		head.stale = true
 	}
 	// The checkpoint names the chain's committed end, read before the
 	// lease goes back: a rolled-back transaction's entries never existed.
@@ -123,6 +135,24 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 		s.checkpoint(ctx, chain, seq, hash)
 	}
 	return err
+}
+
+// readChainEnd sets a chain's head to its last entry in the database.
+func (s *Store) readChainEnd(ctx context.Context, head *chainHead) error {
+	var seq int64
+	var hash []byte
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT seq, hash FROM audit WHERE chain = ? ORDER BY seq DESC LIMIT 1`), head.id).Scan(&seq, &hash)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		seq, hash = 0, make([]byte, sha256.Size)
+	case err != nil:
+		return err
+	}
+	if seq < head.seq {
+		return fmt.Errorf("audit chain %s ends at %d in the database, behind the %d this store wrote", head.id, seq, head.seq)
+	}
+	head.seq, head.hash, head.stale = seq, hash, false
+	return nil
 }
 
 func (s *Store) runTx(ctx context.Context, t *txn, fn func(*txn) error) error {

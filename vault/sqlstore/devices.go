@@ -78,7 +78,7 @@ func (s *Store) CreateDevice(ctx context.Context, d *vault.Device, ch *vault.Cha
 
 // Device returns a device that is not deleted.
 func (s *Store) Device(ctx context.Context, id string) (*vault.Device, error) {
-	d, err := scanDevice(s.db.QueryRowContext(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE id = ? AND status <> ?`), id, string(vault.DeviceDeleted)))
+	d, err := scanDevice(s.queryRow(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE id = ? AND status <> ?`), id, string(vault.DeviceDeleted)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound
 	}
@@ -87,7 +87,7 @@ func (s *Store) Device(ctx context.Context, id string) (*vault.Device, error) {
 
 // ListDevices returns a person's live devices.
 func (s *Store) ListDevices(ctx context.Context, personID string, at time.Time) ([]*vault.Device, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE person_id = ? AND `+liveDevice+` ORDER BY id`),
+	rows, err := s.query(ctx, s.q(`SELECT `+deviceColumns+` FROM devices WHERE person_id = ? AND `+liveDevice+` ORDER BY id`),
 		personID, string(vault.DeviceVerified), string(vault.DevicePending), micros(at))
 	if err != nil {
 		return nil, s.fail(err)
@@ -110,7 +110,7 @@ func (s *Store) Challenge(ctx context.Context, id string) (*vault.Challenge, err
 	var purpose string
 	var created, expires int64
 	var used sql.NullInt64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id, device_id, purpose, string_to_sign, created_at, expires_at, used_at FROM device_challenges WHERE id = ?`), id).
+	err := s.queryRow(ctx, s.q(`SELECT id, device_id, purpose, string_to_sign, created_at, expires_at, used_at FROM device_challenges WHERE id = ?`), id).
 		Scan(&ch.ID, &ch.DeviceID, &purpose, &ch.StringToSign, &created, &expires, &used)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound

@@ -44,7 +44,7 @@ func (s *Store) CreateOrder(ctx context.Context, o *vault.Order, w vault.Write) 
 }
 
 func (s *Store) oneOrder(ctx context.Context, where string, args ...any) (*vault.Order, error) {
-	o, err := scanOrder(s.db.QueryRowContext(ctx, s.q(`SELECT `+orderColumns+` FROM card_orders WHERE `+where), args...))
+	o, err := scanOrder(s.queryRow(ctx, s.q(`SELECT `+orderColumns+` FROM card_orders WHERE `+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound
 	}
@@ -68,7 +68,7 @@ func (s *Store) OrderByCard(ctx context.Context, cardID string) (*vault.Order, e
 
 // ListOrders returns an owner's orders, oldest first.
 func (s *Store) ListOrders(ctx context.Context, ownerID string) ([]*vault.Order, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+orderColumns+` FROM card_orders WHERE owner_id = ? ORDER BY id`), ownerID)
+	rows, err := s.query(ctx, s.q(`SELECT `+orderColumns+` FROM card_orders WHERE owner_id = ? ORDER BY id`), ownerID)
 	if err != nil {
 		return nil, s.fail(err)
 	}

@@ -58,7 +58,7 @@ type Store struct {
 	// has a single writer; nil otherwise.
 	writer chan struct{}
 	group  groupQueue // write transactions waiting for the writer slot
-	stmts  *stmtCache // the write path's prepared statements (SQLite)
+	stmts  *stmtCache // prepared statements of the write path and hot reads (SQLite)
 }
 
 var _ vault.Store = (*Store)(nil)
@@ -307,7 +307,7 @@ func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) er
 }
 
 func (s *Store) oneCard(ctx context.Context, where string, args ...any) (*vault.Card, error) {
-	c, err := scanCard(s.db.QueryRowContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...))
+	c, err := scanCard(s.queryRow(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound
 	}
@@ -344,7 +344,7 @@ func (s *Store) ListCards(ctx context.Context, f vault.CardFilter) ([]*vault.Car
 // queryCards reads the cards a WHERE clause (and its ORDER and LIMIT)
 // selects.
 func (s *Store) queryCards(ctx context.Context, where string, args ...any) ([]*vault.Card, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...)
+	rows, err := s.query(ctx, s.q(`SELECT `+cardColumns+` FROM cards WHERE `+where), args...)
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -438,7 +438,7 @@ func (s *Store) CloseCard(ctx context.Context, ownerID, id string, reason vault.
 func (s *Store) Idempotent(ctx context.Context, scope, key string, since time.Time) (*vault.IdempotentResult, error) {
 	r := vault.IdempotentResult{Scope: scope, Key: key}
 	var created int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT request_hash, result, card_id, created_at FROM idempotency WHERE scope = ? AND idem_key = ? AND created_at >= ?`), scope, key, micros(since)).
+	err := s.queryRow(ctx, s.q(`SELECT request_hash, result, card_id, created_at FROM idempotency WHERE scope = ? AND idem_key = ? AND created_at >= ?`), scope, key, micros(since)).
 		Scan(&r.RequestHash, &r.Result, &r.CardID, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, vault.ErrNotFound
