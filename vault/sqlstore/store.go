@@ -197,6 +197,9 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), r.Kind, micros(r.Since())); err != nil {
 		return err
 	}
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_caller_cards WHERE kind = ? AND last_at <= ?`), r.Kind, micros(r.Since())); err != nil {
+		return err
+	}
 	use, err := s.budgetUse(ctx, tx, r)
 	if err != nil {
 		return err
@@ -208,8 +211,13 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id, caller) VALUES (?, ?, ?, ?, ?, ?)`),
-		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID, r.Caller)
+	if _, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id, caller) VALUES (?, ?, ?, ?, ?, ?)`),
+		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID, r.Caller); err != nil || r.Caller == "" {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_caller_cards (kind, caller, card_id, last_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (kind, caller, card_id) DO UPDATE SET last_at = CASE WHEN excluded.last_at > budget_caller_cards.last_at THEN excluded.last_at ELSE budget_caller_cards.last_at END`),
+		r.Kind, r.Caller, r.CardID, micros(r.At))
 	return err
 }
 
@@ -239,11 +247,14 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 	}
 	if r.Caller != "" {
 		// The caller's distinct cards, and whether this card is one of
-		// them (then it costs nothing more), in one read.
+		// them (then it costs nothing more), in one read of at most the
+		// cards in the window. A card stops counting when its last event
+		// leaves the window, which is when the oldest of these frees a
+		// slot.
 		var first sql.NullInt64
 		var mine int
-		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(DISTINCT card_id), MIN(at), COUNT(CASE WHEN card_id = ? THEN 1 END) FROM budget_events WHERE kind = ? AND at > ? AND caller = ?`),
-			r.CardID, r.Kind, since, r.Caller).Scan(&u.Caller, &first, &mine)
+		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(last_at), COUNT(CASE WHEN card_id = ? THEN 1 END) FROM budget_caller_cards WHERE kind = ? AND caller = ? AND last_at > ?`),
+			r.CardID, r.Kind, r.Caller, since).Scan(&u.Caller, &first, &mine)
 		if err != nil {
 			return u, err
 		}
