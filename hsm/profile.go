@@ -77,21 +77,23 @@ var profileMechanisms = []struct {
 	{pkcs11.CKM_AES_KEY_WRAP_PAD, "CKM_AES_KEY_WRAP_PAD"},
 }
 
-// profileSettings are a profile's settings in the order its name lists
-// them, with the values each may take; the forceable ones may be set in
-// the configuration.
-var profileSettings = []struct {
+// profileSetting is one setting of a profile, and the values the
+// configuration may force it to (none: it is only ever probed).
+type profileSetting struct {
 	key       string
-	values    []string
-	forceable bool
-}{
-	{"gcm-iv", []string{"honoured", "overwritten", "refused"}, true},
-	{"raw-rsa", []string{"yes", "no"}, true},
-	{"oaep-sha256", []string{"token", "raw", "none", "untried"}, true},
-	{"kcv", []string{"cmac", "ecb"}, true},
-	{"wrap", []string{"pad", "plain", "none"}, true},
-	{"trusted-wrap", []string{"enforced", "ignored"}, false},
-	{"copyable", []string{"accepted", "refused", "untried"}, false},
+	forceable []string
+}
+
+// profileSettings are a profile's settings in the order its name lists
+// them.
+var profileSettings = []profileSetting{
+	{"gcm-iv", []string{"honoured", "overwritten", "refused"}},
+	{"raw-rsa", []string{"yes", "no"}},
+	{"oaep-sha256", []string{"token", "raw", "none"}},
+	{"kcv", []string{"cmac", "ecb"}},
+	{"wrap", []string{"pad", "plain", "none"}},
+	{"trusted-wrap", nil},
+	{"copyable", nil},
 }
 
 // field is the profile's value for a setting's key.
@@ -126,7 +128,7 @@ func (p Profile) Name() string {
 }
 
 // parseForced reads a forced profile: comma-separated key=value settings
-// of the forceable keys, as Name prints them. "untried" cannot be forced.
+// of the forceable keys, as Name prints them.
 func parseForced(s string) (map[string]string, error) {
 	out := map[string]string{}
 	if strings.TrimSpace(s) == "" {
@@ -134,20 +136,14 @@ func parseForced(s string) (map[string]string, error) {
 	}
 	for _, part := range strings.Split(s, ",") {
 		key, value, ok := strings.Cut(strings.TrimSpace(part), "=")
-		i := slices.IndexFunc(profileSettings, func(ps struct {
-			key       string
-			values    []string
-			forceable bool
-		}) bool {
-			return ps.key == key
-		})
+		i := slices.IndexFunc(profileSettings, func(ps profileSetting) bool { return ps.key == key })
 		switch {
 		case !ok:
 			return nil, fmt.Errorf("hsm profile: %q is not key=value", part)
-		case i < 0 || !profileSettings[i].forceable:
+		case i < 0 || profileSettings[i].forceable == nil:
 			return nil, fmt.Errorf("hsm profile: %q cannot be forced; the forceable settings are gcm-iv, raw-rsa, oaep-sha256, kcv and wrap", key)
-		case value == "untried" || !slices.Contains(profileSettings[i].values, value):
-			return nil, fmt.Errorf("hsm profile: %s=%q, want one of %s", key, value, strings.Join(slices.DeleteFunc(slices.Clone(profileSettings[i].values), func(v string) bool { return v == "untried" }), ", "))
+		case !slices.Contains(profileSettings[i].forceable, value):
+			return nil, fmt.Errorf("hsm profile: %s=%q, want one of %s", key, value, strings.Join(profileSettings[i].forceable, ", "))
 		}
 		out[key] = value
 	}
