@@ -55,7 +55,7 @@ func TestStackServesJikoAndSolaris(t *testing.T) {
 		t.Fatalf("guide flow output: %v", issued)
 	}
 
-	client, _ := filepath.Abs("../../cmd/cardvault/testdata/solaris_client.py")
+	client, _ := filepath.Abs("../../examples/solaris_client.py")
 	cmd = exec.Command(python, client, base, "person-1", issued["card_id"], `[["RSA_OAEP_256","A256GCM"],["RSA1_5","A256CBC_HS512"]]`)
 	cmd.Env = append(os.Environ(), "TOKEN="+stack.Token)
 	out, err = cmd.Output()
