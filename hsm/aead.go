@@ -98,9 +98,9 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 		// zero means a token that neither took ours nor drew its own:
 		// sealing on would repeat the IV, so the seal fails closed.
 		used := params.IV()
-		if len(used) != gcmIVLen || !slices.ContainsFunc(used, func(b byte) bool { return b != 0 }) {
+		if zero := !slices.ContainsFunc(used, func(b byte) bool { return b != 0 }); zero || len(used) != gcmIVLen {
 			clear(ct)
-			m.log.Error("the token reported an unusable GCM IV; refusing the seal", "iv_bytes", len(used), "zero", !slices.ContainsFunc(used, func(b byte) bool { return b != 0 }), "gcm_iv", c.gcmIV)
+			m.log.Error("the token reported an unusable GCM IV; refusing the seal", "iv_bytes", len(used), "zero", zero, "gcm_iv", c.gcmIV)
 			return ErrUnavailable
 		}
 		copy(iv, used)

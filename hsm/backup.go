@@ -157,7 +157,7 @@ func (m *Module) Export(ctx context.Context, soPIN string, kek []byte) (*Backup,
 // private key where only RFC 3394 (no padding) is offered.
 func (c *conn) exportable(keys []KeyInfo) error {
 	if c.wrapMech == 0 {
-		return errors.New("hsm: the token offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP; back its keys up with the vendor's cloning or replication (docs/hsm.md)")
+		return errNoWrapMechanism
 	}
 	for _, k := range keys {
 		switch {

@@ -227,6 +227,9 @@ func (c *conn) fit(template []*pkcs11.Attribute, extractable bool) []*pkcs11.Att
 	return out
 }
 
+// errNoWrapMechanism is a token that can wrap no key at all.
+var errNoWrapMechanism = errors.New("hsm: the token offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP; back its keys up with the vendor's cloning or replication (docs/hsm.md)")
+
 // canBackUpByWrap says why keys on this token cannot be backed up by
 // wrap, or nil if they can.
 func (c *conn) canBackUpByWrap() error {
@@ -234,7 +237,7 @@ func (c *conn) canBackUpByWrap() error {
 	case c.untrustedWrap:
 		return errors.New("hsm: the token ignores CKA_WRAP_WITH_TRUSTED, so an extractable key would leave wrapped under any key the user PIN can make; keys are never extractable here: back the token up with the vendor's cloning or replication (docs/hsm.md)")
 	case c.wrapMech == 0:
-		return errors.New("hsm: the token offers neither CKM_AES_KEY_WRAP_PAD nor CKM_AES_KEY_WRAP; back it up with the vendor's cloning or replication (docs/hsm.md)")
+		return errNoWrapMechanism
 	}
 	return nil
 }

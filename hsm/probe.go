@@ -30,17 +30,10 @@ var requiredMechanisms = []struct {
 func (m *Module) Probe(ctx context.Context) error {
 	var missing []string
 	err := m.do(ctx, "probe", func(c *conn) error {
-		mechs, err := c.p.GetMechanismList(c.slot)
-		if err != nil {
-			return describe("C_GetMechanismList", err)
-		}
-		have := map[uint]bool{}
-		for _, mech := range mechs {
-			have[mech.Mechanism] = true
-		}
+		// The mechanism list was read when the connection was made.
 		missing = missing[:0]
 		for _, r := range requiredMechanisms {
-			if !have[r.mech] {
+			if !c.listed[r.mech] {
 				missing = append(missing, r.name)
 			}
 		}

@@ -13,7 +13,7 @@ import (
 // A token is selected by any of its label, its serial number and its slot;
 // every one given must match, and exactly one token may. Labels are not
 // unique on every vendor's module, and serials are not on every module
-// either (every NSS database reports 0000000000000000).
+// either (every NSS database reports a serial of sixteen zeros).
 
 // selector names the configured selection for messages.
 func (c *Config) selector() string {

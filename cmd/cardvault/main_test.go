@@ -56,15 +56,24 @@ func newVaultEnv(t *testing.T) *vaultEnv {
 		return newNSSVaultEnv(t)
 	}
 	tok := softhsm.TestToken(t)
+	v := tokenVaultEnv(t, tok.Module, tok.Label, tok.PIN, "SOFTHSM2_CONF="+tok.Conf)
+	v.tok = tok
+	return v
+}
+
+// tokenVaultEnv is the binary's environment for a token: its module,
+// label and PIN (in a file), with what the implementation itself needs,
+// and a fresh directory for transcripts, API tokens and the database.
+func tokenVaultEnv(t *testing.T, module, label, pin string, implEnv ...string) *vaultEnv {
+	t.Helper()
 	dir := t.TempDir()
 	pinFile := filepath.Join(dir, "pin")
-	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(pinFile, []byte(pin+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &vaultEnv{tok: tok, dir: dir, env: append(os.Environ(),
-		"SOFTHSM2_CONF="+tok.Conf,
-		envModule+"="+tok.Module,
-		envTokenLabel+"="+tok.Label,
+	return &vaultEnv{dir: dir, env: append(append(os.Environ(), implEnv...),
+		envModule+"="+module,
+		envTokenLabel+"="+label,
 		envPINFile+"="+pinFile,
 		envTranscripts+"="+filepath.Join(dir, "transcripts"),
 		envTokensFile+"="+filepath.Join(dir, "api-tokens"),

@@ -14,19 +14,7 @@ import (
 func newNSSVaultEnv(t *testing.T) *vaultEnv {
 	t.Helper()
 	tok := nsstoken.New(t)
-	dir := t.TempDir()
-	pinFile := filepath.Join(dir, "pin")
-	if err := os.WriteFile(pinFile, []byte(tok.PIN+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &vaultEnv{dir: dir, env: append(append(os.Environ(), tok.Env...),
-		envModule+"="+tok.Module,
-		envTokenLabel+"="+nsstoken.Label,
-		envPINFile+"="+pinFile,
-		envTranscripts+"="+filepath.Join(dir, "transcripts"),
-		envTokensFile+"="+filepath.Join(dir, "api-tokens"),
-		envDB+"=sqlite:"+filepath.Join(dir, "vault.db"),
-	)}
+	return tokenVaultEnv(t, tok.Module, nsstoken.Label, tok.PIN, tok.Env...)
 }
 
 // TestEndToEndOnNSSSoftokn runs the key ceremony, Jiko's virtual card
