@@ -2,12 +2,18 @@
 # access this builds as is; on one without, scripts/images.sh first builds
 # the two base images from Debian's packages and the Go module proxy.
 FROM golang:1.26-bookworm AS build
+# cgo: miekg/pkcs11 loads the PKCS#11 module with dlopen, and client-key RSA
+# is OpenSSL's libcrypto (internal/libcrypto), whose headers are libssl-dev
+# (the image scripts/images.sh builds has them already); the runtime's
+# libssl3 comes with softhsm2.
+RUN if [ ! -e /usr/include/openssl/evp.h ]; then \
+      apt-get update && apt-get install -y --no-install-recommends libssl-dev && rm -rf /var/lib/apt/lists/*; \
+    fi
 WORKDIR /src
 COPY . .
 # Modules come from the Go module proxy, or from vendor/ where the context
 # has one: scripts/images.sh vendors them from the host's verified module
 # cache on machines whose containers cannot reach the proxy.
-# cgo: miekg/pkcs11 loads the PKCS#11 module with dlopen.
 RUN if [ -d vendor ]; then mod=-mod=vendor; else mod=-mod=readonly; go mod download; fi \
  && go build $mod -trimpath -ldflags=-s -o /out/cardvault ./cmd/cardvault
 

@@ -1,8 +1,9 @@
 // Package jwe encrypts a payload to a device's RSA public key as a compact
 // JWE, in the key and content algorithm pairs the Solaris secure view
-// allows. go-jose does the work; the one variant it cannot express, RSA-OAEP
-// with SHA-256 and MGF1-SHA-1 (Android Keystore's default), is assembled
-// from go-jose's content encryption and the standard library's OAEP.
+// allows. go-jose encrypts the content; the content key is wrapped by
+// OpenSSL's libcrypto (internal/libcrypto), which also expresses the one
+// variant go-jose has no name for, RSA-OAEP with SHA-256 and MGF1-SHA-1
+// (Android Keystore's default).
 package jwe
 
 import (
@@ -16,6 +17,8 @@ import (
 	"strings"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/cardvault/cardvault/internal/libcrypto"
 )
 
 // KeyAlg is a key-encryption algorithm, by its Solaris request name.
@@ -110,32 +113,43 @@ func Encrypt(r Recipient, alg KeyAlg, enc ContentEnc, plaintext []byte) (string,
 	if r.HasKeyID {
 		opts = opts.WithHeader(jose.HeaderKey("kid"), r.KeyID)
 	}
-	if alg == RSAOAEP256Android {
-		return encryptAndroid(r.Key, enc, opts, plaintext)
-	}
-	e, err := jose.NewEncrypter(enc.jose(), jose.Recipient{Algorithm: alg.HeaderAlg(), Key: r.Key}, opts)
-	if err != nil {
-		return "", fmt.Errorf("jwe: %w", err)
-	}
-	return serialize(e, plaintext)
+	return encryptWrapped(r.Key, alg, enc, opts, plaintext)
 }
 
-// encryptAndroid wraps a fresh content key with OAEP (SHA-256, MGF1-SHA-1)
-// and lets go-jose encrypt the content under it. go-jose encrypts with a
-// given key only as "dir", so the header's alg is set to RSA-OAEP-256
-// before the header becomes the AAD, and the wrapped key fills the compact
-// form's empty encrypted-key part, which is outside the AAD (RFC 7516 §7.1).
-func encryptAndroid(pub *rsa.PublicKey, enc ContentEnc, opts *jose.EncrypterOptions, plaintext []byte) (string, error) {
+// wrapKey encrypts the content key to the device key by libcrypto, whose
+// RSA public operation is several times Go's for a key seen once (and every
+// device JWK is: a secure view's key is burnt after one use).
+func wrapKey(pub *rsa.PublicKey, alg KeyAlg, cek []byte) ([]byte, error) {
+	switch alg {
+	case RSA1_5:
+		return libcrypto.EncryptPKCS1v15(pub, cek)
+	case RSAOAEP256:
+		return libcrypto.EncryptOAEP(pub, crypto.SHA256, crypto.SHA256, cek)
+	case RSAOAEP256Android:
+		return libcrypto.EncryptOAEP(pub, crypto.SHA256, crypto.SHA1, cek)
+	}
+	return nil, fmt.Errorf("jwe: key algorithm %q not allowed", alg)
+}
+
+// encryptWrapped wraps a fresh content key itself and lets go-jose encrypt
+// the content under it. go-jose encrypts with a given key only as "dir", so
+// the header's alg is set to the standard name before the header becomes
+// the AAD, and the wrapped key fills the compact form's empty encrypted-key
+// part, which is outside the AAD (RFC 7516 §7.1). The same assembly also
+// expresses the one variant go-jose has no name for, RSA-OAEP with SHA-256
+// and MGF1-SHA-1 (Android Keystore's default).
+func encryptWrapped(pub *rsa.PublicKey, alg KeyAlg, enc ContentEnc, opts *jose.EncrypterOptions, plaintext []byte) (string, error) {
 	cek := make([]byte, enc.cekSize())
 	defer clear(cek)
 	if _, err := rand.Read(cek); err != nil {
 		return "", fmt.Errorf("jwe: %w", err)
 	}
-	wrapped, err := rsa.EncryptOAEPWithOptions(rand.Reader, pub, cek, &rsa.OAEPOptions{Hash: crypto.SHA256, MGFHash: crypto.SHA1})
+	wrapped, err := wrapKey(pub, alg, cek)
 	if err != nil {
 		return "", fmt.Errorf("jwe: wrap content key: %w", err)
 	}
-	opts = opts.WithHeader(jose.HeaderKey("alg"), string(jose.RSA_OAEP_256))
+	header := string(alg.HeaderAlg())
+	opts = opts.WithHeader(jose.HeaderKey("alg"), header)
 	e, err := jose.NewEncrypter(enc.jose(), jose.Recipient{Algorithm: jose.DIRECT, Key: cek}, opts)
 	if err != nil {
 		return "", fmt.Errorf("jwe: %w", err)
@@ -145,7 +159,7 @@ func encryptAndroid(pub *rsa.PublicKey, enc ContentEnc, opts *jose.EncrypterOpti
 		return "", err
 	}
 	parts := strings.Split(compact, ".")
-	if len(parts) != 5 || parts[1] != "" || !strings.Contains(decodedHeader(parts[0]), `"alg":"RSA-OAEP-256"`) {
+	if len(parts) != 5 || parts[1] != "" || !strings.Contains(decodedHeader(parts[0]), `"alg":"`+header+`"`) {
 		// go-jose changed how it builds direct JWEs; refuse rather than
 		// send something a device cannot read.
 		return "", errors.New("jwe: unexpected direct-encryption output")

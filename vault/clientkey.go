@@ -6,10 +6,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"io"
-	"math/big"
+
+	"github.com/cardvault/cardvault/internal/libcrypto"
 )
 
 // ClientKey is a single-use RSA key a client sends to receive card data.
@@ -76,44 +75,11 @@ func newClientKey(field string, pub *rsa.PublicKey) (*ClientKey, error) {
 }
 
 // EncryptPKCS1v15 is RSAES-PKCS1-v1_5 encryption (RFC 8017, 7.2.1) of card
-// data to the client key. crypto/rsa builds the encoded block
-// 0x00 0x02 PS 0x00 M in a buffer of its own and leaves it on the heap:
-// after a reveal the PAN, CVV and expiry stayed in memory in 512-byte
-// blocks ending in them. Here the block is built in a buffer this function
-// clears, and the integer made from it is wiped; the public operation is
-// math/big's, which for a fresh key and e = 65537 is also faster than
-// crypto/rsa, whose per-key precomputation a single-use key never repays.
-func (k *ClientKey) EncryptPKCS1v15(random io.Reader, msg []byte) ([]byte, error) {
-	size := (k.Public.N.BitLen() + 7) / 8
-	if len(msg) > size-11 {
-		return nil, errors.New("vault: message too long for the client key")
-	}
-	em := make([]byte, size)
-	defer clear(em)
-	em[1] = 2
-	if err := nonZeroRandom(random, em[2:size-len(msg)-1]); err != nil {
-		return nil, err
-	}
-	copy(em[size-len(msg):], msg)
-	m := new(big.Int).SetBytes(em)
-	defer clear(m.Bits())
-	c := new(big.Int).Exp(m, big.NewInt(int64(k.Public.E)), k.Public.N)
-	return c.FillBytes(make([]byte, size)), nil
-}
-
-// nonZeroRandom fills b with random nonzero bytes, the padding string.
-func nonZeroRandom(random io.Reader, b []byte) error {
-	if _, err := io.ReadFull(random, b); err != nil {
-		return err
-	}
-	one := make([]byte, 1)
-	for i := range b {
-		for b[i] == 0 {
-			if _, err := io.ReadFull(random, one); err != nil {
-				return err
-			}
-			b[i] = one[0]
-		}
-	}
-	return nil
+// data to the client key, by OpenSSL's libcrypto: every client key is new,
+// so no per-key precomputation is ever repaid, and libcrypto's public
+// operation is several times Go's (internal/libcrypto says what it does
+// about timing). libcrypto pads in a buffer it clears; the one copy of msg
+// is the caller's.
+func (k *ClientKey) EncryptPKCS1v15(msg []byte) ([]byte, error) {
+	return libcrypto.EncryptPKCS1v15(k.Public, msg)
 }

@@ -19,7 +19,7 @@ func TestEncryptPKCS1v15DecryptsWithCryptoRSA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, msg := range [][]byte{[]byte("4111111111111111"), []byte("737"), []byte("12/31"), bytes.Repeat([]byte{0}, 501), {}} {
-		ct, err := key.EncryptPKCS1v15(rand.Reader, msg)
+		ct, err := key.EncryptPKCS1v15(msg)
 		if err != nil {
 			t.Fatalf("%d bytes: %v", len(msg), err)
 		}
@@ -31,7 +31,7 @@ func TestEncryptPKCS1v15DecryptsWithCryptoRSA(t *testing.T) {
 			t.Fatalf("%d bytes: decrypted %x, %v", len(msg), got, err)
 		}
 	}
-	if _, err := key.EncryptPKCS1v15(rand.Reader, make([]byte, 502)); err == nil {
+	if _, err := key.EncryptPKCS1v15(make([]byte, 502)); err == nil {
 		t.Fatal("a message over k-11 bytes was encrypted")
 	}
 }
@@ -40,8 +40,8 @@ func TestEncryptPKCS1v15DecryptsWithCryptoRSA(t *testing.T) {
 func TestEncryptPKCS1v15IsRandomized(t *testing.T) {
 	priv, _ := rsa.GenerateKey(rand.Reader, 4096)
 	key, _ := newClientKey("public_key", &priv.PublicKey)
-	a, _ := key.EncryptPKCS1v15(rand.Reader, []byte("4111111111111111"))
-	b, _ := key.EncryptPKCS1v15(rand.Reader, []byte("4111111111111111"))
+	a, _ := key.EncryptPKCS1v15([]byte("4111111111111111"))
+	b, _ := key.EncryptPKCS1v15([]byte("4111111111111111"))
 	if bytes.Equal(a, b) {
 		t.Fatal("two encryptions are equal")
 	}

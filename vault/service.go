@@ -323,7 +323,7 @@ func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *
 	if err != nil {
 		return nil, err
 	}
-	reveal, err := encryptToClient(s.cfg.Rand, key, card.ID, rec)
+	reveal, err := encryptToClient(key, card.ID, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +371,7 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 }
 
 // encryptToClient encrypts the PAN, CVV and MM/YY expiry to the client key.
-func encryptToClient(r io.Reader, key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
+func encryptToClient(key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
 	exp := []byte(fmt.Sprintf("%02d/%02d", rec.ExpiryMonth, rec.ExpiryYear%100))
 	defer clear(exp)
 	out := &RSAReveal{CardID: cardID}
@@ -379,7 +379,7 @@ func encryptToClient(r io.Reader, key *ClientKey, cardID string, rec *secretReco
 		dst   *[]byte
 		plain []byte
 	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
-		ct, err := key.EncryptPKCS1v15(r, f.plain)
+		ct, err := key.EncryptPKCS1v15(f.plain)
 		if err != nil {
 			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
 		}
@@ -480,7 +480,7 @@ func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*
 		return nil, err
 	}
 	defer rec.clear()
-	return encryptToClient(s.cfg.Rand, key, card.ID, rec)
+	return encryptToClient(key, card.ID, rec)
 }
 
 // openRecord opens a card's sealed record: one HSM operation. The caller

@@ -21,14 +21,15 @@ import (
 	"sync/atomic"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/internal/libcrypto"
 	"github.com/cardvault/cardvault/jwe"
 )
 
 // Op is one operation of the bench.
 type Op interface {
 	Name() string
-	// Target is the least ratio of service throughput to the reference
-	// rate the operation must reach.
+	// Target is the least ratio of service throughput to the operation's
+	// limit (limit.go), or to its reference rate if it has one.
 	Target() float64
 	// Setup makes what every client needs (cards, devices), once per client.
 	Setup(ctx context.Context, clients int) error
@@ -133,10 +134,10 @@ func (e *Env) issuePerClient(ctx context.Context, clients int) ([]string, error)
 const boundPAN = "4000001234567890"
 
 // pkcs1Fields is the client-side encryption a Jiko answer carries: PAN,
-// CVV and expiry, each RSA-4096 PKCS#1 v1.5.
+// CVV and expiry, each RSA-4096 PKCS#1 v1.5, done as the vault does it.
 func pkcs1Fields(pub *rsa.PublicKey) error {
 	for _, v := range []string{boundPAN, "123", "12/29"} {
-		if _, err := rsa.EncryptPKCS1v15(rand.Reader, pub, []byte(v)); err != nil {
+		if _, err := libcrypto.EncryptPKCS1v15(pub, []byte(v)); err != nil {
 			return err
 		}
 	}
@@ -157,7 +158,7 @@ type jikoCreate struct {
 }
 
 func (o *jikoCreate) Name() string    { return "jiko_create" }
-func (o *jikoCreate) Target() float64 { return 0.60 }
+func (o *jikoCreate) Target() float64 { return 0.50 }
 
 func (o *jikoCreate) Setup(ctx context.Context, clients int) error {
 	o.clients, o.pub = clients, fakePublicKey(4096)
@@ -206,7 +207,7 @@ type jikoRead struct {
 }
 
 func (o *jikoRead) Name() string    { return "jiko_read" }
-func (o *jikoRead) Target() float64 { return 0.80 }
+func (o *jikoRead) Target() float64 { return 0.50 }
 
 func (o *jikoRead) Setup(ctx context.Context, clients int) error {
 	o.pub = fakePublicKey(4096)
@@ -300,7 +301,14 @@ type secureView struct {
 }
 
 func (o *secureView) Name() string    { return fmt.Sprintf("secure_view_%d", o.bits) }
-func (o *secureView) Target() float64 { return 0.80 }
+func (o *secureView) Target() float64 {
+	// The 4096-bit key's heavier public operation leaves less of the
+	// request to the service, so more of its limit is within reach.
+	if o.bits >= 4096 {
+		return 0.60
+	}
+	return 0.40
+}
 
 func (o *secureView) Setup(ctx context.Context, clients int) error {
 	o.devices = make([]device, clients)
@@ -461,7 +469,7 @@ type pinSet struct {
 const benchPIN = "1357\n"
 
 func (o *pinSet) Name() string    { return "pin_set" }
-func (o *pinSet) Target() float64 { return 0.90 }
+func (o *pinSet) Target() float64 { return 0.92 }
 
 func (o *pinSet) Setup(ctx context.Context, clients int) error {
 	var err error

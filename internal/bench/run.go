@@ -48,7 +48,7 @@ type Result struct {
 }
 
 // MaxTailRatio is the most p99 may be of p50.
-const MaxTailRatio = 4.0
+const MaxTailRatio = 3.0
 
 // maxPrepared caps the requests an operation prepares.
 const maxPrepared = 200_000
@@ -116,7 +116,7 @@ func (r *Result) fill(s Sample) {
 	if r.P50 > 0 {
 		r.TailRatio = r.P99 / r.P50
 	}
-	versus := r.Ratio
+	versus := r.RatioLimit
 	if r.ReferenceRate > 0 {
 		r.ReferenceRatio = r.Throughput / r.ReferenceRate
 		versus = r.ReferenceRatio
