@@ -32,7 +32,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	duration := fs.Duration("duration", 10*time.Second, "time per phase: each operation's bound, and its service run (1s to 10m)")
 	asJSON := fs.Bool("json", false, "print one JSON object per operation instead of a table")
 	only := fs.String("ops", "", "comma-separated operations to run; all when empty")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of each operation's service phase to `PREFIX`.<operation>.prof")
 	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
 	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts: real RSA-2048 device keys to make, one per checked reveal")
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
@@ -90,22 +90,15 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
 	limits, err := bench.MeasureLimits(ctx, env, ops, *clients, runtime.NumCPU(), *duration, stderr)
 	if err != nil {
 		return err
 	}
-	results, err := bench.Run(ctx, ops, limits, *clients, *duration, stderr)
+	var profile bench.Profiler
+	if *cpuProfile != "" {
+		profile = cpuProfiler(*cpuProfile)
+	}
+	results, err := bench.Run(ctx, ops, limits, *clients, *duration, stderr, profile)
 	if err != nil {
 		return err
 	}
@@ -117,6 +110,21 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	return bench.WriteLimits(stdout, limits)
+}
+
+// cpuProfiler writes each service phase's CPU profile to prefix.<op>.prof.
+func cpuProfiler(prefix string) bench.Profiler {
+	return func(op string) (func(), error) {
+		f, err := os.Create(prefix + "." + op + ".prof")
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return func() { pprof.StopCPUProfile(); f.Close() }, nil
+	}
 }
 
 // openKeyedHSM opens the configured token, running the init ceremony

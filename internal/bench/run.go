@@ -53,10 +53,16 @@ const MaxTailRatio = 3.0
 // maxPrepared caps the requests an operation prepares.
 const maxPrepared = 200_000
 
+// Profiler starts a profile of one operation's service phase and returns
+// the function that stops it.
+type Profiler func(op string) (stop func(), err error)
+
 // Run measures each operation in turn: its crypto bound (and reference,
 // if it has one) with clients goroutines for d, then the service with
-// clients HTTP clients for d. progress, if not nil, gets a line per phase.
-func Run(ctx context.Context, ops []Op, limits Limits, clients int, d time.Duration, progress io.Writer) ([]Result, error) {
+// clients HTTP clients for d. progress, if not nil, gets a line per phase;
+// profile, if not nil, profiles each service phase alone, so that a
+// profile shows where the service's CPU went and not the preparation's.
+func Run(ctx context.Context, ops []Op, limits Limits, clients int, d time.Duration, progress io.Writer, profile Profiler) ([]Result, error) {
 	var results []Result
 	for _, op := range ops {
 		say(progress, "%s: setting up %d clients", op.Name(), clients)
@@ -91,7 +97,15 @@ func Run(ctx context.Context, ops []Op, limits Limits, clients int, d time.Durat
 		runtime.GC()
 		resetPeakRSS()
 		say(progress, "%s: service for %s", op.Name(), d)
+		stop := func() {}
+		if profile != nil {
+			var err error
+			if stop, err = profile(op.Name()); err != nil {
+				return results, fmt.Errorf("%s: profile: %w", op.Name(), err)
+			}
+		}
 		s := Drive(ctx, clients, d, op.Step)
+		stop()
 		r.PeakRSSMiB = peakRSSMiB()
 		r.fill(s)
 		results = append(results, r)
