@@ -98,3 +98,11 @@ func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows
 	}
 	return s.db.QueryContext(ctx, query, args...)
 }
+
+// preparedReads is the store's prepared reads as a querier, for code that
+// runs both inside a write transaction and outside one (budget counts).
+type preparedReads struct{ s *Store }
+
+func (p preparedReads) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return p.s.queryRow(ctx, query, args...)
+}

@@ -268,7 +268,7 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 
 // BudgetUse reports what a slot's windows already hold.
 func (s *Store) BudgetUse(ctx context.Context, r *vault.Slot) (vault.BudgetUse, error) {
-	u, err := s.budgetUse(ctx, s.db, r)
+	u, err := s.budgetUse(ctx, preparedReads{s}, r)
 	return u, s.fail(err)
 }
 
