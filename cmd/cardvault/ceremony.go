@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
@@ -243,9 +244,20 @@ func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, lab
 	return fmt.Errorf("%s: the catalog records another key under this label for this token: %w", label, err)
 }
 
+// defaultTranscript names a ceremony's transcript by its time to the
+// microsecond and a sequence number, the first free one: two ceremonies in
+// the same instant (a refused retire and its retry) get two transcripts,
+// and the names sort in the order the ceremonies ran. save's O_EXCL still
+// refuses to overwrite if another process takes the name in between.
 func defaultTranscript(ceremony string, now time.Time) string {
-	return filepath.Join(getenv(envTranscripts, "transcripts"),
-		fmt.Sprintf("ceremony-%s-%s.txt", ceremony, now.UTC().Format("20060102T150405Z")))
+	dir := getenv(envTranscripts, "transcripts")
+	stamp := now.UTC().Format("20060102T150405.000000Z")
+	for seq := 1; ; seq++ {
+		path := filepath.Join(dir, fmt.Sprintf("ceremony-%s-%s-%03d.txt", ceremony, stamp, seq))
+		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) || seq == 999 {
+			return path
+		}
+	}
 }
 
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
