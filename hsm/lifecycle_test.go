@@ -59,3 +59,16 @@ func TestValueKCVMatchesTheImportedKey(t *testing.T) {
 		t.Fatalf("session objects left in the catalog: %+v, %v", keys, err)
 	}
 }
+
+// A module used after Close (a store checkpointing its audit chains as it
+// closes, after the ceremony closed the module) answers ErrUnavailable:
+// it must not reconnect through a destroyed PKCS#11 context, which
+// crashed the process with SIGSEGV.
+func TestModuleUsedAfterCloseIsUnavailable(t *testing.T) {
+	m := openKeyedModule(t, Audit)
+	m.Close()
+	if _, _, err := m.AuditMAC(context.Background(), []byte("checkpoint")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("after Close: %v, want ErrUnavailable", err)
+	}
+	m.Close() // a second Close is harmless
+}

@@ -107,8 +107,9 @@ type Module struct {
 	rand io.Reader
 	log  *slog.Logger
 
-	mu  sync.Mutex // serialises connect and reconnect
-	cur atomic.Pointer[conn]
+	mu     sync.Mutex // serialises connect, reconnect and Close
+	cur    atomic.Pointer[conn]
+	closed bool // guarded by mu
 
 	// slots holds one token per operation running in the token, so that
 	// at most MaxSessions run at once, whatever the request load.
@@ -125,6 +126,8 @@ type Module struct {
 	oaepSHA256 atomic.Int32
 
 	reconnects atomic.Int64
+	// obs is told of every operation (observer.go).
+	obs atomic.Pointer[Observer]
 }
 
 // conn is one generation of the connection: a crypto11 context, the slot,
@@ -203,6 +206,10 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 func (m *Module) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	m.closed = true
 	if c := m.cur.Swap(nil); c != nil {
 		c.close()
 	}
@@ -233,6 +240,11 @@ func (m *Module) current() (*conn, error) {
 	defer m.mu.Unlock()
 	if c := m.cur.Load(); c != nil {
 		return c, nil
+	}
+	if m.closed {
+		// The PKCS#11 context is destroyed: connecting through it again
+		// would crash the process.
+		return nil, errClosed
 	}
 	c, err := m.connect()
 	if err != nil {
@@ -330,17 +342,21 @@ func (m *Module) reconnect(broken *conn) {
 // fail closed as ErrUnavailable. A call left running finishes in the
 // background and only then gives its slot back, so a hung token takes
 // at most MaxSessions goroutines with it.
-func (m *Module) do(ctx context.Context, op string, fn func(*conn) error) error {
+func (m *Module) do(ctx context.Context, op string, fn func(*conn) error) (err error) {
+	start := time.Now()
+	obs := m.observer()
+	defer func() { obs.Call(op, outcomeOf(err), time.Since(start)) }()
 	callCtx, cancel := context.WithTimeout(ctx, m.cfg.CallTimeout)
 	defer cancel()
 	select {
 	case m.slots <- struct{}{}:
+		obs.SlotWait(time.Since(start))
 	case <-callCtx.Done():
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		m.log.Warn("hsm busy: no session slot free within the call timeout", "op", op, "sessions", cap(m.slots))
-		return ErrUnavailable
+		return errBusy
 	}
 	done := make(chan error, 1)
 	go func() {
@@ -358,6 +374,14 @@ func (m *Module) do(ctx context.Context, op string, fn func(*conn) error) error 
 		return ErrUnavailable
 	}
 }
+
+// errClosed is the answer of a module used after Close.
+var errClosed = errors.New("hsm: module closed")
+
+// errBusy is ErrUnavailable for an operation that found no session slot
+// within the call timeout, so that metrics can tell saturation from a
+// failing token.
+var errBusy = fmt.Errorf("%w: no session slot free", ErrUnavailable)
 
 // attempt runs fn, reconnecting and retrying once on a session fault.
 func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) error {
@@ -378,6 +402,9 @@ func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) e
 			err = fn(c)
 		}
 		c.inflight.RUnlock()
+		if code := returnCodeName(err); code != "" {
+			m.observer().PKCS11Error(code)
+		}
 		switch classify(err) {
 		case faultNone, faultInput:
 			return err

@@ -241,6 +241,7 @@ func idempotencyKey(c echo.Context, owner string, body []byte) (*vault.IdemKey, 
 	tok, _ := c.Get(callerKey).(apiToken)
 	return &vault.IdemKey{
 		Scope:   tok.name + " " + c.Request().Method + " " + c.Path() + " " + owner,
+		Surface: c.Request().Method + " " + c.Path(),
 		Key:     key,
 		Request: request,
 	}, nil

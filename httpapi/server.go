@@ -45,6 +45,11 @@ type Config struct {
 	// KeyRefresh is how long servers trust their view of the key
 	// versions: published keys may be cached no longer; 0 means 5s.
 	KeyRefresh time.Duration
+	// Metrics is the registry the server's HTTP families join (nil: one
+	// of its own, with Go's collectors). /metrics serves it unless
+	// MetricsElsewhere says another listener does.
+	Metrics          *prometheus.Registry
+	MetricsElsewhere bool
 }
 
 // Server is the HTTP handler with its metrics.
@@ -68,9 +73,11 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 }
 
-func newMetrics() *metrics {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+func newMetrics(reg *prometheus.Registry) *metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	m := &metrics{
 		registry: reg,
 		// Labels are the route template, never the path: a path carries
@@ -100,7 +107,7 @@ func New(cfg Config) *Server {
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
-	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects, notices: cfg.Notices, keyMaxAge: cfg.KeyRefresh}
+	s := &Server{echo: e, log: cfg.Logger, ready: cfg.Ready, metrics: newMetrics(cfg.Metrics), svc: cfg.Service, tokens: cfg.Tokens, subjects: cfg.CertSubjects, notices: cfg.Notices, keyMaxAge: cfg.KeyRefresh}
 	if s.keyMaxAge <= 0 {
 		s.keyMaxAge = 5 * time.Second
 	}
@@ -118,7 +125,9 @@ func New(cfg Config) *Server {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/openapi.yaml", s.openAPI)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})))
+	if !cfg.MetricsElsewhere {
+		e.GET("/metrics", echo.WrapHandler(MetricsHandler(s.metrics.registry)))
+	}
 	if s.svc != nil && s.tokens != nil {
 		accounts := e.Group("/api/v1/jiko-accounts/:account_id", s.authenticate)
 		s.jikoCards(accounts)
@@ -132,6 +141,11 @@ func New(cfg Config) *Server {
 		s.solarisDevices(v1)
 	}
 	return s
+}
+
+// MetricsHandler serves a registry in Prometheus's text format.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
 // clientRequestID is the form of a caller's X-Request-Id the server keeps:

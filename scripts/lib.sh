@@ -9,7 +9,7 @@ CARDVAULT_PACKAGES=(
   libnss3 libnss3-tools gcc libc6-dev libssl-dev
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
-  postgresql debootstrap docker-compose
+  postgresql debootstrap docker-compose prometheus
 )
 
 install_missing() {

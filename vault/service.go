@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"regexp"
 	"time"
 
@@ -39,6 +40,11 @@ type Config struct {
 	// Rand and Now are injectable for deterministic tests.
 	Rand io.Reader
 	Now  func() time.Time
+	// Log gets what an operator must hear of that is not the caller's
+	// answer (an audit write that failed); nil discards it.
+	Log *slog.Logger
+	// Observer is told of refusals and replays (metrics); nil tells no one.
+	Observer Observer
 }
 
 // Service holds the narrow paths: the only code that handles clear card
@@ -84,6 +90,12 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
 	return &Service{keys: keys, store: store, cfg: cfg}, nil
 }
 
@@ -101,7 +113,10 @@ const DefaultIdempotencyWindow = time.Hour
 // received (method, path and body, so it may hold card data); only its
 // keyed digest is stored, and the caller clears it.
 type IdemKey struct {
-	Scope   string
+	Scope string
+	// Surface names the route ("POST /v1/..." as a template) for metrics;
+	// Scope is what keys are unique within.
+	Surface string
 	Key     string
 	Request []byte
 }
@@ -160,6 +175,7 @@ func (s *Service) replay(ctx context.Context, idem *IdemKey, out any) (bool, err
 	if err := json.Unmarshal(prev.Result, out); err != nil {
 		return false, Internal(fmt.Errorf("stored idempotent result: %w", err))
 	}
+	s.cfg.Observer.Replayed(idem.Surface)
 	return true, nil
 }
 
@@ -211,7 +227,17 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 	if e := new(Error); errors.As(err, &e) && (e.Kind == KindInternal || e.Kind == KindCrypto || e.Kind == KindUnavailable) {
 		outcome = "failed: " + e.Msg
 	}
-	_ = s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, detail))
+	if e := new(Error); errors.As(err, &e) && e.Kind == KindRateLimited {
+		s.cfg.Observer.Refused(action, e.Field)
+	}
+	// The refusal stands whether or not its entry is written: it changed
+	// nothing, and a failing database must not turn a refusal into an
+	// answer. The failure is logged, without the request's data, and
+	// counted, so a gap in the trail is never silent.
+	if aerr := s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, detail)); aerr != nil {
+		s.cfg.Observer.AuditWriteFailed(action)
+		s.cfg.Log.Error("audit entry for a refusal not written", "action", action, "request_id", c.RequestID, "error", aerr)
+	}
 	return err
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // parseBackupFlags parses a backup ceremony's flags: the backup file (flag
@@ -45,11 +46,12 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err != nil {
 		return err
 	}
-	m, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
+	m, store, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer store.Close()
 	defer clear(kek)
 	b, err := m.Export(ctx, soPIN, kek)
 	if err != nil {
@@ -76,7 +78,7 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	}
 	t.printf("\nbackup:   %s sha256 %x\n", *out, sha256.Sum256(append(body, '\n')))
 	t.printf("\nresult: %d key object(s) exported\n", len(b.Keys))
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 // ceremonyImport restores a backup into this token, unwrapping under the
@@ -97,21 +99,17 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err := dec.Decode(&b); err != nil {
 		return fmt.Errorf("%s: %w", *in, err)
 	}
-	m, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
+	m, store, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	defer store.Close()
 	defer clear(kek)
 	t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", *in, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
 	if err := m.Import(ctx, kek, &b); err != nil {
 		return err
 	}
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
-	if err != nil {
-		return err
-	}
-	defer store.Close()
 	for _, k := range b.Keys {
 		if k.Class == "public" {
 			continue
@@ -125,27 +123,29 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 		return err
 	}
 	t.printf("\nresult: %d key object(s) restored\n", len(b.Keys))
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 // beginWithKEK begins a backup ceremony: it opens the token, forms the
 // wrapping key from the custodians' components and starts the transcript
-// with them. The caller clears the key and closes the module.
-func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*hsm.Module, []byte, *transcript, error) {
-	m, tok, now, err := cf.begin(ctx, name, log)
+// with them. The caller clears the key and closes the store, then the
+// module.
+func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*hsm.Module, *sqlstore.Store, []byte, *transcript, error) {
+	m, store, tok, now, err := cf.beginWithStore(ctx, name, log, false)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
 	if err != nil {
+		store.Close()
 		m.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	t := newTranscript(stdout, name, now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, name, now, tok, store)
 	for i, c := range custodians {
 		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format(time.RFC3339), c.KCV)
 	}
-	return m, kek, t, nil
+	return m, store, kek, t, nil
 }
 
 func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {

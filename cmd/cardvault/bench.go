@@ -178,6 +178,8 @@ func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string, stderr io.W
 		return "", "", nil, err
 	}
 	store.UseAuditKey(m, every)
+	ms := instrument(m, store)
+	cfg.Observer = ms.Vault()
 	served := false // until then, every return closes the store
 	defer func() {
 		if !served {
@@ -209,7 +211,7 @@ func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string, stderr io.W
 	// 5xx's cause) reach stderr, where a failed run needs them.
 	logger := slog.New(slog.NewMultiHandler(slog.NewJSONHandler(io.Discard, nil),
 		slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})))
-	hs := newHTTPServer(logger, m, store, svc, tokens, nil)
+	hs := newHTTPServer(logger, m, store, svc, tokens, nil, ms.Registry(), false)
 	go hs.Serve(ln)
 	served = true
 	stop := func() {

@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
@@ -28,6 +26,12 @@ func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog
 	if len(args) == 0 {
 		return errors.New("want a subcommand: " + names)
 	}
+	ctx, run := withCeremonyRun(ctx)
+	err := runCeremony(ctx, args, stdout, log, names)
+	return run.conclude(ctx, err)
+}
+
+func runCeremony(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, names string) error {
 	switch args[0] {
 	case "init":
 		return ceremonyInit(ctx, args[1:], stdout, log)
@@ -50,61 +54,6 @@ func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog
 	default:
 		return fmt.Errorf("unknown ceremony %q (want %s)", args[0], names)
 	}
-}
-
-// transcript collects a ceremony's record: printed as it goes, written to
-// a file at the end, and closed with its own SHA-256 so it can be signed
-// off.
-type transcript struct {
-	buf bytes.Buffer
-	out io.Writer
-}
-
-// newTranscript starts a ceremony's transcript with what every one
-// records: the ceremony, time, operator and token.
-func newTranscript(out io.Writer, ceremony string, now time.Time, operator string, tok hsm.TokenInfo) *transcript {
-	t := &transcript{out: out}
-	t.printf("cardvault key ceremony: %s\n", ceremony)
-	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
-	t.printf("operator: %s\n", operator)
-	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
-	t.printf("profile:  %s\n", tok.Profile)
-	return t
-}
-
-// Write records and prints p, so tables can be written straight into a
-// transcript.
-func (t *transcript) Write(p []byte) (int, error) {
-	t.buf.Write(p)
-	return t.out.Write(p)
-}
-
-func (t *transcript) printf(format string, a ...any) {
-	line := fmt.Sprintf(format, a...)
-	t.buf.WriteString(line)
-	io.WriteString(t.out, line)
-}
-
-// save writes the transcript to path, refusing to overwrite, and prints
-// its hash.
-func (t *transcript) save(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
-	if err != nil {
-		return fmt.Errorf("transcript: %w", err)
-	}
-	if _, err := f.Write(t.buf.Bytes()); err != nil {
-		f.Close()
-		return fmt.Errorf("transcript: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("transcript: %w", err)
-	}
-	sum := sha256.Sum256(t.buf.Bytes())
-	fmt.Fprintf(t.out, "transcript: %s\ntranscript sha256: %x\n", path, sum)
-	return nil
 }
 
 func operatorName() string {
@@ -244,22 +193,6 @@ func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, lab
 	return fmt.Errorf("%s: the catalog records another key under this label for this token: %w", label, err)
 }
 
-// defaultTranscript names a ceremony's transcript by its time to the
-// microsecond and a sequence number, the first free one: two ceremonies in
-// the same instant (a refused retire and its retry) get two transcripts,
-// and the names sort in the order the ceremonies ran. save's O_EXCL still
-// refuses to overwrite if another process takes the name in between.
-func defaultTranscript(ceremony string, now time.Time) string {
-	dir := getenv(envTranscripts, "transcripts")
-	stamp := now.UTC().Format("20060102T150405.000000Z")
-	for seq := 1; ; seq++ {
-		path := filepath.Join(dir, fmt.Sprintf("ceremony-%s-%s-%03d.txt", ceremony, stamp, seq))
-		if _, err := os.Lstat(path); errors.Is(err, fs.ErrNotExist) || seq == 999 {
-			return path
-		}
-	}
-}
-
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
 // never touches an existing key; a second run creates nothing and says so.
 func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
@@ -278,20 +211,26 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	var tok hsm.TokenInfo
 	var now time.Time
 	var catalog vault.KeyCatalog
+	var store *sqlstore.Store
 	if *dryRun {
 		m, tok, now, err = cf.begin(ctx, "init", log)
 	} else {
-		var store *sqlstore.Store
 		m, store, tok, now, err = cf.beginWithStore(ctx, "init", log, false)
 		if err == nil {
-			defer store.Close()
 			catalog = store
 		}
 	}
 	if err != nil {
 		return err
 	}
-	defer m.Close()
+	defer func() {
+		// The store first: closing it checkpoints its audit chain with
+		// the module's audit key.
+		if store != nil {
+			store.Close()
+		}
+		m.Close()
+	}()
 	if err := m.SetKeyBackup(keyBackup); err != nil {
 		return fmt.Errorf("--backup %s: %w", keyBackup, err)
 	}
@@ -316,7 +255,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		}
 	}
 
-	t := newTranscript(stdout, "init", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "init", now, tok, store)
 	if *dryRun {
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
@@ -373,7 +312,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	default:
 		t.printf("\nresult: created %d key(s)\n", created)
 	}
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 func countMissing(has map[hsm.Purpose]bool) int {
@@ -529,7 +468,7 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 	if err != nil {
 		return err
 	}
-	t := newTranscript(stdout, "adopt", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "adopt", now, tok, store)
 	found := false
 	for _, k := range keys {
 		if k.Label != *label {
@@ -554,7 +493,7 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 			t.printf("\nresult: %s recorded, origin %s, check %s\n", r.Label, r.Origin, r.Check)
 		}
 	}
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 // ceremonyList prints the catalog: every key, its version, type, usages,

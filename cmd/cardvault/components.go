@@ -309,7 +309,7 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	if err != nil {
 		return err
 	}
-	t := newTranscript(stdout, "import-components", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "import-components", now, tok, store)
 	t.printf("purpose:  %s (%s), %d components\n", p, p.Kind(), len(custodians))
 	t.printf("backup:   %s\n\n", backupMeaning[keyBackup])
 	for i, c := range custodians {
@@ -333,5 +333,5 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	}
 	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, next), got)
 	t.printf("\nresult: %s active\n", hsm.Label(p, next))
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }

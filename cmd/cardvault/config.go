@@ -17,12 +17,15 @@ import (
 
 // Environment variables of DESIGN.md's operator interface.
 const (
-	envListen      = "CARDVAULT_LISTEN"
-	envDB          = "CARDVAULT_DB"
-	envModule      = "CARDVAULT_PKCS11_MODULE"
-	envTokenLabel  = "CARDVAULT_TOKEN_LABEL"
-	envTokenSerial = "CARDVAULT_TOKEN_SERIAL"
-	envTokenSlot   = "CARDVAULT_TOKEN_SLOT"
+	envListen = "CARDVAULT_LISTEN"
+	// envMetricsListen, when set, serves /metrics on its own address and
+	// not on the API listener.
+	envMetricsListen = "CARDVAULT_METRICS_LISTEN"
+	envDB            = "CARDVAULT_DB"
+	envModule        = "CARDVAULT_PKCS11_MODULE"
+	envTokenLabel    = "CARDVAULT_TOKEN_LABEL"
+	envTokenSerial   = "CARDVAULT_TOKEN_SERIAL"
+	envTokenSlot     = "CARDVAULT_TOKEN_SLOT"
 	// envPKCS11URI selects module, token and PIN file in one RFC 7512
 	// URI, instead of the module, token and PIN file variables.
 	envPKCS11URI   = "CARDVAULT_PKCS11_URI"

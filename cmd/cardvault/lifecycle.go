@@ -69,7 +69,7 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err != nil {
 		return err
 	}
-	t := newTranscript(stdout, "rewrap", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "rewrap", now, tok, store)
 	t.printf("target:   card-kek/v%d pan-hmac/v%d pek/v%d\n\nbefore:\n", target.CardKEK, target.PANHMAC, target.PEK)
 	if err := printKeyUse(t, target, before); err != nil {
 		return err
@@ -105,13 +105,13 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 		p.Done, p.Skipped, p.Failed, p.Elapsed.Round(time.Millisecond), p.Rate())
 	if runErr != nil {
 		t.printf("\nresult: %v\n", runErr)
-		if err := t.save(*cf.transcript); err != nil {
+		if err := t.saveRefused(ctx, runErr); err != nil {
 			return err
 		}
 		return runErr
 	}
 	t.printf("\nresult: every open record is under the active versions\n")
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 // printKeyUse prints records per key version, marking the target.
@@ -191,7 +191,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err != nil {
 		return err
 	}
-	t := newTranscript(stdout, "retire", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "retire", now, tok, store)
 	t.printf("key:      %s  %s (active is v%d)\n", label, check, active)
 	if inUse == 0 {
 		wait := 2 * m.KeyRefresh()
@@ -207,10 +207,11 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	if inUse > 0 {
 		t.printf("in use:   %d %s\n\nresult: refused; nothing destroyed\n", inUse, why)
-		if err := t.save(*cf.transcript); err != nil {
+		refusal := fmt.Errorf("refusing to retire %s: %d %s", label, inUse, why)
+		if err := t.saveRefused(ctx, refusal); err != nil {
 			return err
 		}
-		return fmt.Errorf("refusing to retire %s: %d %s", label, inUse, why)
+		return refusal
 	}
 	n, err := m.DestroyVersion(ctx, p, version)
 	if err != nil {
@@ -221,7 +222,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	t.printf("\nresult: %s retired; %d object(s) destroyed\n", label, n)
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }
 
 // versionInUse counts what still needs a key version, and says what.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/aes"
 	"crypto/rand"
 	"crypto/rsa"
@@ -25,6 +26,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // lifecycleEnv serves a vault whose reveal budgets allow every reveal the
@@ -420,6 +422,62 @@ func TestRotateRewrapRetire(t *testing.T) {
 	if out, err := v.run(t, "audit", "verify"); err != nil || !strings.Contains(out, "every chain and checkpoint verifies") {
 		t.Fatalf("audit verify: %v\n%s", err, out)
 	}
+
+	// Every ceremony is in the chain, and an export says so.
+	export := exportAndVerifyAudit(t, v, nil, "ceremony.import-components=ok", "ceremony.init=ok", "ceremony.rotate=ok",
+		"ceremony.retire=failed", "ceremony.rewrap=ok", "ceremony.retire=ok", "key.retire=ok", "key.rewrap=ok")
+	// Two exports, the second from where the first ended, append to one
+	// that verifies; the second alone verifies too, continuing its chains.
+	cut := time.Now().UTC().Format(time.RFC3339Nano)
+	view.revealAll(t, "between exports", cards)
+	first, second := filepath.Join(v.dir, "until.jsonl"), filepath.Join(v.dir, "since.jsonl")
+	for _, args := range [][]string{{"--until", cut, "--out", first}, {"--since", cut, "--out", second}} {
+		if out, err := v.run(t, append([]string{"audit", "export"}, args...)...); err != nil {
+			t.Fatalf("audit export %v: %v\n%s", args, err, out)
+		}
+	}
+	a, _ := os.ReadFile(first)
+	b, _ := os.ReadFile(second)
+	joined := filepath.Join(v.dir, "joined.jsonl")
+	os.WriteFile(joined, append(a, b...), 0o600)
+	for _, f := range []string{joined, second} {
+		if out, err := v.run(t, "audit", "verify", "--file", f); err != nil || !strings.Contains(out, "result: the export verifies") {
+			t.Fatalf("verify %s: %v\n%s", filepath.Base(f), err, out)
+		}
+	}
+	if n := strings.Count(string(b), `"type":"entry"`); n < len(cards) {
+		t.Fatalf("the second export holds %d entries, want at least the %d reveals made after the cut", n, len(cards))
+	}
+	// An edited entry, and a removed one, are named.
+	raw, _ := os.ReadFile(export)
+	edited := strings.Replace(string(raw), `"outcome":"failed: refusing to retire`, `"outcome":"ok: refusing to retire`, 1)
+	// Removed: a chain's first entry, and an entry in the middle of one.
+	lines := strings.SplitAfter(string(raw), "\n")
+	chainOf := regexp.MustCompile(`"type":"entry","chain":"([^"]+)","seq":([0-9]+)`)
+	without := func(i int) string {
+		return strings.Join(append(append([]string{}, lines[:i]...), lines[i+1:]...), "")
+	}
+	head, middle := string(raw), string(raw)
+	for i := 1; i+1 < len(lines); i++ {
+		a, b, c := chainOf.FindStringSubmatch(lines[i-1]), chainOf.FindStringSubmatch(lines[i]), chainOf.FindStringSubmatch(lines[i+1])
+		if b != nil && b[2] == "1" && c != nil && c[1] == b[1] && head == string(raw) {
+			head = without(i)
+		}
+		if a != nil && b != nil && c != nil && a[1] == b[1] && b[1] == c[1] && middle == string(raw) {
+			middle = without(i)
+		}
+	}
+	for name, body := range map[string]string{"edited": edited, "head removed": head, "middle removed": middle} {
+		if body == string(raw) {
+			t.Fatalf("%s: the tampering changed nothing", name)
+		}
+		f := filepath.Join(v.dir, strings.ReplaceAll(name, " ", "-")+".jsonl")
+		os.WriteFile(f, []byte(body), 0o600)
+		out, err := v.run(t, "audit", "verify", "--file", f)
+		if err == nil || !strings.Contains(out, "BROKEN: chain ") {
+			t.Fatalf("verify of an export with an entry %s: err=%v\n%s", name, err, out)
+		}
+	}
 }
 
 // TestRewrapResumesAfterCrash kills a rewrap halfway (after it moved 17
@@ -603,6 +661,7 @@ func TestBackupRestoreToAnotherToken(t *testing.T) {
 	if got, err := newViewer(t, a, person).reveal(t, id); err != nil || got != panFor(50) {
 		t.Fatalf("token A reading token B's card: %q, %v", mask(got), err)
 	}
+	exportAndVerifyAudit(t, a.vaultEnv, []*vaultEnv{b}, "ceremony.init=ok", "ceremony.rotate=ok", "ceremony.export=ok", "ceremony.import=ok")
 }
 
 // TestAuditVerifyFindsTampering serves traffic with a checkpoint every 2
@@ -685,4 +744,67 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 			t.Errorf("%s (%s): verify err=%v, want it to name %q:\n%s", tc.name, tc.cause, err, tc.at, out)
 		}
 	}
+}
+
+// exportAndVerifyAudit exports v's audit trail and checks, of the export: that
+// `audit verify --file` verifies it, hash chains offline and checkpoint
+// MACs with the token; that each action in want has an entry with that
+// outcome prefix ("ceremony.rotate=ok", "ceremony.retire=failed"); and
+// that every ceremony entry names a transcript whose SHA-256 it carries.
+// It returns the export's path.
+func exportAndVerifyAudit(t *testing.T, v *vaultEnv, others []*vaultEnv, want ...string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	if out, err := v.run(t, "audit", "export", "--out", path); err != nil {
+		t.Fatalf("audit export: %v\n%s", err, out)
+	}
+	out, err := v.run(t, "audit", "verify", "--file", path)
+	if err != nil || !strings.Contains(out, "hash chains: verified offline") || !strings.Contains(out, "result: the export verifies") ||
+		!regexp.MustCompile(`checkpoint MACs: [1-9][0-9]* verified with the token's audit key`).MatchString(out) {
+		t.Fatalf("audit verify --file: %v\n%s", err, out)
+	}
+	t.Logf("audit verify --file:\n%s", out)
+	raw, _ := os.ReadFile(path)
+	var lines []sqlstore.ExportLine
+	for _, l := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var e sqlstore.ExportLine
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("export line %q: %v", l, err)
+		}
+		lines = append(lines, e)
+	}
+	for _, w := range want {
+		action, outcome, _ := strings.Cut(w, "=")
+		found := false
+		for _, e := range lines {
+			found = found || (e.Action == action && strings.HasPrefix(e.Outcome, outcome))
+		}
+		if !found {
+			t.Errorf("the export has no %s entry with outcome %s", action, outcome)
+		}
+	}
+	for _, e := range lines {
+		if !strings.HasPrefix(e.Action, "ceremony.") {
+			continue
+		}
+		var d map[string]string
+		json.Unmarshal([]byte(e.Detail), &d)
+		// Transcripts are where each ceremony's environment wrote them.
+		var matches []string
+		for _, env := range append([]*vaultEnv{v}, others...) {
+			for _, pattern := range []string{filepath.Join(env.dir, "*", d["transcript"]), filepath.Join(env.dir, d["transcript"])} {
+				m, _ := filepath.Glob(pattern)
+				matches = append(matches, m...)
+			}
+		}
+		if len(matches) != 1 {
+			t.Errorf("%s names transcript %q, found %d", e.Action, d["transcript"], len(matches))
+			continue
+		}
+		body, _ := os.ReadFile(matches[0])
+		if sum := sha256.Sum256(body); hex.EncodeToString(sum[:]) != d["transcript_sha256"] || d["token_serial"] == "" {
+			t.Errorf("%s: transcript %s hashes to %x, the entry says %s (serial %q)", e.Action, matches[0], sum, d["transcript_sha256"], d["token_serial"])
+		}
+	}
+	return path
 }

@@ -62,7 +62,7 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		return fmt.Errorf("--backup %s: %w", keyBackup, err)
 	}
 
-	t := newTranscript(stdout, "rotate", now, *cf.operator, tok)
+	t := newTranscript(ctx, stdout, cf, "rotate", now, tok, store)
 	t.printf("purpose:  %s (%s)\n", p, p.Kind())
 	t.printf("backup:   %s\n", backupMeaning[keyBackup])
 	oldCheck, err := keyCheck(ctx, m, p, previous)
@@ -96,5 +96,5 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		t.printf("previous: stays in the token for reading until retired\n")
 	}
 	t.printf("\nresult: %s active\n", hsm.Label(p, next))
-	return t.save(*cf.transcript)
+	return t.save(ctx)
 }

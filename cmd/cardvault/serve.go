@@ -14,7 +14,10 @@ import (
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
+	"github.com/cardvault/cardvault/metrics"
 	"github.com/cardvault/cardvault/vault"
+	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // shutdownDrain is how long a stopping server waits for requests in
@@ -60,12 +63,22 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		m.Close()
 		log.Info("hsm closed")
 	}()
+	ms := instrument(m, store)
+	vcfg.Log, vcfg.Observer = log, ms.Vault()
 	svc, err := vault.NewService(m, store, vcfg)
 	if err != nil {
 		return err
 	}
 
-	hs := newHTTPServer(log, m, store, svc, tokens, subjects)
+	metricsAddr := os.Getenv(envMetricsListen)
+	hs := newHTTPServer(log, m, store, svc, tokens, subjects, ms.Registry(), metricsAddr != "")
+	if metricsAddr != "" {
+		stop, err := serveMetrics(metricsAddr, ms, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
@@ -95,14 +108,49 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	return nil
 }
 
+// instrument makes the metrics set and has the token and the store
+// report to it.
+func instrument(m *hsm.Module, store *sqlstore.Store) *metrics.Set {
+	ms := metrics.New()
+	m.SetObserver(ms.HSM())
+	store.SetObserver(ms.Store(store.Kind()))
+	ms.WatchHSM(m)
+	ms.WatchStore(store)
+	return ms
+}
+
+// serveMetrics serves /metrics alone on addr ($CARDVAULT_METRICS_LISTEN):
+// a scraper then needs no route to the API listener, and the API listener
+// no longer tells anyone who asks how the vault is doing. It returns the
+// function that stops it.
+func serveMetrics(addr string, ms *metrics.Set, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", envMetricsListen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", httpapi.MetricsHandler(ms.Registry()))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener failed", "error", err)
+		}
+	}()
+	log.Info("metrics serving", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
+
 // newHTTPServer is the HTTP service over the vault, with the timeouts
-// every listener gets; bench serves the same one.
-func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vault.Service, tokens *httpapi.Tokens, subjects map[string][]string) *http.Server {
+// every listener gets; bench serves the same one. With metricsElsewhere
+// the API listener does not serve /metrics.
+func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vault.Service, tokens *httpapi.Tokens, subjects map[string][]string, reg *prometheus.Registry, metricsElsewhere bool) *http.Server {
 	return &http.Server{
 		Handler: httpapi.New(httpapi.Config{
-			Logger:  log,
-			Service: svc,
-			Tokens:  tokens,
+			Logger:           log,
+			Service:          svc,
+			Tokens:           tokens,
+			Metrics:          reg,
+			MetricsElsewhere: metricsElsewhere,
 			// Only with a client CA are there verified subjects to map.
 			CertSubjects: subjects,
 			Ready: []httpapi.Check{

@@ -300,7 +300,7 @@ type secureView struct {
 	verify  *ecdsa.PublicKey
 }
 
-func (o *secureView) Name() string    { return fmt.Sprintf("secure_view_%d", o.bits) }
+func (o *secureView) Name() string { return fmt.Sprintf("secure_view_%d", o.bits) }
 func (o *secureView) Target() float64 {
 	// The 4096-bit key's heavier public operation leaves less of the
 	// request to the service, so more of its limit is within reach.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
@@ -54,6 +55,7 @@ type AuditKey interface {
 // chainHead is the committed end of one chain.
 type chainHead struct {
 	id        string
+	idx       int // its place among the store's chains
 	seq       int64
 	hash      []byte
 	sealedSeq int64 // the last checkpointed seq
@@ -64,6 +66,7 @@ type chainHead struct {
 }
 
 type chains struct {
+	progress
 	free  chan *chainHead
 	mu    sync.Mutex // guards key and every
 	key   AuditKey
@@ -75,9 +78,10 @@ func newChains(n int) (*chains, error) {
 	if _, err := rand.Read(writer); err != nil {
 		return nil, err
 	}
-	c := &chains{free: make(chan *chainHead, n), every: defaultCheckpointEvery}
+	c := &chains{free: make(chan *chainHead, n), every: defaultCheckpointEvery,
+		progress: progress{committed: make([]atomic.Int64, n), sealed: make([]atomic.Int64, n)}}
 	for i := range n {
-		c.free <- &chainHead{id: fmt.Sprintf("%x-%d", writer, i), hash: make([]byte, sha256.Size)}
+		c.free <- &chainHead{id: fmt.Sprintf("%x-%d", writer, i), idx: i, hash: make([]byte, sha256.Size)}
 	}
 	return c, nil
 }
@@ -122,17 +126,23 @@ func (s *Store) inTx(ctx context.Context, fn func(*txn) error) error {
 	t := &txn{stmts: s.stmts, head: head, seq: head.seq, hash: head.hash}
 	err := s.runTx(ctx, t, fn)
 	if err == nil {
+		if n := t.seq - head.seq; n > 0 {
+			s.observer().AuditWritten(int(n))
+		}
 		head.seq, head.hash = t.seq, t.hash
+		s.chains.record(head.idx, head.seq)
 	} else {
 		head.stale = true
 	}
 	// The checkpoint names the chain's committed end, read before the
 	// lease goes back: a rolled-back transaction's entries never existed.
 	due := s.checkpointDue(head)
-	chain, seq, hash := head.id, head.seq, head.hash
+	chain, idx, seq, hash := head.id, head.idx, head.seq, head.hash
 	s.chains.free <- head
 	if due {
-		s.checkpoint(ctx, chain, seq, hash)
+		if s.checkpoint(ctx, chain, seq, hash) == nil {
+			s.chains.sealedUpTo(idx, seq)
+		}
 	}
 	return err
 }
@@ -164,11 +174,14 @@ func (s *Store) runTx(ctx context.Context, t *txn, fn func(*txn) error) error {
 		return s.fail(err)
 	}
 	t.Tx = tx
+	start := time.Now()
 	if err := fn(t); err != nil {
 		_ = tx.Rollback()
 		return s.fail(err)
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	s.observer().Commit(1, time.Since(start), err)
+	if err != nil {
 		if s.d.isUnique(err) {
 			return vault.Conflict("", "concurrent change")
 		}
@@ -205,6 +218,7 @@ func (s *Store) checkpointAll(ctx context.Context) {
 		if head.seq > head.sealedSeq {
 			if s.checkpoint(ctx, head.id, head.seq, head.hash) == nil {
 				head.sealedSeq = head.seq
+				s.chains.sealedUpTo(head.idx, head.seq)
 			}
 		}
 	}
@@ -216,15 +230,16 @@ func (s *Store) checkpoint(ctx context.Context, chain string, seq int64, hash []
 	key := s.chains.key
 	s.chains.mu.Unlock()
 	mac, version, err := key.AuditMAC(ctx, checkpointMessage(chain, seq, hash))
-	if err != nil {
-		return err
+	if err == nil {
+		// A write of its own, outside any chain: it needs no lease.
+		err = s.runTx(ctx, &txn{stmts: s.stmts}, func(t *txn) error {
+			_, err := t.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at) VALUES (?, ?, ?, ?, ?, ?)`),
+				chain, seq, hash, int64(version), mac, micros(time.Now()))
+			return err
+		})
 	}
-	// A write of its own, outside any chain: it needs no lease.
-	return s.runTx(ctx, &txn{stmts: s.stmts}, func(t *txn) error {
-		_, err := t.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at) VALUES (?, ?, ?, ?, ?, ?)`),
-			chain, seq, hash, int64(version), mac, micros(time.Now()))
-		return err
-	})
+	s.observer().Checkpoint(err)
+	return err
 }
 
 // CheckpointsUnder counts the checkpoints MACed under an audit key

@@ -108,8 +108,10 @@ func (s *Store) commitGroup(batch []*piece) {
 			p.done <- err
 		}
 	}
+	start := time.Now()
 	tx, err := s.db.BeginTx(ctx, s.d.txOpts())
 	if err != nil {
+		s.observer().Commit(len(batch), time.Since(start), err)
 		failAll(s.fail(err))
 		return
 	}
@@ -117,11 +119,14 @@ func (s *Store) commitGroup(batch []*piece) {
 	for i, p := range batch {
 		if results[i] = s.runPiece(ctx, tx, p); errors.Is(results[i], errGroupBroken) {
 			_ = tx.Rollback()
+			s.observer().Commit(len(batch), time.Since(start), results[i])
 			failAll(s.fail(results[i]))
 			return
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	err = tx.Commit()
+	s.observer().Commit(len(batch), time.Since(start), err)
+	if err != nil {
 		failAll(s.fail(err))
 		return
 	}

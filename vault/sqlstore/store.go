@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
@@ -59,6 +60,7 @@ type Store struct {
 	writer chan struct{}
 	group  groupQueue // write transactions waiting for the writer slot
 	stmts  *stmtCache // prepared statements of the write path and hot reads (SQLite)
+	obs    atomic.Pointer[Observer]
 }
 
 var _ vault.Store = (*Store)(nil)
