@@ -1,10 +1,10 @@
 package main
 
 import (
-	"crypto/sha256"
 	"crypto/aes"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
