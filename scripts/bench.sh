@@ -2,7 +2,7 @@
 # Runs `cardvault bench` on a SoftHSM2 token of its own under .bench/ (made
 # on first use; the bench runs the init ceremony on it), so the bench never
 # touches the dev token's keys. Arguments go to the bench, e.g.
-#   scripts/bench.sh --clients 16 --duration 10s [--json] [--cpuprofile PREFIX]
+#   scripts/bench.sh --clients 16 --duration 10s [--json] [--cpuprofile PREFIX] [--scrape FILE]
 # `--db postgres` starts a throwaway PostgreSQL (as the tests do, but with
 # fsync on, so it is as durable as a real one) and serves on a new database
 # in it; `--db postgres://...` uses that server.

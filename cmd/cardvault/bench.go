@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -35,6 +36,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of each operation's service phase to `PREFIX`.<operation>.prof")
 	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
 	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts: real RSA-2048 device keys to make, one per checked reveal")
+	scrape := fs.String("scrape", "", "after the run, write the server's /metrics, as the load left it, to this file")
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,6 +104,11 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if err != nil {
 		return err
 	}
+	if *scrape != "" {
+		if err := saveScrape(ctx, url+"/metrics", *scrape); err != nil {
+			return fmt.Errorf("--scrape: %w", err)
+		}
+	}
 	if *asJSON {
 		return bench.WriteJSON(stdout, results)
 	}
@@ -110,6 +117,27 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	return bench.WriteLimits(stdout, limits)
+}
+
+// saveScrape writes one scrape of the server's metrics to path.
+func saveScrape(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 // cpuProfiler writes each service phase's CPU profile to prefix.<op>.prof.
