@@ -1,3 +1,5 @@
+//go:build faultinject
+
 package hsm
 
 // RestartUnderneath finalises and re-initialises the PKCS#11 library, which

@@ -42,5 +42,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-go build -o "$BENCH/cardvault" ./cmd/cardvault
+# The bench binary carries fault injection (--token-restarts); the product
+# (Dockerfile, scripts/dev.sh) does not.
+go build -tags faultinject -o "$BENCH/cardvault" ./cmd/cardvault
 "$BENCH/cardvault" bench "${args[@]}"

@@ -50,6 +50,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if *restarts < 0 || *restarts > 10 || *faultKeys < 0 || *faultKeys > 5000 {
 		return fmt.Errorf("--token-restarts %d --fault-keys %d: want 0 to 10 restarts and 0 to 5000 keys", *restarts, *faultKeys)
 	}
+	if *restarts > 0 && !faultInjection {
+		return fmt.Errorf("--token-restarts: %w", restartUnderneath(nil))
+	}
 
 	m, err := openKeyedHSM(ctx, stderr, log)
 	if err != nil {
@@ -78,7 +81,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	defer api.Close()
 	env := &bench.Env{API: api, Keys: m}
 	if *restarts > 0 {
-		rep, err := bench.RunFaults(ctx, env, *clients, *duration, *restarts, *faultKeys, m.RestartUnderneath, stderr)
+		rep, err := bench.RunFaults(ctx, env, *clients, *duration, *restarts, *faultKeys, func() error { return restartUnderneath(m) }, stderr)
 		if err != nil {
 			return err
 		}

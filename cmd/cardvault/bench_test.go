@@ -80,7 +80,7 @@ func TestLoadUnderTokenRestarts(t *testing.T) {
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	cmd := exec.Command(binary, "bench", "--clients", "4", "--duration", "4s", "--token-restarts", "2", "--fault-keys", "24", "--json")
+	cmd := exec.Command(hookBinary, "bench", "--clients", "4", "--duration", "4s", "--token-restarts", "2", "--fault-keys", "24", "--json")
 	cmd.Env, cmd.Dir = v.env, v.dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

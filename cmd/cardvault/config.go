@@ -10,12 +10,16 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/softhsm"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // Environment variables of DESIGN.md's operator interface.
+// defaultModule is where Debian's softhsm2 package installs its PKCS#11
+// module: the development default. (The softhsm package, which says the
+// same, is test support, and the product links no test code.)
+const defaultModule = "/usr/lib/softhsm/libsofthsm2.so"
+
 const (
 	envListen = "CARDVAULT_LISTEN"
 	// envMetricsListen, when set, serves /metrics on its own address and
@@ -152,7 +156,7 @@ func getenv(name, def string) string {
 // environment only: a flag would show it in ps.
 func hsmConfig(log *slog.Logger, catalog hsm.KeyRecords) (hsm.Config, error) {
 	cfg := hsm.Config{
-		Module:      getenv(envModule, softhsm.DefaultModule),
+		Module:      getenv(envModule, defaultModule),
 		TokenLabel:  os.Getenv(envTokenLabel),
 		TokenSerial: os.Getenv(envTokenSerial),
 		Logger:      log,

@@ -6,10 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sort"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,11 +15,6 @@ import (
 	"github.com/cardvault/cardvault/vault"
 	"github.com/cardvault/cardvault/vault/sqlstore"
 )
-
-// envRewrapKillAfter is a test hook: the rewrap SIGKILLs itself after
-// moving this many records in memory, before storing their batch, so the
-// crash-resume test can show that a resumed run loses nothing.
-const envRewrapKillAfter = "CARDVAULT_TEST_REWRAP_KILL_AFTER"
 
 // ceremonyRewrap moves every open card's sealed record, PAN fingerprint
 // and PIN block to the active key versions. --dry-run counts records per
@@ -36,7 +29,8 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	if *batch < 1 || *batch > 10000 {
 		return fmt.Errorf("--batch %d: want 1 to 10000", *batch)
 	}
-	killAfter, err := intEnv(envRewrapKillAfter, 0)
+	// Only a binary built with -tags faultinject has a hook to give.
+	killHook, err := rewrapKillHook()
 	if err != nil {
 		return err
 	}
@@ -83,14 +77,8 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 				p.Done, p.Total, p.Remaining, p.Skipped, p.Rate(), p.ETA().Round(time.Millisecond))
 		},
 	}
-	if killAfter > 0 {
-		moved := 0
-		opts.AfterMove = func(int) {
-			if moved++; moved == killAfter {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {} // the signal arrives; nothing after it runs
-			}
-		}
+	if killHook != nil {
+		opts.AfterMove = killHook
 	}
 	p, runErr := rw.Run(ctx, opts)
 	_, after, _, err := rw.Plan(ctx)

@@ -494,7 +494,8 @@ func TestRewrapResumesAfterCrash(t *testing.T) {
 		t.Fatalf("rotate: %v\n%s", err, out)
 	}
 	crashed := *jv.vaultEnv
-	crashed.env = append(append([]string{}, jv.env...), envRewrapKillAfter+"=17")
+	crashed.bin = hookBinary
+	crashed.env = append(append([]string{}, jv.env...), "CARDVAULT_TEST_REWRAP_KILL_AFTER=17")
 	out, err := crashed.run(t, "ceremony", "rewrap", "--batch", "4", "--transcript", filepath.Join(jv.dir, "crashed.txt"))
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ProcessState.String() != "signal: killed" {
 		t.Fatalf("rewrap with the kill hook: %v\n%s", err, out)

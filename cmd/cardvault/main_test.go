@@ -17,19 +17,24 @@ import (
 	"github.com/cardvault/cardvault/softhsm"
 )
 
-// binary is the real cardvault binary, built once for the package's tests.
-var binary string
+// binary is the real cardvault binary, built once for the package's
+// tests as the product is built; hookBinary is the same with -tags
+// faultinject, for the tests that inject faults (a rewrap killed halfway,
+// the token restarted underneath the bench).
+var binary, hookBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "cardvault-bin")
 	if err != nil {
 		panic(err)
 	}
-	binary = filepath.Join(dir, "cardvault")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		panic(err)
+	binary, hookBinary = filepath.Join(dir, "cardvault"), filepath.Join(dir, "cardvault-faultinject")
+	for _, args := range [][]string{{"-o", binary}, {"-tags", "faultinject", "-o", hookBinary}} {
+		build := exec.Command("go", append(append([]string{"build"}, args...), ".")...)
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			panic(err)
+		}
 	}
 	code := m.Run()
 	if report := contractReport(); report != "" {
@@ -44,6 +49,7 @@ type vaultEnv struct {
 	tok *softhsm.Token
 	dir string
 	env []string
+	bin string // the binary run; "" is binary
 }
 
 // newVaultEnv is a fresh token and the environment the binary reaches it
@@ -93,7 +99,11 @@ func (v *vaultEnv) token(t *testing.T, name string, scopes ...string) string {
 
 func (v *vaultEnv) run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	bin := binary
+	if v.bin != "" {
+		bin = v.bin
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = v.env
 	cmd.Dir = v.dir
 	var out bytes.Buffer
@@ -313,5 +323,35 @@ func TestServeHealthAndReadiness(t *testing.T) {
 		if path == "/metrics" && !strings.Contains(body.String(), `cardvault_http_requests_total{method="GET",route="/readyz",status="200"}`) {
 			t.Errorf("metrics lack the request counter: %.300s", body)
 		}
+	}
+}
+
+// The product links no test code: no testing package, no test support,
+// no fault injection (those come only with -tags faultinject), and the
+// kill switch a rewrap test uses is not in its environment.
+func TestProductLinksNoTestCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		switch {
+		case dep == "testing", strings.HasPrefix(dep, "testing/"),
+			strings.HasSuffix(dep, "/internal/testenv"), strings.HasSuffix(dep, "/internal/p11test"),
+			strings.HasSuffix(dep, "/internal/nsstoken"), strings.HasSuffix(dep, "/softhsm"):
+			t.Errorf("the product links %s", dep)
+		}
+	}
+	v := newVaultEnv(t)
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	killer := *v
+	killer.env = append(append([]string{}, v.env...), "CARDVAULT_TEST_REWRAP_KILL_AFTER=1")
+	if out, err := killer.run(t, "ceremony", "rewrap"); err != nil {
+		t.Fatalf("the product's rewrap with the test kill switch set: %v (it must ignore it)\n%s", err, out)
+	}
+	if out, err := v.run(t, "bench", "--token-restarts", "1", "--duration", "1s"); err == nil || !strings.Contains(out, "-tags faultinject") {
+		t.Fatalf("the product's bench offered fault injection: %v\n%s", err, out)
 	}
 }
