@@ -28,6 +28,9 @@ fi
 
 echo "== go vet"
 go vet ./...
+# The fault-injection build (the bench's --token-restarts, the rewrap crash
+# test) is vetted too, though the product never carries it.
+go vet -tags faultinject ./cmd/cardvault ./hsm
 
 # The container tests run on their own, verbosely, so the log shows that
 # they ran (or why they skipped) and the figures they report.
