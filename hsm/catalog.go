@@ -17,7 +17,7 @@ import (
 // key's label, "purpose/vN", which is how the adapter finds keys.
 type Purpose string
 
-// The purposes of DESIGN.md's key table.
+// The purposes of docs/design.md's key table.
 const (
 	CardKEK Purpose = "card-kek" // AES-256-GCM seal/open of card records
 	PANHMAC Purpose = "pan-hmac" // HMAC-SHA256 PAN fingerprints

@@ -23,7 +23,7 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// API scopes (DESIGN.md).
+// API scopes (docs/design.md).
 const (
 	ScopeCardsWrite  = "cards:write"
 	ScopeCardsRead   = "cards:read"

@@ -20,8 +20,8 @@ import (
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // benchStack is the whole service in-process on a fresh token and a store

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // fuzzRoutes is every authenticated route a client reaches, as

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // BenchmarkStores measures Jiko create and read over loopback HTTP on

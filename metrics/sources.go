@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // scrapeTimeout bounds what a scrape asks the token and the database.

@@ -16,8 +16,8 @@ import (
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // TestStoredPINBlockIsFormat4 sets a PIN through the real token with a PEK

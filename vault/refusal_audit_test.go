@@ -13,8 +13,8 @@ import (
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/softhsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // failingAudit is a store whose stand-alone audit writes (refusals) fail.

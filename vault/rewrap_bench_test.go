@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // BenchmarkRewrap measures, in one run on one token, the raw HSM rate of

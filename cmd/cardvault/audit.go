@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // errAuditBroken makes audit verify exit 1 once it has printed the

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // parseBackupFlags parses a backup ceremony's flags: the backup file (flag

@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {

@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
-// Environment variables of DESIGN.md's operator interface.
+// Environment variables of docs/design.md's operator interface.
 // defaultModule is where Debian's softhsm2 package installs its PKCS#11
 // module: the development default. (The softhsm package, which says the
 // same, is test support, and the product links no test code.)

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/internal/testenv"
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // jikoVault is a served vault with a token of every card scope.

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // ceremonyRewrap moves every open card's sealed record, PAN fingerprint

@@ -26,7 +26,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/cardvault/cardvault/internal/testenv"
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 // lifecycleEnv serves a vault whose reveal budgets allow every reveal the

@@ -15,8 +15,8 @@ import (
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/metrics"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/internal/testenv"
-	"github.com/cardvault/cardvault/vault/sqlstore"
+	"github.com/cardvault/cardvault/sqlstore"
 )
 
 var solarisScopes = []string{"cards:write", "cards:read", "cards:reveal", "devices:write"}

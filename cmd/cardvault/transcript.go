@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
-	"github.com/cardvault/cardvault/vault/sqlstore"
 )
 
 // transcript collects a ceremony's record: printed as it goes, written to
