@@ -35,11 +35,22 @@ var (
 		"1 when a scrape-time read failed, by source (hsm, store).", []string{"source"}, nil)
 )
 
+// Token is what a scrape reads of the token: the request path's handle
+// (hsm.Serving) has it.
+type Token interface {
+	SlotsInUse() int
+	Slots() int
+	Reconnects() int64
+	Probe(ctx context.Context) error
+	Token(ctx context.Context) (hsm.TokenInfo, error)
+	ActiveVersion(ctx context.Context, p hsm.Purpose) (uint32, error)
+}
+
 // WatchHSM adds the token's scrape-time families: slots, reconnects,
 // whether it answers, its profile and the active key versions.
-func (s *Set) WatchHSM(m *hsm.Module) { s.reg.MustRegister(hsmCollector{m}) }
+func (s *Set) WatchHSM(m Token) { s.reg.MustRegister(hsmCollector{m}) }
 
-type hsmCollector struct{ m *hsm.Module }
+type hsmCollector struct{ m Token }
 
 func (c hsmCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{slotsInUseDesc, slotsDesc, reconnectsDesc, upDesc, infoDesc, keyVersionDesc} {

@@ -188,12 +188,14 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 	return m, err
 }
 
-// serveBench serves the vault on a loopback port, over m and the database
+// serveBench serves the vault on a loopback port, over the request path's
+// handle on the bench's module and the database
 // dsn names (a new SQLite file by default), with tokens in dir, with budgets no bench reaches (the bench reveals one
 // card per client many times over). It returns the base URL, a bearer
 // token with every scope, and a function that stops the server and closes
 // the store.
-func serveBench(ctx context.Context, m *hsm.Module, dsn, dir string, stderr io.Writer) (string, string, func(), error) {
+func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr io.Writer) (string, string, func(), error) {
+	m := hsm.ServingOf(admin)
 	every, err := intEnv(envAuditEvery, 100)
 	if err != nil {
 		return "", "", nil, err

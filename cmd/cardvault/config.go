@@ -262,10 +262,21 @@ func readPINFrom(fileEnv, env, missing string) (string, error) {
 	return "", fmt.Errorf("%s: set %s (preferred) or %s", missing, fileEnv, env)
 }
 
-// openVault opens the token and the database, and has the store
-// checkpoint its audit chains with the token's audit key. The caller
-// closes the store before the module: closing checkpoints the chains.
-func openVault(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.Store, error) {
+// openVault opens the token for the request path (a Serving handle, with
+// no ceremony operation) and the database, and has the store checkpoint
+// its audit chains with the token's audit key. The caller closes the
+// store before the token: closing checkpoints the chains.
+func openVault(ctx context.Context, log *slog.Logger) (*hsm.Serving, *sqlstore.Store, error) {
+	m, store, err := openPinned(ctx, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hsm.ServingOf(m), store, nil
+}
+
+// openPinned is openVault for the ceremony-side commands that need the
+// whole module with the key catalog pinned (a rewrap's dry run).
+func openPinned(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.Store, error) {
 	every, err := intEnv(envAuditEvery, 100)
 	if err != nil {
 		return nil, nil, err

@@ -35,7 +35,7 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	if *dryRun {
-		m, store, err := openVault(ctx, log)
+		m, store, err := openPinned(ctx, log)
 		if err != nil {
 			return err
 		}

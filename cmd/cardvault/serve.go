@@ -110,7 +110,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 
 // instrument makes the metrics set and has the token and the store
 // report to it.
-func instrument(m *hsm.Module, store *sqlstore.Store) *metrics.Set {
+func instrument(m *hsm.Serving, store *sqlstore.Store) *metrics.Set {
 	ms := metrics.New()
 	m.SetObserver(ms.HSM())
 	store.SetObserver(ms.Store(store.Kind()))
@@ -143,7 +143,7 @@ func serveMetrics(addr string, ms *metrics.Set, log *slog.Logger) (func(), error
 // newHTTPServer is the HTTP service over the vault, with the timeouts
 // every listener gets; bench serves the same one. With metricsElsewhere
 // the API listener does not serve /metrics.
-func newHTTPServer(log *slog.Logger, m *hsm.Module, store vault.Store, svc *vault.Service, tokens *httpapi.Tokens, subjects map[string][]string, reg *prometheus.Registry, metricsElsewhere bool) *http.Server {
+func newHTTPServer(log *slog.Logger, m *hsm.Serving, store vault.Store, svc *vault.Service, tokens *httpapi.Tokens, subjects map[string][]string, reg *prometheus.Registry, metricsElsewhere bool) *http.Server {
 	return &http.Server{
 		Handler: httpapi.New(httpapi.Config{
 			Logger:           log,
