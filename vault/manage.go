@@ -53,35 +53,30 @@ func (s *Service) Import(ctx context.Context, c Caller, in ImportRequest, idem *
 	default:
 		return nil, Invalid("type", "must be VIRTUAL or PHYSICAL")
 	}
-	out := new(Card)
-	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
-		return out, err
-	}
-	rec := &secretRecord{PAN: in.PAN, CVV: in.CVV, ExpiryMonth: in.ExpiryMonth, ExpiryYear: in.ExpiryYear, Name: []byte(in.Name)}
-	card, err := s.sealNew(ctx, in.OwnerID, in.Type, StatusOpen, rec)
-	if err != nil {
-		return nil, err
-	}
-	meta := card.metadata()
-	var w Write
-	w.Audit = s.audit(c, "card.import", card.ID, in.OwnerID, "ok", map[string]string{"type": string(in.Type), "key_version": fmt.Sprint(card.KeyVersion)})
-	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, meta); err != nil {
-		return nil, err
-	}
-	switch err := s.store.CreateCard(ctx, card, w); {
-	case errors.Is(err, ErrDuplicateRequest):
-		return out, s.afterDuplicate(ctx, idem, out)
-	case err != nil:
-		var e *Error
-		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
-			return nil, s.panTaken(ctx, c, in.OwnerID, card.Fingerprint, err)
+	return idempotently(ctx, s, idem, func() (*Card, error) {
+		rec := &secretRecord{PAN: in.PAN, CVV: in.CVV, ExpiryMonth: in.ExpiryMonth, ExpiryYear: in.ExpiryYear, Name: []byte(in.Name)}
+		card, err := s.sealNew(ctx, in.OwnerID, in.Type, StatusOpen, rec)
+		if err != nil {
+			return nil, err
 		}
-		if KindOf(err) == KindConflict {
-			return nil, s.refuse(ctx, c, "card.import", "", in.OwnerID, err)
+		meta := card.metadata()
+		var w Write
+		w.Audit = s.audit(c, "card.import", card.ID, in.OwnerID, "ok", map[string]string{"type": string(in.Type), "key_version": fmt.Sprint(card.KeyVersion)})
+		if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, meta); err != nil {
+			return nil, err
 		}
-		return nil, err
-	}
-	return meta, nil
+		if err := s.store.CreateCard(ctx, card, w); err != nil {
+			var e *Error
+			if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
+				return nil, s.panTaken(ctx, c, in.OwnerID, card.Fingerprint, err)
+			}
+			if refusedByRule(err) {
+				return nil, s.refuse(ctx, c, "card.import", "", in.OwnerID, err)
+			}
+			return nil, err
+		}
+		return meta, nil
+	})
 }
 
 // metadata is the card without its sealed record and fingerprint.

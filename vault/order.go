@@ -132,27 +132,22 @@ func (s *Service) CreateOrder(ctx context.Context, c Caller, ownerID, nameOnCard
 	if err := addr.validate(); err != nil {
 		return nil, err
 	}
-	out := new(Order)
-	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
-		return out, err
-	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return nil, Internal(err)
-	}
-	now := s.cfg.Now().UTC()
-	o := &Order{ID: id.String(), OwnerID: ownerID, Status: OrderInitial, NameOnCard: nameOnCard, Shipping: addr, CreatedAt: now, UpdatedAt: now}
-	w := Write{Audit: s.audit(c, "order.create", "", ownerID, "ok", map[string]string{"order_id": o.ID})}
-	if w.Idempotent, err = s.idempotent(ctx, idem, "", o); err != nil {
-		return nil, err
-	}
-	switch err := s.store.CreateOrder(ctx, o, w); {
-	case errors.Is(err, ErrDuplicateRequest):
-		return out, s.afterDuplicate(ctx, idem, out)
-	case err != nil:
-		return nil, err
-	}
-	return o, nil
+	return idempotently(ctx, s, idem, func() (*Order, error) {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return nil, Internal(err)
+		}
+		now := s.cfg.Now().UTC()
+		o := &Order{ID: id.String(), OwnerID: ownerID, Status: OrderInitial, NameOnCard: nameOnCard, Shipping: addr, CreatedAt: now, UpdatedAt: now}
+		w := Write{Audit: s.audit(c, "order.create", "", ownerID, "ok", map[string]string{"order_id": o.ID})}
+		if w.Idempotent, err = s.idempotent(ctx, idem, "", o); err != nil {
+			return nil, err
+		}
+		if err := s.store.CreateOrder(ctx, o, w); err != nil {
+			return nil, err
+		}
+		return o, nil
+	})
 }
 
 // Order returns an owner's order; another owner's is ErrNotFound.

@@ -128,16 +128,6 @@ func (k *IdemKey) Clear() {
 	}
 }
 
-// RSAReveal is card data encrypted to a client's single-use RSA key with
-// RSAES-PKCS1-v1_5: the PAN digits, the CVV digits and the expiry as MM/YY.
-// encoding/json writes the ciphertexts as standard padded base64.
-type RSAReveal struct {
-	CardID              string `json:"card_id"`
-	EncryptedPAN        []byte `json:"encrypted_pan"`
-	EncryptedCVV        []byte `json:"encrypted_cvv"`
-	EncryptedExpiration []byte `json:"encrypted_expiration"`
-}
-
 var ownerPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ValidateOwnerID checks an account or person id from a path or body.
@@ -198,6 +188,25 @@ func (s *Service) idempotent(ctx context.Context, idem *IdemKey, cardID string, 
 		CardID: cardID, CreatedAt: now, PruneBefore: now.Add(-s.cfg.IdempotencyWindow)}, nil
 }
 
+// idempotently is the request protocol every idempotent path shares: a
+// replayed key answers from its first answer and the work never runs;
+// otherwise the work runs (and commits its Write with the key), and a
+// commit that lost the key to a concurrent twin answers with the twin's
+// answer. Refusals inside the work are audited by the work; a duplicate
+// is never one (refuseWith and refusedByRule let it through).
+func idempotently[T any](ctx context.Context, s *Service, idem *IdemKey, work func() (T, error)) (T, error) {
+	var first T
+	if ok, err := s.replay(ctx, idem, &first); ok || err != nil {
+		return first, err
+	}
+	out, err := work()
+	if errors.Is(err, ErrDuplicateRequest) {
+		var twin T
+		return twin, s.afterDuplicate(ctx, idem, &twin)
+	}
+	return out, err
+}
+
 // afterDuplicate answers a request that lost an idempotency race with the
 // winner's result.
 func (s *Service) afterDuplicate(ctx context.Context, idem *IdemKey, out any) error {
@@ -221,8 +230,13 @@ func (s *Service) refuse(ctx context.Context, c Caller, action, cardID, ownerID 
 	return s.refuseWith(ctx, c, action, cardID, ownerID, nil, err)
 }
 
-// refuseWith is refuse with the request's audit detail.
+// refuseWith is refuse with the request's audit detail. A request that
+// lost its idempotency key to a concurrent twin is not a refusal: it is
+// answered from the twin (idempotently), so it passes through unaudited.
 func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, ownerID string, detail map[string]string, err error) error {
+	if errors.Is(err, ErrDuplicateRequest) {
+		return err
+	}
 	outcome := "refused: " + err.Error()
 	if e := new(Error); errors.As(err, &e) && (e.Kind == KindInternal || e.Kind == KindCrypto || e.Kind == KindUnavailable) {
 		outcome = "failed: " + e.Msg
@@ -265,104 +279,14 @@ func (s *Service) checkBudget(ctx context.Context, slot *Slot) error {
 }
 
 // refusedByRule says whether a store error is a refusal worth auditing
-// rather than a fault.
+// rather than a fault: a conflict or a full budget, but not a duplicate
+// idempotent request, which idempotently answers.
 func refusedByRule(err error) bool {
+	if errors.Is(err, ErrDuplicateRequest) {
+		return false
+	}
 	k := KindOf(err)
 	return k == KindConflict || k == KindRateLimited
-}
-
-// rsaPreamble validates what both RSA paths take and answers a replayed
-// idempotent request (done) from its stored result.
-func (s *Service) rsaPreamble(ctx context.Context, ownerID, publicKeyPEM string, idem *IdemKey) (*ClientKey, *RSAReveal, bool, error) {
-	if err := ValidateOwnerID("account_id", ownerID); err != nil {
-		return nil, nil, false, err
-	}
-	key, err := ParseClientKeyPEM("public_key", publicKeyPEM)
-	if err != nil {
-		return nil, nil, false, err
-	}
-	out := new(RSAReveal)
-	if ok, err := s.replay(ctx, idem, out); ok || err != nil {
-		if err != nil {
-			out = nil
-		}
-		return nil, out, true, err
-	}
-	return key, nil, false, nil
-}
-
-// IssueVirtual is the sandbox issuing path: it makes a PAN under the BIN,
-// a CVV and an expiry, seals them, and returns them encrypted to the
-// client's single-use key.
-func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
-	key, out, done, err := s.rsaPreamble(ctx, ownerID, publicKeyPEM, idem)
-	if done || err != nil {
-		return out, err
-	}
-	// A fresh PAN collides with an existing one about once in 10^9 for a
-	// six-digit BIN; try a few times before calling it a conflict.
-	for attempt := 0; attempt < 5; attempt++ {
-		out, err = s.issueOnce(ctx, c, ownerID, key, idem)
-		var e *Error
-		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
-			continue
-		}
-		break
-	}
-	if errors.Is(err, ErrDuplicateRequest) {
-		out = new(RSAReveal)
-		return out, s.afterDuplicate(ctx, idem, out)
-	}
-	if err != nil {
-		var e *Error
-		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "public_key" {
-			return nil, s.refuse(ctx, c, "card.issue", "", ownerID, err)
-		}
-		return nil, err
-	}
-	return out, nil
-}
-
-// newRecord makes a sandbox card's secrets: a PAN under the BIN, a CVV
-// and an expiry. The caller clears the record.
-func (s *Service) newRecord(name string) (*secretRecord, error) {
-	pan, err := generatePAN(s.cfg.Rand, s.cfg.BIN)
-	if err != nil {
-		return nil, Internal(err)
-	}
-	cvv := make([]byte, 3)
-	if err := randomDigits(s.cfg.Rand, cvv); err != nil {
-		clear(pan)
-		return nil, Internal(err)
-	}
-	month, year := expiryAfter(s.cfg.Now(), s.cfg.ExpiryYears)
-	return &secretRecord{PAN: pan, CVV: cvv, ExpiryMonth: month, ExpiryYear: year, Name: []byte(name)}, nil
-}
-
-func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *ClientKey, idem *IdemKey) (*RSAReveal, error) {
-	rec, err := s.newRecord("")
-	if err != nil {
-		return nil, err
-	}
-	defer rec.clear()
-	card, err := s.sealNew(ctx, ownerID, TypeVirtual, StatusOpen, rec)
-	if err != nil {
-		return nil, err
-	}
-	reveal, err := encryptToClient(key, card.ID, rec)
-	if err != nil {
-		return nil, err
-	}
-	var w Write
-	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(TypeVirtual), "key_version": fmt.Sprint(card.KeyVersion)})
-	w.UsedKey = key.Fingerprint
-	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, reveal); err != nil {
-		return nil, err
-	}
-	if err := s.store.CreateCard(ctx, card, w); err != nil {
-		return nil, err
-	}
-	return reveal, nil
 }
 
 // sealNew fingerprints and seals a record into a new card. The AAD is the
@@ -394,75 +318,6 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 		Sealed: sealed, KeyVersion: keyVersion,
 		CreatedAt: now, UpdatedAt: now,
 	}, nil
-}
-
-// encryptToClient encrypts the PAN, CVV and MM/YY expiry to the client key.
-func encryptToClient(key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
-	exp := []byte(fmt.Sprintf("%02d/%02d", rec.ExpiryMonth, rec.ExpiryYear%100))
-	defer clear(exp)
-	out := &RSAReveal{CardID: cardID}
-	for _, f := range []struct {
-		dst   *[]byte
-		plain []byte
-	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
-		ct, err := key.EncryptPKCS1v15(f.plain)
-		if err != nil {
-			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
-		}
-		*f.dst = ct
-	}
-	return out, nil
-}
-
-// RevealRSA is the Jiko read path: one HSM open of the card's record,
-// re-encrypted at once to the client's single-use key.
-func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
-	key, out, done, err := s.rsaPreamble(ctx, ownerID, publicKeyPEM, idem)
-	if done || err != nil {
-		return out, err
-	}
-	card, err := s.store.Card(ctx, ownerID, cardID)
-	if err != nil {
-		return nil, err
-	}
-	if card.Type != TypeVirtual {
-		// The route reads virtual cards; a physical card's details are
-		// on the plastic, as if it were not here.
-		return nil, ErrNotFound
-	}
-	if err := revealable(card, "card_id"); err != nil {
-		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-	}
-	if err := s.deviceGate(ctx, card); err != nil {
-		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-	}
-	slot := s.slot(BudgetReveal, card.ID, "", c)
-	if err := s.checkBudget(ctx, slot); err != nil {
-		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-	}
-	out, err = s.revealOnce(ctx, card, key)
-	if err != nil {
-		return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-	}
-	w := Write{
-		Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
-		UsedKey: key.Fingerprint,
-		Slot:    slot,
-	}
-	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
-		return nil, err
-	}
-	switch err := s.store.Commit(ctx, w); {
-	case errors.Is(err, ErrDuplicateRequest):
-		out = new(RSAReveal)
-		return out, s.afterDuplicate(ctx, idem, out)
-	case err != nil:
-		if refusedByRule(err) {
-			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-		}
-		return nil, err
-	}
-	return out, nil
 }
 
 // revealable refuses to reveal a closed card (its record is shredded) or
@@ -498,15 +353,6 @@ func (s *Service) deviceGate(ctx context.Context, card *Card) error {
 		}
 	}
 	return nil
-}
-
-func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
-	rec, err := s.openRecord(ctx, card)
-	if err != nil {
-		return nil, err
-	}
-	defer rec.clear()
-	return encryptToClient(key, card.ID, rec)
 }
 
 // openRecord opens a card's sealed record: one HSM operation. The caller

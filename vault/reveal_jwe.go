@@ -91,19 +91,14 @@ func (in *SecureViewRequest) auditDetail() map[string]string {
 // the same signed key never receives card data again, for this card or
 // any other.
 func (s *Service) SecureView(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey) (string, error) {
-	var out string
-	if ok, err := s.replay(ctx, idem, &out); ok || err != nil {
-		return out, err
-	}
-	detail := in.auditDetail()
-	out, ownerID, err := s.secureView(ctx, c, in, idem, detail)
-	switch {
-	case errors.Is(err, ErrDuplicateRequest):
-		return out, s.afterDuplicate(ctx, idem, &out)
-	case err != nil:
-		return "", s.refuseWith(ctx, c, "card.secure_view", in.CardID, ownerID, detail, err)
-	}
-	return out, nil
+	return idempotently(ctx, s, idem, func() (string, error) {
+		detail := in.auditDetail()
+		out, ownerID, err := s.secureView(ctx, c, in, idem, detail)
+		if err != nil {
+			return "", s.refuseWith(ctx, c, "card.secure_view", in.CardID, ownerID, detail, err)
+		}
+		return out, nil
+	})
 }
 
 // secureView does the work; SecureView audits its refusals. It returns the

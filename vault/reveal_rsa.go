@@ -1,0 +1,103 @@
+package vault
+
+// The RSA reveal: card data encrypted per field to a client's single-use
+// RSA-4096 key (Jiko's read), and the checks its route makes.
+
+import (
+	"context"
+	"fmt"
+)
+
+// RSAReveal is card data encrypted to a client's single-use RSA key with
+// RSAES-PKCS1-v1_5: the PAN digits, the CVV digits and the expiry as MM/YY.
+// encoding/json writes the ciphertexts as standard padded base64.
+type RSAReveal struct {
+	CardID              string `json:"card_id"`
+	EncryptedPAN        []byte `json:"encrypted_pan"`
+	EncryptedCVV        []byte `json:"encrypted_cvv"`
+	EncryptedExpiration []byte `json:"encrypted_expiration"`
+}
+
+// parseRSARequest validates what both RSA paths take.
+func parseRSARequest(ownerID, publicKeyPEM string) (*ClientKey, error) {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return nil, err
+	}
+	return ParseClientKeyPEM("public_key", publicKeyPEM)
+}
+
+// encryptToClient encrypts the PAN, CVV and MM/YY expiry to the client key.
+func encryptToClient(key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
+	exp := []byte(fmt.Sprintf("%02d/%02d", rec.ExpiryMonth, rec.ExpiryYear%100))
+	defer clear(exp)
+	out := &RSAReveal{CardID: cardID}
+	for _, f := range []struct {
+		dst   *[]byte
+		plain []byte
+	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
+		ct, err := key.EncryptPKCS1v15(f.plain)
+		if err != nil {
+			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
+		}
+		*f.dst = ct
+	}
+	return out, nil
+}
+
+// RevealRSA is the Jiko read path: one HSM open of the card's record,
+// re-encrypted at once to the client's single-use key.
+func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publicKeyPEM string, idem *IdemKey) (*RSAReveal, error) {
+	key, err := parseRSARequest(ownerID, publicKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return idempotently(ctx, s, idem, func() (*RSAReveal, error) {
+		card, err := s.store.Card(ctx, ownerID, cardID)
+		if err != nil {
+			return nil, err
+		}
+		if card.Type != TypeVirtual {
+			// The route reads virtual cards; a physical card's details are
+			// on the plastic, as if it were not here.
+			return nil, ErrNotFound
+		}
+		if err := revealable(card, "card_id"); err != nil {
+			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+		}
+		if err := s.deviceGate(ctx, card); err != nil {
+			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+		}
+		slot := s.slot(BudgetReveal, card.ID, "", c)
+		if err := s.checkBudget(ctx, slot); err != nil {
+			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+		}
+		out, err := s.revealOnce(ctx, card, key)
+		if err != nil {
+			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+		}
+		w := Write{
+			Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
+			UsedKey: key.Fingerprint,
+			Slot:    slot,
+		}
+		if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
+			return nil, err
+		}
+		if err := s.store.Commit(ctx, w); err != nil {
+			if refusedByRule(err) {
+				return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
+			}
+			return nil, err
+		}
+		return out, nil
+	})
+}
+
+func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
+	rec, err := s.openRecord(ctx, card)
+	if err != nil {
+		return nil, err
+	}
+	defer rec.clear()
+	return encryptToClient(key, card.ID, rec)
+}
