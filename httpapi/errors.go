@@ -12,6 +12,9 @@ import (
 )
 
 // status maps a domain error kind to an HTTP status, for every surface.
+// statusClientClosed is recorded for a request whose client went away.
+const statusClientClosed = 499
+
 func status(k vault.Kind) int {
 	switch k {
 	case vault.KindInvalid:
@@ -72,6 +75,15 @@ func publicMessage(e *vault.Error) string {
 // the client.
 func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
+		return
+	}
+	if c.Request().Context().Err() != nil {
+		// The client went away before the answer: nobody reads it, and
+		// it is not the vault's failure. Recorded as 499 (nginx's
+		// "client closed request"), so the 5xx alert does not page for a
+		// client's disconnect; what the vault had done stands or rolled
+		// back as its transaction did.
+		_ = c.NoContent(statusClientClosed)
 		return
 	}
 	var e *vault.Error
