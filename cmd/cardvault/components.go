@@ -2,10 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,13 +16,8 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/keyceremony"
 )
-
-// Split knowledge: a key is formed from N full-length components, one per
-// custodian, combined by XOR. No custodian alone knows anything of the
-// key. Each custodian confirms their component by its KCV, computed in
-// the token, before anything is combined; a mismatch aborts with nothing
-// written. Transcripts record custodians, times and KCVs, never values.
 
 // componentFiles collects repeated --component-file flags.
 type componentFiles []string
@@ -57,15 +49,10 @@ func (cf *componentFlags) validate() error {
 }
 
 // custodianRecord is what a transcript keeps of a component.
-type custodianRecord struct {
-	Name string
-	At   time.Time
-	KCV  string
-}
-
 // componentReader takes components from files or from a prompt.
 type componentReader struct {
-	m      *hsm.Module
+	m      keyceremony.KCVs
+	files  []string // component forms, one per component, or none: the prompt
 	kind   hsm.Kind
 	in     *bufio.Reader
 	inFile *os.File // stdin, when it is a terminal: components are read without echo
@@ -80,55 +67,26 @@ func newComponentReader(m *hsm.Module, kind hsm.Kind, stdin io.Reader, prompt io
 	return cr
 }
 
-// combine reads every component, confirms each one's KCV, and returns the
-// XOR of them with the custodians' records. The caller clears the key.
-func (cr *componentReader) combine(ctx context.Context, cf *componentFlags) ([]byte, []custodianRecord, error) {
-	key := make([]byte, 32)
-	var records []custodianRecord
-	seen := map[string]int{}
-	fail := func(err error) ([]byte, []custodianRecord, error) {
-		clear(key)
-		return nil, nil, fmt.Errorf("%w; aborted, nothing written", err)
+// combine reads every component and returns their XOR with the
+// custodians' records (keyceremony.Combine). The caller clears the key.
+func (cr *componentReader) combine(ctx context.Context, cf *componentFlags) ([]byte, []keyceremony.Custodian, error) {
+	cr.files = cf.files
+	return keyceremony.Combine(ctx, cr.m, cr.kind, *cf.n, cr, cr.prompt)
+}
+
+// Component reads component i from its form, or from the prompt.
+func (cr *componentReader) Component(i int) (keyceremony.Component, error) {
+	if len(cr.files) > 0 {
+		return keyceremony.ReadComponentForm(cr.files[i-1])
 	}
-	for i := 1; i <= *cf.n; i++ {
-		var name, confirmed string
-		var value []byte
-		var err error
-		if len(cf.files) > 0 {
-			name, value, confirmed, err = readComponentFile(cf.files[i-1])
-		} else {
-			name, value, err = cr.promptComponent(i)
-		}
-		if err != nil {
-			return fail(fmt.Errorf("component %d: %w", i, err))
-		}
-		kcv, err := cr.m.ValueKCV(ctx, cr.kind, value)
-		if err != nil {
-			clear(value)
-			return fail(fmt.Errorf("component %d: %w", i, err))
-		}
-		fmt.Fprintf(cr.prompt, "component %d (custodian %s): KCV %s\n", i, name, kcv)
-		if len(cf.files) == 0 {
-			fmt.Fprintf(cr.prompt, "custodian %s, type the %s KCV on your component form to confirm: ", name, kcv.Method)
-			if confirmed, err = cr.line(); err != nil {
-				clear(value)
-				return fail(fmt.Errorf("component %d: %w", i, err))
-			}
-		}
-		if err := confirmKCV(confirmed, kcv); err != nil {
-			clear(value)
-			return fail(fmt.Errorf("component %d (custodian %s): %w", i, name, err))
-		}
-		if j, dup := seen[kcv.Value]; dup {
-			clear(value)
-			return fail(fmt.Errorf("component %d (custodian %s) has the same KCV as component %d: identical components cancel out", i, name, j))
-		}
-		seen[kcv.Value] = i
-		subtle.XORBytes(key, key, value)
-		clear(value)
-		records = append(records, custodianRecord{Name: name, At: time.Now().UTC(), KCV: kcv.String()})
-	}
-	return key, records, nil
+	name, value, err := cr.promptComponent(i)
+	return keyceremony.Component{Custodian: name, Value: value}, err
+}
+
+// Confirm asks a custodian at the prompt to type their form's KCV.
+func (cr *componentReader) Confirm(_ int, custodian string, kcv hsm.CheckValue) (string, error) {
+	fmt.Fprintf(cr.prompt, "custodian %s, type the %s KCV on your component form to confirm: ", custodian, kcv.Method)
+	return cr.line()
 }
 
 // promptComponent asks for a custodian's name and component; the
@@ -139,7 +97,7 @@ func (cr *componentReader) promptComponent(i int) (string, []byte, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	if err := validCustodian(name); err != nil {
+	if err := keyceremony.ValidCustodian(name); err != nil {
 		return "", nil, err
 	}
 	fmt.Fprintf(cr.prompt, "component %d, 64 hex digits (not echoed): ", i)
@@ -157,7 +115,7 @@ func (cr *componentReader) promptComponent(i int) (string, []byte, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("reading the component: %w", err)
 	}
-	value, err := parseComponent(raw)
+	value, err := keyceremony.ParseComponent(raw)
 	return name, value, err
 }
 
@@ -170,94 +128,6 @@ func (cr *componentReader) line() (string, error) {
 		return "", fmt.Errorf("reading input: %w", err)
 	}
 	return strings.TrimSpace(s), nil
-}
-
-// readComponentFile reads a component form: "custodian: NAME",
-// "component: HEX" and "kcv: HEX" lines, in any order.
-func readComponentFile(path string) (name string, value []byte, kcv string, err error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", nil, "", err
-	}
-	defer clear(b)
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		switch string(bytes.TrimSpace(k)) {
-		case "custodian":
-			name = string(bytes.TrimSpace(v))
-		case "component":
-			clear(value)
-			if value, err = parseComponent(v); err != nil {
-				return "", nil, "", fmt.Errorf("%s: %w", path, err)
-			}
-		case "kcv":
-			kcv = string(bytes.TrimSpace(v))
-		}
-	}
-	switch {
-	case value == nil:
-		err = errors.New("no component: line")
-	case kcv == "":
-		err = errors.New("no kcv: line")
-	default:
-		err = validCustodian(name)
-	}
-	if err != nil {
-		clear(value)
-		return "", nil, "", fmt.Errorf("%s: %w", path, err)
-	}
-	return name, value, kcv, nil
-}
-
-// confirmKCV holds a custodian's confirmation to the KCV the token made:
-// the value, and the method if the form names one ("1A2B3C" or
-// "1A2B3C (AES-ECB)"). A form made by another method is refused as such,
-// since KCVs by different methods never match.
-func confirmKCV(confirmed string, kcv hsm.CheckValue) error {
-	value, method, _ := strings.Cut(strings.TrimSpace(confirmed), " ")
-	method = strings.Trim(strings.TrimSpace(method), "()")
-	if method != "" && !strings.EqualFold(method, kcv.Method) {
-		return fmt.Errorf("the component form's KCV was made by %s and this token checks by %s; KCVs by different methods never match, so ask for a form with the %s KCV", method, kcv.Method, kcv.Method)
-	}
-	if subtle.ConstantTimeCompare([]byte(strings.ToUpper(value)), []byte(kcv.Value)) != 1 {
-		return fmt.Errorf("its KCV is %s, not the %q the custodian confirmed", kcv, strings.TrimSpace(confirmed))
-	}
-	return nil
-}
-
-func validCustodian(name string) error {
-	if name == "" || len(name) > 64 || strings.ContainsAny(name, "\r\n\t") {
-		return errors.New("custodian name must be 1 to 64 characters on one line")
-	}
-	return nil
-}
-
-// parseComponent decodes 64 hex digits, ignoring spaces (forms print
-// components in groups). It never quotes the input in an error.
-func parseComponent(raw []byte) ([]byte, error) {
-	digits := make([]byte, 0, 64)
-	defer clear(digits)
-	for _, c := range raw {
-		switch {
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-		case len(digits) < 64:
-			digits = append(digits, c)
-		default:
-			return nil, errors.New("component must be 64 hex digits (32 bytes)")
-		}
-	}
-	if len(digits) != 64 {
-		return nil, errors.New("component must be 64 hex digits (32 bytes)")
-	}
-	value := make([]byte, 32)
-	if _, err := hex.Decode(value, digits); err != nil {
-		clear(value)
-		return nil, errors.New("component is not hex")
-	}
-	return value, nil
 }
 
 // ceremonyImportComponents forms a purpose's next key version from
