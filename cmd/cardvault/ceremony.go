@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/keyceremony"
 	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
 )
@@ -282,7 +281,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 			if err := m.Generate(ctx, p, version); err != nil {
 				return err
 			}
-			if err := verifyKey(ctx, m, p, version); err != nil {
+			if err := keyceremony.VerifyKey(ctx, m, p, version); err != nil {
 				return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, version), err)
 			}
 			if err := recordKey(ctx, m, catalog, hsm.Label(p, version), filepath.Base(*cf.transcript)); err != nil {
@@ -378,71 +377,6 @@ func keyCheck(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32)
 	return "KCV " + kcv.String(), nil
 }
 
-// verifyKey proves a new key works with a round trip of its purpose.
-func verifyKey(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32) error {
-	probe := []byte("cardvault ceremony round trip")
-	switch p {
-	case hsm.CardKEK:
-		sealed, err := m.SealWithVersion(ctx, version, probe, probe)
-		if err != nil {
-			return err
-		}
-		got, err := m.Open(ctx, probe, sealed)
-		if err != nil || !bytes.Equal(got, probe) {
-			return fmt.Errorf("seal/open round trip: %v", err)
-		}
-	case hsm.PEK:
-		block := probe[:16]
-		enc, err := m.EncryptBlock(ctx, version, block)
-		if err != nil {
-			return err
-		}
-		dec, err := m.DecryptBlock(ctx, version, enc)
-		if err != nil || !bytes.Equal(dec, block) || bytes.Equal(enc, block) {
-			return fmt.Errorf("block round trip: %v", err)
-		}
-	case hsm.PANHMAC, hsm.Audit:
-		a, err := m.MACWithVersion(ctx, p, version, probe)
-		if err != nil {
-			return err
-		}
-		b, err := m.MACWithVersion(ctx, p, version, probe)
-		if err != nil || !bytes.Equal(a, b) || len(a) != 32 {
-			return fmt.Errorf("HMAC is not deterministic: %v", err)
-		}
-	case hsm.SetPIN:
-		pub, err := m.PublicKey(ctx, version)
-		if err != nil {
-			return err
-		}
-		if pub.N.BitLen() != 4096 || pub.E != 65537 {
-			return fmt.Errorf("public key is %d bits, e=%d", pub.N.BitLen(), pub.E)
-		}
-		ct, err := rsa.EncryptPKCS1v15(rand.Reader, pub, probe)
-		if err != nil {
-			return err
-		}
-		got, err := m.DecryptRSA(ctx, version, hsm.PKCS1v15, ct)
-		if err != nil || !bytes.Equal(got, probe) {
-			return fmt.Errorf("encrypt/decrypt round trip: %v", err)
-		}
-	}
-	return nil
-}
-
-// exportPolicy says how a key can leave the token.
-func exportPolicy(k hsm.KeyInfo) string {
-	switch {
-	case k.Class == "public":
-		return "public"
-	case !k.Extractable:
-		return "never"
-	case k.WrapWithTrusted:
-		return "trusted-wrap"
-	}
-	return "WRAPPABLE" // made outside the vault's templates: look into it
-}
-
 // ceremonyAdopt records a key version that is in the token but was not
 // made by a ceremony of this vault's (a key placed by a vendor tool, or
 // one made before key catalogs), after printing what the token shows of
@@ -476,7 +410,7 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 		}
 		found = true
 		t.printf("object:   %s %s %s, sensitive=%v modifiable=%v copyable=%v local=%v export=%s usages=%v check %s\n",
-			k.Label, k.Kind, k.Class, k.Sensitive, k.Modifiable, k.Copyable, k.Local, exportPolicy(k), k.Usages, k.Check)
+			k.Label, k.Kind, k.Class, k.Sensitive, k.Modifiable, k.Copyable, k.Local, keyceremony.ExportPolicy(k), k.Usages, k.Check)
 	}
 	if !found {
 		return fmt.Errorf("no object labelled %s in the token", *label)
@@ -534,7 +468,7 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 			status = "REJECTED: " + k.Rejected
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%s\t%v\t%s\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
-			k.Active, k.Sensitive, exportPolicy(k), k.Usages, end, check, status)
+			k.Active, k.Sensitive, keyceremony.ExportPolicy(k), k.Usages, end, check, status)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

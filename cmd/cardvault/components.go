@@ -188,7 +188,7 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	if err := m.ImportSecret(ctx, p, next, key); err != nil {
 		return err
 	}
-	if err := verifyKey(ctx, m, p, next); err != nil {
+	if err := keyceremony.VerifyKey(ctx, m, p, next); err != nil {
 		return fmt.Errorf("%s: imported but failed its round trip: %w", hsm.Label(p, next), err)
 	}
 	got, err := m.KCV(ctx, p, next)

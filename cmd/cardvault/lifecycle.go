@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/sqlstore"
+	"github.com/cardvault/cardvault/keyceremony"
 	"github.com/cardvault/cardvault/vault"
 )
 
@@ -175,7 +175,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	} else if err != nil {
 		return err
 	}
-	inUse, why, err := versionInUse(ctx, m, store, p, version)
+	inUse, why, err := keyceremony.VersionInUse(ctx, m, store, p, version, time.Now())
 	if err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		if inUse, why, err = versionInUse(ctx, m, store, p, version); err != nil {
+		if inUse, why, err = keyceremony.VersionInUse(ctx, m, store, p, version, time.Now()); err != nil {
 			return err
 		}
 	}
@@ -211,32 +211,4 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	t.printf("\nresult: %s retired; %d object(s) destroyed\n", label, n)
 	return t.save(ctx)
-}
-
-// versionInUse counts what still needs a key version, and says what.
-func versionInUse(ctx context.Context, m *hsm.Module, store *sqlstore.Store, p hsm.Purpose, version uint32) (int, string, error) {
-	switch p {
-	case hsm.CardKEK, hsm.PANHMAC, hsm.PEK:
-		use, err := store.KeyUse(ctx)
-		if err != nil {
-			return 0, "", err
-		}
-		counts := map[hsm.Purpose]map[uint32]int{hsm.CardKEK: use.CardKEK, hsm.PANHMAC: use.PANHMAC, hsm.PEK: use.PEK}
-		return counts[p][version], "record(s) still use it; run ceremony rewrap first", nil
-	case hsm.Audit:
-		n, err := store.CheckpointsUnder(ctx, version)
-		return n, "audit checkpoint(s) are MACed under it; audit verify needs it", err
-	case hsm.SetPIN:
-		keys, err := m.Keys(ctx)
-		if err != nil {
-			return 0, "", err
-		}
-		today := time.Now().UTC().Truncate(24 * time.Hour)
-		for _, k := range keys {
-			if k.Purpose == p && k.Version == version && k.Class == "public" && !k.EndDate.IsZero() && !k.EndDate.Before(today) {
-				return 1, fmt.Sprintf("grace period: clients may encrypt PINs to it through %s", k.EndDate.Format(time.DateOnly)), nil
-			}
-		}
-	}
-	return 0, "", nil
 }

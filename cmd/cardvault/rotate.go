@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
+	"github.com/cardvault/cardvault/keyceremony"
 )
 
 // ceremonyRotate creates the next version of one purpose's key, proves it
@@ -73,7 +74,7 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err := m.Generate(ctx, p, next); err != nil {
 		return err
 	}
-	if err := verifyKey(ctx, m, p, next); err != nil {
+	if err := keyceremony.VerifyKey(ctx, m, p, next); err != nil {
 		return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, next), err)
 	}
 	if err := recordKey(ctx, m, store, hsm.Label(p, next), filepath.Base(*cf.transcript)); err != nil {
