@@ -256,6 +256,7 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 
 	t := newTranscript(ctx, stdout, cf, "init", now, tok, store)
 	if *dryRun {
+		t.dryRun = true
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
 	t.printf("backup:   %s\n", backupMeaning[keyBackup])

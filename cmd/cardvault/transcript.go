@@ -35,6 +35,7 @@ type transcript struct {
 	store                    auditAppender // nil: no database opened
 	result                   string        // the "result:" line's text
 	saved                    bool
+	dryRun                   bool // a dry run writes nothing, not even when it fails
 }
 
 // auditAppender is the store as a ceremony's transcript writes to it.
@@ -164,7 +165,7 @@ func withCeremonyRun(ctx context.Context) (context.Context, *ceremonyRun) {
 // conclude records a ceremony that failed after it began: the transcript
 // says how, is saved, and its audit entry says failed. It returns err.
 func (r *ceremonyRun) conclude(ctx context.Context, err error) error {
-	if err == nil || r.t == nil || r.t.saved {
+	if err == nil || r.t == nil || r.t.saved || r.t.dryRun {
 		return err
 	}
 	r.t.printf("\nresult: FAILED: %v\n", err)

@@ -1,10 +1,18 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/cardvault/cardvault/hsm"
 )
 
 // Two ceremonies of one kind in the same instant (a refused retire and the
@@ -29,5 +37,31 @@ func TestTranscriptNamesNeverCollide(t *testing.T) {
 	later := defaultTranscript("retire", now.Add(time.Millisecond))
 	if later < names[len(names)-1] {
 		t.Fatalf("a later ceremony's transcript %s sorts before %s", later, names[len(names)-1])
+	}
+}
+
+// A ceremony that fails after its transcript began leaves the transcript,
+// saying how it failed and that no database holds its entry; a failing
+// dry run writes nothing at all.
+func TestFailedCeremonyLeavesItsTranscript(t *testing.T) {
+	dir := t.TempDir()
+	for _, dry := range []bool{false, true} {
+		path := filepath.Join(dir, fmt.Sprintf("dry-%v.txt", dry))
+		operator := "ops"
+		cf := ceremonyFlags{transcript: &path, operator: &operator}
+		ctx, run := withCeremonyRun(context.Background())
+		tr := newTranscript(ctx, io.Discard, cf, "rotate", time.Now(), hsm.TokenInfo{Label: "t", Serial: "s"}, nil)
+		tr.dryRun = dry
+		failure := errors.New("the token said no")
+		if err := run.conclude(ctx, failure); !errors.Is(err, failure) {
+			t.Fatalf("dry=%v: conclude returned %v", dry, err)
+		}
+		body, err := os.ReadFile(path)
+		switch {
+		case dry && err == nil:
+			t.Fatalf("a failing dry run wrote %s", path)
+		case !dry && (err != nil || !strings.Contains(string(body), "result: FAILED: the token said no") || !strings.Contains(string(body), "in no audit chain")):
+			t.Fatalf("the failed ceremony's transcript: %v\n%s", err, body)
+		}
 	}
 }
