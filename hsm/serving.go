@@ -21,17 +21,8 @@ type Serving struct{ m *Module }
 // audit key for sqlstore, which names the same two methods).
 var _ vault.Keys = (*Serving)(nil)
 
-// OpenServing opens the token for the request path.
-func OpenServing(cfg Config) (*Serving, error) {
-	m, err := Open(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return &Serving{m}, nil
-}
-
-// ServingOf is the request path's handle on a module a ceremony-side
-// command opened (the bench serves its own module).
+// ServingOf is the request path's handle on an open module: serve's (its
+// only handle), and the bench's, which serves the module it measures.
 func ServingOf(m *Module) *Serving { return &Serving{m} }
 
 func (s *Serving) Seal(ctx context.Context, aad, plaintext []byte) ([]byte, uint32, error) {

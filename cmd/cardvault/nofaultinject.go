@@ -3,8 +3,6 @@
 package main
 
 import (
-	"errors"
-
 	"github.com/cardvault/cardvault/hsm"
 )
 
@@ -12,8 +10,6 @@ import (
 // (faultinject.go is built only with -tags faultinject).
 const faultInjection = false
 
-func restartUnderneath(*hsm.Module) error {
-	return errors.New("this binary injects no faults; build it with -tags faultinject (scripts/bench.sh does)")
-}
+func restartUnderneath(*hsm.Module) error { return errNoFaultInjection }
 
 func rewrapKillHook() (func(int), error) { return nil, nil }

@@ -105,10 +105,11 @@ func EncryptPKCS1v15(pub *rsa.PublicKey, msg []byte) ([]byte, error) {
 	return encrypt(pub, C.RSA_PKCS1_PADDING, nil, nil, msg)
 }
 
-// digestNames are the OAEP and MGF1 digests allowed, by OpenSSL's names.
-var digestNames = map[crypto.Hash]string{
-	crypto.SHA1:   "SHA1",
-	crypto.SHA256: "SHA256",
+// digestNames are the OAEP and MGF1 digests allowed, by OpenSSL's names,
+// made C strings once: they live as long as the process.
+var digestNames = map[crypto.Hash]*C.char{
+	crypto.SHA1:   C.CString("SHA1"),
+	crypto.SHA256: C.CString("SHA256"),
 }
 
 // EncryptOAEP is RSAES-OAEP encryption (RFC 8017, 7.1.1) with an empty
@@ -120,10 +121,7 @@ func EncryptOAEP(pub *rsa.PublicKey, hash, mgfHash crypto.Hash, msg []byte) ([]b
 	if !ok || !ok2 {
 		return nil, fmt.Errorf("libcrypto: OAEP digests %v/%v not allowed", hash, mgfHash)
 	}
-	cmd, cmgf := C.CString(md), C.CString(mgf)
-	defer C.free(unsafe.Pointer(cmd))
-	defer C.free(unsafe.Pointer(cmgf))
-	return encrypt(pub, C.RSA_PKCS1_OAEP_PADDING, cmd, cmgf, msg)
+	return encrypt(pub, C.RSA_PKCS1_OAEP_PADDING, md, mgf, msg)
 }
 
 func encrypt(pub *rsa.PublicKey, padding C.int, md, mgf *C.char, msg []byte) ([]byte, error) {
