@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -28,5 +29,21 @@ func TestInternalErrorLogsItsCause(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"cause":"rsa: modulus is even"`) || !strings.Contains(logs.String(), `"request_id":"`) {
 		t.Fatalf("the log does not carry the cause and request id:\n%s", logs.String())
+	}
+}
+
+func TestDecodePINCiphertext(t *testing.T) {
+	ct := []byte{0x00, 0x02, 0xff, 0x10, 0x20}
+	text := base64.StdEncoding.EncodeToString(ct)
+	wrapped := text[:4] + "\n" + text[4:] + "\n"
+	for _, in := range []string{text, wrapped, " " + text + " "} {
+		if got := decodePINCiphertext(in); !bytes.Equal(got, ct) {
+			t.Errorf("%q decoded to %x, want %x", in, got, ct)
+		}
+	}
+	for _, in := range []string{"not base64!", text[:len(text)-1], ""} {
+		if got := decodePINCiphertext(in); len(got) != 0 {
+			t.Errorf("%q decoded to %x, want nothing", in, got)
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"encoding/base64"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 )
@@ -23,8 +25,23 @@ func (s *Server) jikoSetPIN(c echo.Context) error {
 	if err := requireFields(reqField{"encrypted_pin", req.EncryptedPIN == nil}); err != nil {
 		return err
 	}
-	if err := s.svc.SetPINJiko(c.Request().Context(), caller(c), c.Param("account_id"), c.Param("card_id"), *req.EncryptedPIN); err != nil {
+	ct := decodePINCiphertext(*req.EncryptedPIN)
+	defer clear(ct)
+	if err := s.svc.SetPINJiko(c.Request().Context(), caller(c), c.Param("account_id"), c.Param("card_id"), ct); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]bool{"success": true})
+}
+
+// decodePINCiphertext reads Jiko's base64 ciphertext; line wraps and
+// spaces from `base64` are allowed. Text that is not base64 becomes an
+// empty ciphertext, which the vault refuses at its modulus length check
+// like any other wrong length: a malformed ciphertext is one more
+// unusable PIN, audited and counted as one, and answered alike.
+func decodePINCiphertext(text string) []byte {
+	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(text), ""))
+	if err != nil {
+		return nil
+	}
+	return ct
 }

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cardvault/cardvault/vault"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -30,7 +29,7 @@ type Check struct {
 type Config struct {
 	Logger  *slog.Logger
 	Ready   []Check
-	Service *vault.Service
+	Service Vault
 	Tokens  *Tokens
 	// CertSubjects maps a verified client certificate's subject (RFC 2253,
 	// as crypto/x509 prints it) to the scopes it grants without a bearer
@@ -58,7 +57,7 @@ type Server struct {
 	log     *slog.Logger
 	ready   []Check
 	metrics *metrics
-	svc     *vault.Service
+	svc     Vault
 	tokens  *Tokens
 	notices func() []string
 	// keyMaxAge is how long a published key may be cached.

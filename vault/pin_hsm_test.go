@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"database/sql"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"path/filepath"
@@ -39,7 +38,7 @@ func TestStoredPINBlockIsFormat4(t *testing.T) {
 		t.Fatalf("set_pin key %v %v", key, err)
 	}
 	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357\n"))
-	if err := svc.SetPINJiko(ctx, caller, "acct-1", card.ID, base64.StdEncoding.EncodeToString(ct)); err != nil {
+	if err := svc.SetPINJiko(ctx, caller, "acct-1", card.ID, ct); err != nil {
 		t.Fatal(err)
 	}
 
@@ -125,7 +124,7 @@ func TestSetPINRotationGrace(t *testing.T) {
 	}
 	setPIN := func(key *vault.PublicSetPINKey) error {
 		ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357\n"))
-		return svc.SetPINJiko(ctx, caller, "acct-1", card.ID, base64.StdEncoding.EncodeToString(ct))
+		return svc.SetPINJiko(ctx, caller, "acct-1", card.ID, ct)
 	}
 	if err := setPIN(old); err != nil {
 		t.Fatalf("before rotation: %v", err)

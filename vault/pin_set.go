@@ -5,12 +5,10 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/cardvault/cardvault/jwe"
 )
@@ -71,11 +69,13 @@ type pinCiphertext struct {
 	burn []byte
 }
 
-// SetPINJiko is Jiko's set-PIN path: base64 of a PKCS#1 v1.5 ciphertext
-// under the published set_pin key, of a 4-digit PIN with an optional
-// newline. Jiko names no key, so during a rotation's grace period the
-// ciphertext is tried under both versions.
-func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, encryptedPIN string) error {
+// SetPINJiko is Jiko's set-PIN path: a PKCS#1 v1.5 ciphertext under the
+// published set_pin key, of a 4-digit PIN with an optional newline. The
+// HTTP edge decodes its base64; a ciphertext that could not be decoded
+// arrives empty and is refused as every unusable ciphertext is. Jiko
+// names no key, so during a rotation's grace period the ciphertext is
+// tried under both versions.
+func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID string, ct []byte) error {
 	if err := ValidateOwnerID("account_id", ownerID); err != nil {
 		return err
 	}
@@ -89,13 +89,6 @@ func (s *Service) SetPINJiko(ctx context.Context, c Caller, ownerID, cardID, enc
 	versions, err := s.setPINVersions(ctx)
 	if err != nil {
 		return err
-	}
-	// Line wraps and spaces from `base64` are allowed. A body that is not
-	// base64 goes on as an empty ciphertext, refused at the modulus length
-	// check like any other wrong length.
-	ct, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encryptedPIN), ""))
-	if err != nil {
-		ct = nil
 	}
 	return s.setPIN(ctx, c, card, "", pinCiphertext{versions: versions, rsa: ct}, nil)
 }

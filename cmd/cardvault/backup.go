@@ -9,12 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
-	"time"
 
 	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/sqlstore"
+	"github.com/cardvault/cardvault/keyceremony"
 )
 
 // parseBackupFlags parses a backup ceremony's flags: the backup file (flag
@@ -46,14 +44,13 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err != nil {
 		return err
 	}
-	m, store, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
+	c, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
+	defer c.close()
 	defer clear(kek)
-	b, err := m.Export(ctx, soPIN, kek)
+	b, err := c.m.Export(ctx, soPIN, kek)
 	if err != nil {
 		return err
 	}
@@ -99,22 +96,21 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err := dec.Decode(&b); err != nil {
 		return fmt.Errorf("%s: %w", *in, err)
 	}
-	m, store, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
+	c, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
+	defer c.close()
 	defer clear(kek)
 	t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", *in, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
-	if err := m.Import(ctx, kek, &b); err != nil {
+	if err := c.m.Import(ctx, kek, &b); err != nil {
 		return err
 	}
 	for _, k := range b.Keys {
 		if k.Class == "public" {
 			continue
 		}
-		if err := recordKey(ctx, m, store, k.Label, filepath.Base(*cf.transcript)); err != nil {
+		if err := keyceremony.RecordKey(ctx, c.m, c.store, k.Label, c.recordedBy()); err != nil {
 			return err
 		}
 	}
@@ -128,24 +124,20 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 
 // beginWithKEK begins a backup ceremony: it opens the token, forms the
 // wrapping key from the custodians' components and starts the transcript
-// with them. The caller clears the key and closes the store, then the
-// module.
-func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*hsm.Module, *sqlstore.Store, []byte, *transcript, error) {
-	m, store, tok, now, err := cf.beginWithStore(ctx, name, log, false)
+// with them. The caller clears the key and closes the ceremony.
+func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*ceremony, []byte, *transcript, error) {
+	c, err := cf.begin(ctx, name, log, withStore)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, nil, err
 	}
-	kek, custodians, err := newComponentReader(m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
+	kek, custodians, err := newComponentReader(c.m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
 	if err != nil {
-		store.Close()
-		m.Close()
-		return nil, nil, nil, nil, err
+		c.close()
+		return nil, nil, nil, err
 	}
-	t := newTranscript(ctx, stdout, cf, name, now, tok, store)
-	for i, c := range custodians {
-		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format(time.RFC3339), c.KCV)
-	}
-	return m, store, kek, t, nil
+	t := c.start(ctx, stdout, name)
+	printCustodians(t, custodians)
+	return c, kek, t, nil
 }
 
 func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {

@@ -176,11 +176,11 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 		m.Close()
 		return nil, err
 	}
-	present := map[hsm.Purpose]bool{}
+	plan := initPlan{has: map[hsm.Purpose]bool{}}
 	for _, k := range keys {
-		present[k.Purpose] = true
+		plan.has[k.Purpose] = true
 	}
-	if countMissing(present) == 0 {
+	if plan.missing() == 0 {
 		return m, nil
 	}
 	m.Close()

@@ -85,111 +85,111 @@ func (cf ceremonyFlags) parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// begin is what every ceremony does before its first change: settle the
-// transcript's path (refusing to overwrite one), open the token and read
-// its identity. The module is unpinned: a ceremony that makes keys sees
-// every label, so it never reuses one. The caller closes the module.
-func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger) (*hsm.Module, hsm.TokenInfo, time.Time, error) {
-	return cf.open(ctx, name, log, nil)
+// storeUse is what a ceremony opens of the database.
+type storeUse int
+
+const (
+	// noStore: a dry run, which writes nothing at all.
+	noStore storeUse = iota
+	// withStore: the ceremony records keys and audits itself; the module
+	// sees every label, so a ceremony that makes keys never reuses one.
+	withStore
+	// pinnedStore: as withStore, with the module using only the keys the
+	// catalog records, as the server does: the ceremonies that use keys
+	// for data (rewrap, retire) must never move records onto a planted
+	// key.
+	pinnedStore
+)
+
+// ceremony is one run of a ceremony that writes a transcript: its flags,
+// the token it opened, the store (nil when it opened none) and when it
+// began.
+type ceremony struct {
+	ceremonyFlags
+	m     *hsm.Module
+	store *sqlstore.Store
+	tok   hsm.TokenInfo
+	now   time.Time
 }
 
-func (cf ceremonyFlags) open(ctx context.Context, name string, log *slog.Logger, catalog hsm.KeyRecords) (*hsm.Module, hsm.TokenInfo, time.Time, error) {
-	now := time.Now()
+// begin is what every ceremony does before its first change: settle the
+// transcript's path (refusing to overwrite one), open the database as
+// told and the token, and read the token's identity. The store
+// checkpoints its audit chains with the token's audit key. The caller
+// calls close.
+func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger, use storeUse) (*ceremony, error) {
+	c := &ceremony{ceremonyFlags: cf, now: time.Now()}
 	if *cf.transcript == "" {
-		*cf.transcript = defaultTranscript(name, now)
+		*cf.transcript = defaultTranscript(name, c.now)
 	}
 	if _, err := os.Stat(*cf.transcript); err == nil {
-		return nil, hsm.TokenInfo{}, now, fmt.Errorf("transcript %s exists; refusing to overwrite", *cf.transcript)
-	}
-	m, _, err := openHSM(log, catalog)
-	if err != nil {
-		return nil, hsm.TokenInfo{}, now, err
-	}
-	tok, err := m.Token(ctx)
-	if err != nil {
-		m.Close()
-		return nil, hsm.TokenInfo{}, now, err
-	}
-	return m, tok, now, nil
-}
-
-// beginWithStore is begin for ceremonies that also read or write the
-// database; the store checkpoints its audit chains with the token's audit
-// key. With pinned, the module uses only the keys the store's catalog
-// records, as the server does: the ceremonies that use keys for data
-// (rewrap, retire) must never move records onto a planted key. The caller
-// closes the store, then the module.
-func (cf ceremonyFlags) beginWithStore(ctx context.Context, name string, log *slog.Logger, pinned bool) (*hsm.Module, *sqlstore.Store, hsm.TokenInfo, time.Time, error) {
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
-	if err != nil {
-		return nil, nil, hsm.TokenInfo{}, time.Time{}, err
+		return nil, fmt.Errorf("transcript %s exists; refusing to overwrite", *cf.transcript)
 	}
 	var catalog hsm.KeyRecords
-	if pinned {
-		catalog = store
+	if use != noStore {
+		store, err := openStore(ctx, getenv(envDB, defaultDB))
+		if err != nil {
+			return nil, err
+		}
+		c.store = store
+		if use == pinnedStore {
+			catalog = store
+		}
 	}
-	m, tok, now, err := cf.open(ctx, name, log, catalog)
-	if err != nil {
-		store.Close()
-		return nil, nil, tok, now, err
+	var err error
+	if c.m, _, err = openHSM(log, catalog); err != nil {
+		c.close()
+		return nil, err
 	}
-	store.UseAuditKey(m, 0)
-	return m, store, tok, now, nil
+	if c.tok, err = c.m.Token(ctx); err != nil {
+		c.close()
+		return nil, err
+	}
+	if c.store != nil {
+		c.store.UseAuditKey(c.m, 0)
+	}
+	return c, nil
 }
 
-// recordKey records a key version the ceremony made or imported in the
-// key catalog, from what the token shows of it: its check value, origin
-// (CKA_LOCAL) and export policy. It refuses a key whose attributes the
-// server would reject, naming why. The server uses no key without a
-// record.
-func recordKey(ctx context.Context, m *hsm.Module, catalog vault.KeyCatalog, label, ceremony string) error {
-	tok, err := m.Token(ctx)
+// close closes the store first (closing it checkpoints its audit chains
+// with the module's audit key), then the module.
+func (c *ceremony) close() {
+	if c.store != nil {
+		c.store.Close()
+	}
+	if c.m != nil {
+		c.m.Close()
+	}
+}
+
+// start begins the ceremony's transcript.
+func (c *ceremony) start(ctx context.Context, stdout io.Writer, name string) *transcript {
+	return newTranscript(ctx, stdout, c.ceremonyFlags, name, c.now, c.tok, c.store)
+}
+
+// recordedBy is the name key records give for the ceremony that made them:
+// its transcript's file name.
+func (c *ceremony) recordedBy() string { return filepath.Base(*c.transcript) }
+
+// catalog is where the ceremony records keys: nil when it opened no store.
+func (c *ceremony) catalog() vault.KeyCatalog {
+	if c.store == nil {
+		return nil
+	}
+	return c.store
+}
+
+// useBackup settles the backup of a purpose's next version (the one
+// named, else the active version's) and makes the module create keys so.
+func (c *ceremony) useBackup(ctx context.Context, p hsm.Purpose, named string) (hsm.KeyBackup, error) {
+	keyBackup, err := keyceremony.BackupFor(ctx, c.m, p, named)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("--backup: %w", err)
 	}
-	keys, err := m.Keys(ctx)
-	if err != nil {
-		return err
+	if err := c.m.SetKeyBackup(keyBackup); err != nil {
+		return 0, fmt.Errorf("--backup %s: %w", keyBackup, err)
 	}
-	var rec *vault.KeyRecord
-	for _, k := range keys {
-		if k.Label != label || k.Class == "public" {
-			continue
-		}
-		origin := vault.KeyImported
-		if k.Local {
-			origin = vault.KeyGenerated
-		}
-		rec = &vault.KeyRecord{Token: tok.Serial, Label: k.Label, Purpose: string(k.Purpose), Version: k.Version, Check: k.Check,
-			Digest: k.Digest, Origin: origin, Extractable: k.Extractable, Ceremony: ceremony, RecordedAt: time.Now().UTC()}
-	}
-	if rec == nil {
-		return fmt.Errorf("%s: not in the token", label)
-	}
-	for _, k := range keys {
-		if k.Label != label {
-			continue
-		}
-		if why := hsm.Mismatch(k, *rec); why != "" {
-			return fmt.Errorf("%s (%s): the token made it %s; the server would refuse it, so it is not recorded", label, k.Class, why)
-		}
-	}
-	err = catalog.RecordKey(ctx, *rec)
-	if vault.KindOf(err) != vault.KindConflict {
-		return err
-	}
-	// Recorded before for this token: a ceremony run again. The same key
-	// is fine; another is not.
-	records, lerr := catalog.KeyRecords(ctx)
-	if lerr != nil {
-		return lerr
-	}
-	for _, r := range records {
-		if r.Token == rec.Token && r.Label == label && r.Digest == rec.Digest {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s: the catalog records another key under this label for this token: %w", label, err)
+	return keyBackup, nil
 }
 
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
@@ -201,111 +201,36 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
-	keyBackup, err := hsm.ParseKeyBackup(*backup)
-	if err != nil {
-		return fmt.Errorf("--backup: %w", err)
-	}
-	// A dry run opens no database: it writes nothing at all.
-	var m *hsm.Module
-	var tok hsm.TokenInfo
-	var now time.Time
-	var catalog vault.KeyCatalog
-	var store *sqlstore.Store
+	use := withStore
 	if *dryRun {
-		m, tok, now, err = cf.begin(ctx, "init", log)
-	} else {
-		m, store, tok, now, err = cf.beginWithStore(ctx, "init", log, false)
-		if err == nil {
-			catalog = store
-		}
+		use = noStore // a dry run opens no database: it writes nothing at all
 	}
+	c, err := cf.begin(ctx, "init", log, use)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// The store first: closing it checkpoints its audit chain with
-		// the module's audit key.
-		if store != nil {
-			store.Close()
-		}
-		m.Close()
-	}()
-	if err := m.SetKeyBackup(keyBackup); err != nil {
-		return fmt.Errorf("--backup %s: %w", keyBackup, err)
-	}
-	existing, err := m.Keys(ctx)
+	defer c.close()
+	keyBackup, err := c.useBackup(ctx, hsm.CardKEK, *backup)
 	if err != nil {
 		return err
 	}
-	has := map[hsm.Purpose]bool{}
-	for _, k := range existing {
-		has[k.Purpose] = true
+	plan, err := c.planInit(ctx)
+	if err != nil {
+		return err
 	}
-	recorded := map[string]bool{}
-	if catalog != nil {
-		records, err := catalog.KeyRecords(ctx)
-		if err != nil {
-			return err
-		}
-		for _, r := range records {
-			if r.Token == tok.Serial {
-				recorded[r.Label] = true
-			}
-		}
-	}
-
-	t := newTranscript(ctx, stdout, cf, "init", now, tok, store)
+	t := c.start(ctx, stdout, "init")
 	if *dryRun {
 		t.dryRun = true
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
 	t.printf("backup:   %s\n", backupMeaning[keyBackup])
-	var table bytes.Buffer
-	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nLABEL\tVERSION\tTYPE\tCHECK\tRESULT\tTIME\n")
-	created := 0
-	for _, p := range hsm.Purposes {
-		version, result := uint32(1), "exists, unchanged"
-		switch {
-		case has[p]:
-			if version, err = m.ActiveVersion(ctx, p); err != nil {
-				return err
-			}
-			if catalog != nil && !recorded[hsm.Label(p, version)] {
-				// Made outside a ceremony, or before catalogs: the server
-				// will not use it. Recording it is not init's to decide.
-				result = "exists, NOT RECORDED: the server will not use it"
-			}
-		case *dryRun:
-			result = "would create"
-		default:
-			if err := m.Generate(ctx, p, version); err != nil {
-				return err
-			}
-			if err := keyceremony.VerifyKey(ctx, m, p, version); err != nil {
-				return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, version), err)
-			}
-			if err := recordKey(ctx, m, catalog, hsm.Label(p, version), filepath.Base(*cf.transcript)); err != nil {
-				return err
-			}
-			result = "created, verified, recorded"
-			created++
-		}
-		check := "-"
-		if result != "would create" {
-			if check, err = keyCheck(ctx, m, p, version); err != nil {
-				return err
-			}
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", hsm.Label(p, version), version, p.Kind(), check, result, time.Now().UTC().Format(time.RFC3339))
-	}
-	if err := tw.Flush(); err != nil {
+	created, err := c.initKeys(ctx, t, plan, *dryRun)
+	if err != nil {
 		return err
 	}
-	t.printf("%s", table.String())
 	switch {
 	case *dryRun:
-		t.printf("\nresult: dry run complete; %d key(s) would be created\n", countMissing(has))
+		t.printf("\nresult: dry run complete; %d key(s) would be created\n", plan.missing())
 		return nil // a dry run writes nothing, not even a transcript
 	case created == 0:
 		t.printf("\nresult: nothing to do; every key already exists\n")
@@ -315,14 +240,94 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	return t.save(ctx)
 }
 
-func countMissing(has map[hsm.Purpose]bool) int {
+// initPlan is what init found: the purposes the token has a key for, and
+// the labels the catalog records for this token.
+type initPlan struct {
+	has      map[hsm.Purpose]bool
+	recorded map[string]bool
+}
+
+func (c *ceremony) planInit(ctx context.Context) (initPlan, error) {
+	plan := initPlan{has: map[hsm.Purpose]bool{}, recorded: map[string]bool{}}
+	existing, err := c.m.Keys(ctx)
+	if err != nil {
+		return plan, err
+	}
+	for _, k := range existing {
+		plan.has[k.Purpose] = true
+	}
+	if c.store == nil {
+		return plan, nil
+	}
+	records, err := c.store.KeyRecords(ctx)
+	if err != nil {
+		return plan, err
+	}
+	for _, r := range records {
+		if r.Token == c.tok.Serial {
+			plan.recorded[r.Label] = true
+		}
+	}
+	return plan, nil
+}
+
+func (p initPlan) missing() int {
 	n := 0
-	for _, p := range hsm.Purposes {
-		if !has[p] {
+	for _, purpose := range hsm.Purposes {
+		if !p.has[purpose] {
 			n++
 		}
 	}
 	return n
+}
+
+// initKeys creates what the plan lacks (unless a dry run) and prints a
+// line per purpose. It returns how many keys it created.
+func (c *ceremony) initKeys(ctx context.Context, t *transcript, plan initPlan, dryRun bool) (int, error) {
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "\nLABEL\tVERSION\tTYPE\tCHECK\tRESULT\tTIME\n")
+	created := 0
+	for _, p := range hsm.Purposes {
+		version, check, result, err := c.initKey(ctx, p, plan, dryRun)
+		if err != nil {
+			return created, err
+		}
+		if !plan.has[p] && !dryRun {
+			created++
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", hsm.Label(p, version), version, p.Kind(), check, result, time.Now().UTC().Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return created, err
+	}
+	t.printf("%s", table.String())
+	return created, nil
+}
+
+// initKey creates a purpose's version 1 if the token has none, or reports
+// the active version it has.
+func (c *ceremony) initKey(ctx context.Context, p hsm.Purpose, plan initPlan, dryRun bool) (uint32, string, string, error) {
+	switch {
+	case plan.has[p]:
+		version, err := c.m.ActiveVersion(ctx, p)
+		if err != nil {
+			return 0, "", "", err
+		}
+		result := "exists, unchanged"
+		if c.store != nil && !plan.recorded[hsm.Label(p, version)] {
+			// Made outside a ceremony, or before catalogs: the server
+			// will not use it. Recording it is not init's to decide.
+			result = "exists, NOT RECORDED: the server will not use it"
+		}
+		check, err := keyceremony.Check(ctx, c.m, p, version)
+		return version, check, result, err
+	case dryRun:
+		return 1, "-", "would create", nil
+	default:
+		check, err := keyceremony.NewVersion(ctx, c.m, c.catalog(), p, 1, c.recordedBy())
+		return 1, check, "created, verified, recorded", err
+	}
 }
 
 // backupUsage explains the --backup choice.
@@ -332,50 +337,6 @@ const backupUsage = "how new keys can be backed up: vendor (never extractable; t
 var backupMeaning = map[hsm.KeyBackup]string{
 	hsm.BackupByVendor: "vendor (keys are never extractable; back the token up with the HSM vendor's cloning or replication)",
 	hsm.BackupByWrap:   "wrap (keys are extractable only wrapped under a key the security officer trusts; ceremony export)",
-}
-
-// keyBackupFor is the backup of a purpose's next version: the one named,
-// or by default the active version's, so that a rotation keeps the choice
-// its ceremony init made.
-func keyBackupFor(ctx context.Context, m *hsm.Module, p hsm.Purpose, named string) (hsm.KeyBackup, error) {
-	if named != "" {
-		return hsm.ParseKeyBackup(named)
-	}
-	active, err := m.ActiveVersion(ctx, p)
-	if err != nil {
-		return hsm.BackupByVendor, nil // no version yet: the default
-	}
-	keys, err := m.Keys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for _, k := range keys {
-		if k.Purpose == p && k.Version == active && k.Class != "public" && k.Extractable {
-			return hsm.BackupByWrap, nil
-		}
-	}
-	return hsm.BackupByVendor, nil
-}
-
-// keyCheck is a key's check value: the KCV of a secret key, or the SHA-256
-// fingerprint of the public half of a key pair.
-func keyCheck(ctx context.Context, m *hsm.Module, p hsm.Purpose, version uint32) (string, error) {
-	if p.Kind() == hsm.KindRSA {
-		pub, err := m.PublicKey(ctx, version)
-		if err != nil {
-			return "", err
-		}
-		fp, err := hsm.PublicKeyFingerprint(pub)
-		if err != nil {
-			return "", err
-		}
-		return "sha256:" + fp, nil
-	}
-	kcv, err := m.KCV(ctx, p, version)
-	if err != nil {
-		return "", err
-	}
-	return "KCV " + kcv.String(), nil
 }
 
 // ceremonyAdopt records a key version that is in the token but was not
@@ -393,17 +354,16 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 	if *label == "" {
 		return errors.New("--label is required")
 	}
-	m, store, tok, now, err := cf.beginWithStore(ctx, "adopt", log, false)
+	c, err := cf.begin(ctx, "adopt", log, withStore)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
-	keys, err := m.Keys(ctx)
+	defer c.close()
+	keys, err := c.m.Keys(ctx)
 	if err != nil {
 		return err
 	}
-	t := newTranscript(ctx, stdout, cf, "adopt", now, tok, store)
+	t := c.start(ctx, stdout, "adopt")
 	found := false
 	for _, k := range keys {
 		if k.Label != *label {
@@ -416,15 +376,15 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 	if !found {
 		return fmt.Errorf("no object labelled %s in the token", *label)
 	}
-	if err := recordKey(ctx, m, store, *label, filepath.Base(*cf.transcript)); err != nil {
+	if err := keyceremony.RecordKey(ctx, c.m, c.store, *label, c.recordedBy()); err != nil {
 		return err
 	}
-	records, err := store.KeyRecords(ctx)
+	records, err := c.store.KeyRecords(ctx)
 	if err != nil {
 		return err
 	}
 	for _, r := range records {
-		if r.Label == *label && r.Token == tok.Serial {
+		if r.Label == *label && r.Token == c.tok.Serial {
 			t.printf("\nresult: %s recorded, origin %s, check %s\n", r.Label, r.Origin, r.Check)
 		}
 	}
@@ -453,6 +413,21 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if err != nil {
 		return err
 	}
+	if err := printKeyTable(stdout, keys); err != nil {
+		return err
+	}
+	// The token's profile says which paths the keys above are used by
+	// (KCV method, PIN decryption, backup wrap).
+	tok, err := m.Token(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "\ntoken:   %s (serial %s)\nprofile: %s\n", tok.Label, tok.Serial, tok.Profile)
+	return err
+}
+
+// printKeyTable prints the token's key objects as the catalog sees them.
+func printKeyTable(stdout io.Writer, keys []hsm.KeyInfo) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "LABEL\tPURPOSE\tVERSION\tTYPE\tCLASS\tACTIVE\tSENSITIVE\tEXPORT\tUSAGES\tEND DATE\tCHECK\tSTATUS\n")
 	for _, k := range keys {
@@ -471,15 +446,5 @@ func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slo
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%v\t%s\t%v\t%s\t%s\t%s\n", k.Label, k.Purpose, k.Version, k.Kind, k.Class,
 			k.Active, k.Sensitive, keyceremony.ExportPolicy(k), k.Usages, end, check, status)
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	// The token's profile says which paths the keys above are used by
-	// (KCV method, PIN decryption, backup wrap).
-	tok, err := m.Token(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(stdout, "\ntoken:   %s (serial %s)\nprofile: %s\n", tok.Label, tok.Serial, tok.Profile)
-	return err
+	return tw.Flush()
 }

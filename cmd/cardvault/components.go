@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -134,74 +133,88 @@ func (cr *componentReader) line() (string, error) {
 // custodian components and imports it as a sensitive key: it becomes the
 // active version, as a rotation's would.
 func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
+	cf, p, comps, backup, err := parseImportComponents(args)
+	if err != nil {
+		return err
+	}
+	c, err := cf.begin(ctx, "import-components-"+string(p), log, withStore)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	previous, err := c.m.ActiveVersion(ctx, p)
+	if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
+		return err
+	}
+	keyBackup, err := c.useBackup(ctx, p, backup)
+	if err != nil {
+		return err
+	}
+	key, custodians, err := newComponentReader(c.m, p.Kind(), stdin, stdout).combine(ctx, comps)
+	if err != nil {
+		return err
+	}
+	defer clear(key)
+	t := c.start(ctx, stdout, "import-components")
+	t.printf("purpose:  %s (%s), %d components\n", p, p.Kind(), len(custodians))
+	t.printf("backup:   %s\n\n", backupMeaning[keyBackup])
+	printCustodians(t, custodians)
+	kcv, err := c.importVersion(ctx, p, previous+1, key)
+	if err != nil {
+		return err
+	}
+	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, previous+1), kcv)
+	t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
+	return t.save(ctx)
+}
+
+// parseImportComponents parses import-components' flags: a purpose with a
+// secret key, the components' sources and the backup choice.
+func parseImportComponents(args []string) (ceremonyFlags, hsm.Purpose, *componentFlags, string, error) {
 	fs, cf := newCeremonyFlags("import-components")
 	purposeName := fs.String("purpose", "", "the key to form: card-kek, pan-hmac, pek or audit")
 	comps := addComponentFlags(fs)
 	backup := fs.String("backup", "", backupUsage+" (default: the active version's, else vendor)")
 	if err := cf.parse(fs, args); err != nil {
-		return err
+		return cf, "", nil, "", err
 	}
 	p, err := hsm.ParsePurpose(*purposeName)
 	if err != nil {
-		return fmt.Errorf("--purpose: %w", err)
+		return cf, "", nil, "", fmt.Errorf("--purpose: %w", err)
 	}
 	if p.Kind() == hsm.KindRSA {
-		return fmt.Errorf("--purpose %s: an RSA key pair cannot be formed from components", p)
+		return cf, "", nil, "", fmt.Errorf("--purpose %s: an RSA key pair cannot be formed from components", p)
 	}
-	if err := comps.validate(); err != nil {
-		return err
-	}
-	m, store, tok, now, err := cf.beginWithStore(ctx, "import-components-"+string(p), log, false)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	defer store.Close()
-	previous, err := m.ActiveVersion(ctx, p)
-	if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
-		return err
-	}
-	next := previous + 1
-	keyBackup, err := keyBackupFor(ctx, m, p, *backup)
-	if err != nil {
-		return fmt.Errorf("--backup: %w", err)
-	}
-	if err := m.SetKeyBackup(keyBackup); err != nil {
-		return fmt.Errorf("--backup %s: %w", keyBackup, err)
-	}
+	return cf, p, comps, *backup, comps.validate()
+}
 
-	key, custodians, err := newComponentReader(m, p.Kind(), stdin, stdout).combine(ctx, comps)
+// importVersion imports a combined key as a purpose's version, proves it,
+// checks that the token's KCV is the value's, and records it.
+func (c *ceremony) importVersion(ctx context.Context, p hsm.Purpose, version uint32, key []byte) (hsm.CheckValue, error) {
+	label := hsm.Label(p, version)
+	want, err := c.m.ValueKCV(ctx, p.Kind(), key)
 	if err != nil {
-		return err
+		return want, err
 	}
-	defer clear(key)
-	want, err := m.ValueKCV(ctx, p.Kind(), key)
+	if err := c.m.ImportSecret(ctx, p, version, key); err != nil {
+		return want, err
+	}
+	if err := keyceremony.VerifyKey(ctx, c.m, p, version); err != nil {
+		return want, fmt.Errorf("%s: imported but failed its round trip: %w", label, err)
+	}
+	got, err := c.m.KCV(ctx, p, version)
 	if err != nil {
-		return err
-	}
-	t := newTranscript(ctx, stdout, cf, "import-components", now, tok, store)
-	t.printf("purpose:  %s (%s), %d components\n", p, p.Kind(), len(custodians))
-	t.printf("backup:   %s\n\n", backupMeaning[keyBackup])
-	for i, c := range custodians {
-		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, c.Name, c.At.Format(time.RFC3339), c.KCV)
-	}
-	if err := m.ImportSecret(ctx, p, next, key); err != nil {
-		return err
-	}
-	if err := keyceremony.VerifyKey(ctx, m, p, next); err != nil {
-		return fmt.Errorf("%s: imported but failed its round trip: %w", hsm.Label(p, next), err)
-	}
-	got, err := m.KCV(ctx, p, next)
-	if err != nil {
-		return err
+		return want, err
 	}
 	if got != want {
-		return fmt.Errorf("%s: the token reports KCV %s for a key whose value has KCV %s", hsm.Label(p, next), got, want)
+		return want, fmt.Errorf("%s: the token reports KCV %s for a key whose value has KCV %s", label, got, want)
 	}
-	if err := recordKey(ctx, m, store, hsm.Label(p, next), filepath.Base(*cf.transcript)); err != nil {
-		return err
+	return got, keyceremony.RecordKey(ctx, c.m, c.store, label, c.recordedBy())
+}
+
+// printCustodians prints who confirmed each component, and its KCV.
+func printCustodians(t *transcript, custodians []keyceremony.Custodian) {
+	for i, cu := range custodians {
+		t.printf("component %d: custodian %s, confirmed %s, KCV %s\n", i+1, cu.Name, cu.At.Format(time.RFC3339), cu.KCV)
 	}
-	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, next), got)
-	t.printf("\nresult: %s active\n", hsm.Label(p, next))
-	return t.save(ctx)
 }

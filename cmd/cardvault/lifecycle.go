@@ -29,58 +29,85 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	if *batch < 1 || *batch > 10000 {
 		return fmt.Errorf("--batch %d: want 1 to 10000", *batch)
 	}
-	// Only a binary built with -tags faultinject has a hook to give.
-	killHook, err := rewrapKillHook()
-	if err != nil {
-		return err
-	}
 	if *dryRun {
-		m, store, err := openPinned(ctx, log)
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		defer store.Close()
-		target, use, stale, err := vault.NewRewrapper(m, store).Plan(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "rewrap dry run (nothing is written)\n\n")
-		if err := printKeyUse(stdout, target, use); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "\nstale records: %d\n", stale)
-		return nil
+		return rewrapDryRun(ctx, stdout, log)
 	}
-	m, store, tok, now, err := cf.beginWithStore(ctx, "rewrap", log, true)
+	opts, err := rewrapOptions(*batch, *cf.operator, stdout)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
-	rw := vault.NewRewrapper(m, store)
+	c, err := cf.begin(ctx, "rewrap", log, pinnedStore)
+	if err != nil {
+		return err
+	}
+	defer c.close()
+	rw := vault.NewRewrapper(c.m, c.store)
 	target, before, stale, err := rw.Plan(ctx)
 	if err != nil {
 		return err
 	}
-	t := newTranscript(ctx, stdout, cf, "rewrap", now, tok, store)
+	t := c.start(ctx, stdout, "rewrap")
 	t.printf("target:   card-kek/v%d pan-hmac/v%d pek/v%d\n\nbefore:\n", target.CardKEK, target.PANHMAC, target.PEK)
 	if err := printKeyUse(t, target, before); err != nil {
 		return err
 	}
 	t.printf("\nstale records: %d; batches of %d\n", stale, *batch)
+	p, runErr := rw.Run(ctx, opts)
+	if err := printRewrapOutcome(ctx, t, rw, target, p); err != nil {
+		return err
+	}
+	if runErr != nil {
+		t.printf("\nresult: %v\n", runErr)
+		if err := t.saveRefused(ctx, runErr); err != nil {
+			return err
+		}
+		return runErr
+	}
+	t.printf("\nresult: every open record is under the active versions\n")
+	return t.save(ctx)
+}
+
+// rewrapDryRun counts records per key version and changes nothing, not
+// even a transcript.
+func rewrapDryRun(ctx context.Context, stdout io.Writer, log *slog.Logger) error {
+	m, store, err := openPinned(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	defer store.Close()
+	target, use, stale, err := vault.NewRewrapper(m, store).Plan(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "rewrap dry run (nothing is written)\n\n")
+	if err := printKeyUse(stdout, target, use); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nstale records: %d\n", stale)
+	return nil
+}
+
+// rewrapOptions are the run's batch, operator and progress lines, with
+// the crash hook a binary built with -tags faultinject may give.
+func rewrapOptions(batch int, operator string, stdout io.Writer) (vault.RewrapOptions, error) {
 	opts := vault.RewrapOptions{
-		Batch:    *batch,
-		Operator: *cf.operator,
+		Batch:    batch,
+		Operator: operator,
 		Progress: func(p vault.RewrapProgress) {
 			fmt.Fprintf(stdout, "progress: %d/%d done, %d remaining, %d skipped, %.1f records/s, ETA %s\n",
 				p.Done, p.Total, p.Remaining, p.Skipped, p.Rate(), p.ETA().Round(time.Millisecond))
 		},
 	}
+	killHook, err := rewrapKillHook()
 	if killHook != nil {
 		opts.AfterMove = killHook
 	}
-	p, runErr := rw.Run(ctx, opts)
+	return opts, err
+}
+
+// printRewrapOutcome counts the records again and prints what the run did.
+func printRewrapOutcome(ctx context.Context, t *transcript, rw *vault.Rewrapper, target vault.KeyVersions, p vault.RewrapProgress) error {
 	_, after, _, err := rw.Plan(ctx)
 	if err != nil {
 		return err
@@ -91,15 +118,7 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	t.printf("\nmoved %d, skipped %d (changed meanwhile), failed %d, in %s (%.1f records/s)\n",
 		p.Done, p.Skipped, p.Failed, p.Elapsed.Round(time.Millisecond), p.Rate())
-	if runErr != nil {
-		t.printf("\nresult: %v\n", runErr)
-		if err := t.saveRefused(ctx, runErr); err != nil {
-			return err
-		}
-		return runErr
-	}
-	t.printf("\nresult: every open record is under the active versions\n")
-	return t.save(ctx)
+	return nil
 }
 
 // printKeyUse prints records per key version, marking the target.
@@ -139,59 +158,25 @@ func printKeyUse(out io.Writer, target vault.KeyVersions, use vault.KeyUse) erro
 // again, so that a server still on its previous view of the active version
 // (which could have sealed under the retiring one) has been seen.
 func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("retire")
-	purposeName := fs.String("purpose", "", "the key: card-kek, pan-hmac, set-pin, pek or audit")
-	versionFlag := fs.String("version", "", "the version to destroy")
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	p, err := hsm.ParsePurpose(*purposeName)
-	if err != nil {
-		return fmt.Errorf("--purpose: %w", err)
-	}
-	v64, err := strconv.ParseUint(*versionFlag, 10, 32)
-	if err != nil || v64 == 0 {
-		return fmt.Errorf("--version %q: want a version number, 1 or more", *versionFlag)
-	}
-	version := uint32(v64)
-	m, store, tok, now, err := cf.beginWithStore(ctx, "retire-"+string(p), log, true)
+	cf, p, version, err := parseRetire(args)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
-
+	c, err := cf.begin(ctx, "retire-"+string(p), log, pinnedStore)
+	if err != nil {
+		return err
+	}
+	defer c.close()
 	label := hsm.Label(p, version)
-	active, err := m.ActiveVersion(ctx, p)
+	active, check, err := c.retirable(ctx, p, version)
 	if err != nil {
 		return err
 	}
-	if version == active {
-		return fmt.Errorf("refusing to retire %s: it is the active version; rotate first", label)
-	}
-	check, err := keyCheck(ctx, m, p, version)
-	if errors.Is(err, hsm.ErrKeyNotFound) {
-		return fmt.Errorf("%s is not in the token", label)
-	} else if err != nil {
-		return err
-	}
-	inUse, why, err := keyceremony.VersionInUse(ctx, m, store, p, version, time.Now())
-	if err != nil {
-		return err
-	}
-	t := newTranscript(ctx, stdout, cf, "retire", now, tok, store)
+	t := c.start(ctx, stdout, "retire")
 	t.printf("key:      %s  %s (active is v%d)\n", label, check, active)
-	if inUse == 0 {
-		wait := 2 * m.KeyRefresh()
-		t.printf("in use:   none; waiting %s (two key refresh intervals) and counting again\n", wait)
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		if inUse, why, err = keyceremony.VersionInUse(ctx, m, store, p, version, time.Now()); err != nil {
-			return err
-		}
+	inUse, why, err := c.inUseAfterWait(ctx, t, p, version)
+	if err != nil {
+		return err
 	}
 	if inUse > 0 {
 		t.printf("in use:   %d %s\n\nresult: refused; nothing destroyed\n", inUse, why)
@@ -201,14 +186,70 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 		}
 		return refusal
 	}
-	n, err := m.DestroyVersion(ctx, p, version)
+	n, err := c.m.DestroyVersion(ctx, p, version)
 	if err != nil {
 		return err
 	}
-	if err := store.AppendAudit(ctx, vault.AuditEntry{At: time.Now().UTC(), Actor: *cf.operator, Action: "key.retire", Outcome: "ok",
+	if err := c.store.AppendAudit(ctx, vault.AuditEntry{At: time.Now().UTC(), Actor: *cf.operator, Action: "key.retire", Outcome: "ok",
 		Detail: map[string]string{"label": label, "check": check}}); err != nil {
 		return err
 	}
 	t.printf("\nresult: %s retired; %d object(s) destroyed\n", label, n)
 	return t.save(ctx)
+}
+
+// parseRetire parses retire's flags: a purpose and a version number.
+func parseRetire(args []string) (ceremonyFlags, hsm.Purpose, uint32, error) {
+	fs, cf := newCeremonyFlags("retire")
+	purposeName := fs.String("purpose", "", "the key: card-kek, pan-hmac, set-pin, pek or audit")
+	versionFlag := fs.String("version", "", "the version to destroy")
+	if err := cf.parse(fs, args); err != nil {
+		return cf, "", 0, err
+	}
+	p, err := hsm.ParsePurpose(*purposeName)
+	if err != nil {
+		return cf, "", 0, fmt.Errorf("--purpose: %w", err)
+	}
+	v64, err := strconv.ParseUint(*versionFlag, 10, 32)
+	if err != nil || v64 == 0 {
+		return cf, "", 0, fmt.Errorf("--version %q: want a version number, 1 or more", *versionFlag)
+	}
+	return cf, p, uint32(v64), nil
+}
+
+// retirable refuses the active version and one the token lacks; it
+// returns the active version and the retiring one's check value.
+func (c *ceremony) retirable(ctx context.Context, p hsm.Purpose, version uint32) (uint32, string, error) {
+	label := hsm.Label(p, version)
+	active, err := c.m.ActiveVersion(ctx, p)
+	if err != nil {
+		return 0, "", err
+	}
+	if version == active {
+		return 0, "", fmt.Errorf("refusing to retire %s: it is the active version; rotate first", label)
+	}
+	check, err := keyceremony.Check(ctx, c.m, p, version)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		return 0, "", fmt.Errorf("%s is not in the token", label)
+	}
+	return active, check, err
+}
+
+// inUseAfterWait counts what still needs the version. When nothing does,
+// it waits two key refresh intervals and counts again, so that a server
+// still on its previous view of the active version (which could have
+// sealed under the retiring one) has been seen.
+func (c *ceremony) inUseAfterWait(ctx context.Context, t *transcript, p hsm.Purpose, version uint32) (int, string, error) {
+	inUse, why, err := keyceremony.VersionInUse(ctx, c.m, c.store, p, version, time.Now())
+	if err != nil || inUse > 0 {
+		return inUse, why, err
+	}
+	wait := 2 * c.m.KeyRefresh()
+	t.printf("in use:   none; waiting %s (two key refresh intervals) and counting again\n", wait)
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+		return 0, "", ctx.Err()
+	}
+	return keyceremony.VersionInUse(ctx, c.m, c.store, p, version, time.Now())
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -34,68 +33,73 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err != nil {
 		return fmt.Errorf("--purpose: %w", err)
 	}
-	graceSet := false
-	fs.Visit(func(f *flag.Flag) { graceSet = graceSet || f.Name == "grace-days" })
-	switch {
-	case graceSet && p != hsm.SetPIN:
-		return fmt.Errorf("--grace-days applies to set-pin only; %s versions stay readable until retired", p)
-	case *graceDays < 0:
-		return fmt.Errorf("--grace-days %d: want 0 or more", *graceDays)
+	if err := checkGraceDays(fs, p, *graceDays); err != nil {
+		return err
 	}
-	m, store, tok, now, err := cf.beginWithStore(ctx, "rotate-"+string(p), log, false)
+	c, err := cf.begin(ctx, "rotate-"+string(p), log, withStore)
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	defer store.Close()
-	previous, err := m.ActiveVersion(ctx, p)
+	defer c.close()
+	previous, err := c.m.ActiveVersion(ctx, p)
 	if errors.Is(err, hsm.ErrKeyNotFound) {
 		return fmt.Errorf("no %s key to rotate; run ceremony init first", p)
 	} else if err != nil {
 		return err
 	}
-	next := previous + 1
-	keyBackup, err := keyBackupFor(ctx, m, p, *backup)
+	keyBackup, err := c.useBackup(ctx, p, *backup)
 	if err != nil {
-		return fmt.Errorf("--backup: %w", err)
+		return err
 	}
-	if err := m.SetKeyBackup(keyBackup); err != nil {
-		return fmt.Errorf("--backup %s: %w", keyBackup, err)
-	}
-
-	t := newTranscript(ctx, stdout, cf, "rotate", now, tok, store)
+	t := c.start(ctx, stdout, "rotate")
 	t.printf("purpose:  %s (%s)\n", p, p.Kind())
 	t.printf("backup:   %s\n", backupMeaning[keyBackup])
-	oldCheck, err := keyCheck(ctx, m, p, previous)
+	oldCheck, err := keyceremony.Check(ctx, c.m, p, previous)
 	if err != nil {
 		return err
 	}
 	t.printf("previous: %s  %s\n", hsm.Label(p, previous), oldCheck)
-	if err := m.Generate(ctx, p, next); err != nil {
-		return err
-	}
-	if err := keyceremony.VerifyKey(ctx, m, p, next); err != nil {
-		return fmt.Errorf("%s: created but failed its round trip: %w", hsm.Label(p, next), err)
-	}
-	if err := recordKey(ctx, m, store, hsm.Label(p, next), filepath.Base(*cf.transcript)); err != nil {
-		return err
-	}
-	newCheck, err := keyCheck(ctx, m, p, next)
+	newCheck, err := keyceremony.NewVersion(ctx, c.m, c.store, p, previous+1, c.recordedBy())
 	if err != nil {
 		return err
 	}
-	t.printf("created:  %s  %s  verified, recorded, active\n", hsm.Label(p, next), newCheck)
-	if p == hsm.SetPIN {
-		lastDay := now.UTC().AddDate(0, 0, *graceDays)
-		if err := m.SetPublicEndDate(ctx, p, previous, lastDay); err != nil {
-			return fmt.Errorf("%s is active, but dating %s failed (PINs to it are refused until it is dated): %w",
-				hsm.Label(p, next), hsm.Label(p, previous), err)
-		}
-		t.printf("grace:    PINs encrypted to %s are accepted through %s (UTC), then refused\n",
-			hsm.Label(p, previous), lastDay.Format(time.DateOnly))
-	} else {
-		t.printf("previous: stays in the token for reading until retired\n")
+	t.printf("created:  %s  %s  verified, recorded, active\n", hsm.Label(p, previous+1), newCheck)
+	if err := c.endPrevious(ctx, t, p, previous, *graceDays); err != nil {
+		return err
 	}
-	t.printf("\nresult: %s active\n", hsm.Label(p, next))
+	t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
 	return t.save(ctx)
+}
+
+// checkGraceDays refuses --grace-days given for a purpose other than
+// set_pin, and a negative grace.
+func checkGraceDays(fs *flag.FlagSet, p hsm.Purpose, days int) error {
+	graceSet := false
+	fs.Visit(func(f *flag.Flag) { graceSet = graceSet || f.Name == "grace-days" })
+	switch {
+	case graceSet && p != hsm.SetPIN:
+		return fmt.Errorf("--grace-days applies to set-pin only; %s versions stay readable until retired", p)
+	case days < 0:
+		return fmt.Errorf("--grace-days %d: want 0 or more", days)
+	}
+	return nil
+}
+
+// endPrevious says what becomes of the previous version. Clients encrypt
+// to set_pin's public half, so it is dated: PINs to it are accepted
+// through the grace period's last day and refused after. Other versions
+// stay readable until retired.
+func (c *ceremony) endPrevious(ctx context.Context, t *transcript, p hsm.Purpose, previous uint32, graceDays int) error {
+	if p != hsm.SetPIN {
+		t.printf("previous: stays in the token for reading until retired\n")
+		return nil
+	}
+	lastDay := c.now.UTC().AddDate(0, 0, graceDays)
+	if err := c.m.SetPublicEndDate(ctx, p, previous, lastDay); err != nil {
+		return fmt.Errorf("%s is active, but dating %s failed (PINs to it are refused until it is dated): %w",
+			hsm.Label(p, previous+1), hsm.Label(p, previous), err)
+	}
+	t.printf("grace:    PINs encrypted to %s are accepted through %s (UTC), then refused\n",
+		hsm.Label(p, previous), lastDay.Format(time.DateOnly))
+	return nil
 }
