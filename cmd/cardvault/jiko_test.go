@@ -251,6 +251,8 @@ func rsaPEM(t *testing.T, bits, e int, pkcs1, crlf bool) string {
 	return out
 }
 
+// TestJikoRejectsBadInput sends what only the domain can refuse: keys of
+// the wrong type, size or exponent, and a card that is not there.
 func TestJikoRejectsBadInput(t *testing.T) {
 	jv := newJikoVault(t)
 	create := jv.base + "/api/v1/jiko-accounts/acct-1/virtual-cards"
@@ -265,20 +267,12 @@ func TestJikoRejectsBadInput(t *testing.T) {
 		loc    string
 		msg    string
 	}{
-		{"no body", create, "", 422, `["body"]`, "is required"},
-		{"malformed JSON", create, `{"public_key":`, 422, `["body"]`, "must be valid JSON"},
-		{"array body", create, `[]`, 422, `["body"]`, "must be a JSON object"},
-		{"missing key", create, map[string]any{}, 422, `["body","public_key"]`, "is required"},
-		{"key is a number", create, map[string]any{"public_key": 42}, 422, `["body","public_key"]`, "must be a string"},
 		{"not PEM", create, map[string]any{"public_key": "hello"}, 422, `["body","public_key"]`, "must be a PEM-encoded RSA public key"},
 		{"certificate PEM", create, map[string]any{"public_key": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}, 422, `["body","public_key"]`, `PEM type \"CERTIFICATE\" is not allowed; use PUBLIC KEY or RSA PUBLIC KEY`},
 		{"EC key", create, map[string]any{"public_key": ecPEM}, 422, `["body","public_key"]`, "must be an RSA key"},
 		{"2048-bit key", create, map[string]any{"public_key": rsaPEM(t, 2048, 65537, false, false)}, 422, `["body","public_key"]`, "RSA key must be 4096 bits, got 2048"},
 		{"e=3", create, map[string]any{"public_key": rsaPEM(t, 4096, 3, true, false)}, 422, `["body","public_key"]`, "RSA public exponent must be 65537"},
-		{"bad account id", jv.base + "/api/v1/jiko-accounts/a%20b/virtual-cards", map[string]any{"public_key": "x"}, 422, `["path","account_id"]`, "must be 1 to 64 letters"},
-		{"oversized body", create, map[string]any{"public_key": strings.Repeat("A", 70000)}, 413, "", "request body is too large"},
 		{"unknown card", create + "/0190a6c2-0000-7000-8000-000000000000", map[string]any{"public_key": rsaPEM(t, 4096, 65537, false, false)}, 404, "", `{"detail":"not found"}`},
-		{"unknown route", jv.base + "/api/v1/jiko-accounts/acct-1/nothing", map[string]any{}, 404, "", `{"detail":"not found"}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -295,18 +289,11 @@ func TestJikoRejectsBadInput(t *testing.T) {
 		})
 	}
 
-	// Authentication and scopes.
-	if r := jv.post(t, create, map[string]any{}, map[string]string{"Authorization": ""}); r.status != 401 || r.header.Get("WWW-Authenticate") == "" {
-		t.Errorf("no token: %d %s", r.status, r.body)
-	}
-	if r := jv.post(t, create, map[string]any{}, map[string]string{"Authorization": "Bearer cvt_wrong"}); r.status != 401 {
-		t.Errorf("wrong token: %d %s", r.status, r.body)
-	}
+	// Malformed bodies, authentication and scopes are the edge's, tested
+	// in httpapi over a fake domain; through the binary, a token that
+	// may only read can still list.
 	readOnly := jv.vaultEnv.token(t, "reader", "cards:read")
 	time.Sleep(1100 * time.Millisecond) // the server re-reads the tokens file at most once a second
-	if r := jv.post(t, create, map[string]any{"public_key": "x"}, map[string]string{"Authorization": "Bearer " + readOnly}); r.status != 403 || !strings.Contains(r.body, "token lacks scope cards:write") {
-		t.Errorf("read-only token creating a card: %d %s", r.status, r.body)
-	}
 	if r := jv.do(t, "GET", jv.base+"/api/v1/jiko-accounts/acct-1/cards", nil, map[string]string{"Authorization": "Bearer " + readOnly}); r.status != 200 {
 		t.Errorf("read-only token listing: %d %s", r.status, r.body)
 	}
