@@ -142,116 +142,18 @@ type ExportReport struct {
 // every chain's links and seqs consecutive. With key, every checkpoint's
 // MAC is checked too; key may be nil when the token is not reachable.
 func VerifyExport(ctx context.Context, r io.Reader, key AuditKey) (*ExportReport, error) {
-	type entry struct {
-		line      ExportLine
-		prev, sum []byte
-	}
-	byChain := map[string][]entry{}
-	var checkpoints []ExportLine
-	// fromStart: a window of the file starts at the beginning, so every
-	// chain in it starts at seq 1; otherwise a chain may continue one in
-	// an earlier export.
-	fromStart := false
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
-	for n := 1; sc.Scan(); n++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var l ExportLine
-		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&l); err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
-		}
-		switch l.Type {
-		case "entry":
-			prev, err1 := hex.DecodeString(l.PrevHash)
-			sum, err2 := hex.DecodeString(l.Hash)
-			if err := errors.Join(err1, err2); err != nil || len(prev) != sha256.Size || len(sum) != sha256.Size {
-				return nil, fmt.Errorf("line %d: hashes must be %d bytes of hex", n, sha256.Size)
-			}
-			byChain[l.Chain] = append(byChain[l.Chain], entry{l, prev, sum})
-		case "checkpoint":
-			checkpoints = append(checkpoints, l)
-		case "window":
-			since, err := time.Parse(time.RFC3339Nano, l.Since)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: window since: %w", n, err)
-			}
-			fromStart = fromStart || !since.After(time.Unix(0, 0))
-		default:
-			return nil, fmt.Errorf("line %d: type %q is not window, entry or checkpoint", n, l.Type)
-		}
-	}
-	if err := sc.Err(); err != nil {
+	f, err := readExport(r)
+	if err != nil {
 		return nil, err
 	}
 	rep := &ExportReport{Continued: map[string]int64{}}
-	hashes := map[string]map[int64][]byte{}
-	for chain, es := range byChain {
-		sort.Slice(es, func(i, j int) bool { return es[i].line.Seq < es[j].line.Seq })
-		rep.Chains++
-		hashes[chain] = map[int64][]byte{}
-		for i, e := range es {
-			rep.Entries++
-			broke := func(reason string) {
-				rep.Breaks = append(rep.Breaks, AuditBreak{Chain: chain, Seq: e.line.Seq, ID: e.line.ID, Reason: reason})
-			}
-			row := auditRow{ID: e.line.ID, At: e.line.AtMicros, Actor: e.line.Actor, Action: e.line.Action, CardID: e.line.CardID,
-				OwnerID: e.line.OwnerID, Outcome: e.line.Outcome, RequestID: e.line.RequestID, Detail: e.line.Detail}
-			switch {
-			case i == 0 && e.line.Seq == 1 && !bytes.Equal(e.prev, make([]byte, sha256.Size)):
-				broke("the chain's first entry names a previous entry")
-			case i == 0 && e.line.Seq > 1 && fromStart:
-				broke(fmt.Sprintf("the chain starts at seq %d in an export from the beginning: entries 1 to %d were removed", e.line.Seq, e.line.Seq-1))
-			case i == 0 && e.line.Seq > 1:
-				rep.Continued[chain] = e.line.Seq
-			case i > 0 && e.line.Seq == es[i-1].line.Seq:
-				broke("two entries at one position")
-			case i > 0 && e.line.Seq != es[i-1].line.Seq+1:
-				broke(fmt.Sprintf("entry missing: the chain jumps from seq %d to seq %d", es[i-1].line.Seq, e.line.Seq))
-			case i > 0 && !bytes.Equal(e.prev, es[i-1].sum):
-				broke("previous-hash link does not match the entry before it")
-			}
-			if !bytes.Equal(entryHash(chain, e.line.Seq, e.prev, row), e.sum) {
-				broke("entry does not match its hash: it was edited")
-			}
-			hashes[chain][e.line.Seq] = e.sum
-		}
+	for chain, es := range f.chains {
+		rep.verifyChain(chain, es, f.fromStart)
 	}
-	for _, c := range checkpoints {
-		rep.Checkpoints++
-		// A checkpoint is stored after the entry it vouches for is
-		// written, by the same store and clock, so its entry is in this
-		// export or an earlier one, never a later one: one past its
-		// chain's end here was cut from the end.
-		if es := byChain[c.Chain]; len(es) > 0 && c.Seq > es[len(es)-1].line.Seq {
-			rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq,
-				Reason: fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d in this export: entries were removed", c.Seq, es[len(es)-1].line.Seq)})
-		}
-		sum, err := hex.DecodeString(c.Hash)
-		mac, err2 := hex.DecodeString(c.MAC)
-		if err := errors.Join(err, err2); err != nil {
-			return nil, fmt.Errorf("checkpoint %s/%d: %w", c.Chain, c.Seq, err)
-		}
-		if have, ok := hashes[c.Chain][c.Seq]; !ok {
-			rep.CheckpointsOutside++
-		} else if !bytes.Equal(have, sum) {
-			rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq, Reason: "entry differs from the one its checkpoint vouches for"})
-		}
-		if key == nil {
-			continue
-		}
-		want, err := key.AuditMACWithVersion(ctx, c.KeyVersion, checkpointMessage(c.Chain, c.Seq, sum))
-		if err != nil && vault.KindOf(err) != vault.KindCrypto && !errors.Is(err, vault.ErrNotFound) {
+	for _, c := range f.checkpoints {
+		if err := rep.verifyCheckpoint(ctx, c, f.chains[c.Chain], key); err != nil {
 			return nil, err
 		}
-		if err != nil || subtle.ConstantTimeCompare(want, mac) != 1 {
-			rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq, Reason: fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", c.KeyVersion)})
-			continue
-		}
-		rep.CheckpointsVerified++
 	}
 	sort.Slice(rep.Breaks, func(i, j int) bool {
 		if rep.Breaks[i].Chain != rep.Breaks[j].Chain {
@@ -260,4 +162,139 @@ func VerifyExport(ctx context.Context, r io.Reader, key AuditKey) (*ExportReport
 		return rep.Breaks[i].Seq < rep.Breaks[j].Seq
 	})
 	return rep, nil
+}
+
+// exportedEntry is an entry line with its hashes decoded.
+type exportedEntry struct {
+	line      ExportLine
+	prev, sum []byte
+}
+
+// exportFile is an export as read: entries by chain in seq order, the
+// checkpoints, and whether a window starts at the beginning, so that
+// every chain in it must start at seq 1 (otherwise a chain may continue
+// one in an earlier export).
+type exportFile struct {
+	chains      map[string][]exportedEntry
+	checkpoints []ExportLine
+	fromStart   bool
+}
+
+func readExport(r io.Reader) (*exportFile, error) {
+	f := &exportFile{chains: map[string][]exportedEntry{}}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 4<<20)
+	for n := 1; sc.Scan(); n++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		if err := f.add(sc.Bytes()); err != nil {
+			return nil, fmt.Errorf("line %d: %w", n, err)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	for _, es := range f.chains {
+		sort.Slice(es, func(i, j int) bool { return es[i].line.Seq < es[j].line.Seq })
+	}
+	return f, nil
+}
+
+// add reads one line of an export.
+func (f *exportFile) add(text []byte) error {
+	var l ExportLine
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return err
+	}
+	switch l.Type {
+	case "entry":
+		prev, err1 := hex.DecodeString(l.PrevHash)
+		sum, err2 := hex.DecodeString(l.Hash)
+		if err := errors.Join(err1, err2); err != nil || len(prev) != sha256.Size || len(sum) != sha256.Size {
+			return fmt.Errorf("hashes must be %d bytes of hex", sha256.Size)
+		}
+		f.chains[l.Chain] = append(f.chains[l.Chain], exportedEntry{l, prev, sum})
+	case "checkpoint":
+		f.checkpoints = append(f.checkpoints, l)
+	case "window":
+		since, err := time.Parse(time.RFC3339Nano, l.Since)
+		if err != nil {
+			return fmt.Errorf("window since: %w", err)
+		}
+		f.fromStart = f.fromStart || !since.After(time.Unix(0, 0))
+	default:
+		return fmt.Errorf("type %q is not window, entry or checkpoint", l.Type)
+	}
+	return nil
+}
+
+// verifyChain recomputes a chain's hashes and links, in seq order.
+func (rep *ExportReport) verifyChain(chain string, es []exportedEntry, fromStart bool) {
+	rep.Chains++
+	for i, e := range es {
+		rep.Entries++
+		broke := func(reason string) {
+			rep.Breaks = append(rep.Breaks, AuditBreak{Chain: chain, Seq: e.line.Seq, ID: e.line.ID, Reason: reason})
+		}
+		row := auditRow{ID: e.line.ID, At: e.line.AtMicros, Actor: e.line.Actor, Action: e.line.Action, CardID: e.line.CardID,
+			OwnerID: e.line.OwnerID, Outcome: e.line.Outcome, RequestID: e.line.RequestID, Detail: e.line.Detail}
+		switch {
+		case i == 0 && e.line.Seq == 1 && !bytes.Equal(e.prev, make([]byte, sha256.Size)):
+			broke("the chain's first entry names a previous entry")
+		case i == 0 && e.line.Seq > 1 && fromStart:
+			broke(fmt.Sprintf("the chain starts at seq %d in an export from the beginning: entries 1 to %d were removed", e.line.Seq, e.line.Seq-1))
+		case i == 0 && e.line.Seq > 1:
+			rep.Continued[chain] = e.line.Seq
+		case i > 0 && e.line.Seq == es[i-1].line.Seq:
+			broke("two entries at one position")
+		case i > 0 && e.line.Seq != es[i-1].line.Seq+1:
+			broke(fmt.Sprintf("entry missing: the chain jumps from seq %d to seq %d", es[i-1].line.Seq, e.line.Seq))
+		case i > 0 && !bytes.Equal(e.prev, es[i-1].sum):
+			broke("previous-hash link does not match the entry before it")
+		}
+		if !bytes.Equal(entryHash(chain, e.line.Seq, e.prev, row), e.sum) {
+			broke("entry does not match its hash: it was edited")
+		}
+	}
+}
+
+// verifyCheckpoint checks a checkpoint against its chain's entries in the
+// export and, with the audit key, its MAC.
+func (rep *ExportReport) verifyCheckpoint(ctx context.Context, c ExportLine, es []exportedEntry, key AuditKey) error {
+	rep.Checkpoints++
+	// A checkpoint is stored after the entry it vouches for is written, by
+	// the same store and clock, so its entry is in this export or an
+	// earlier one, never a later one: one past its chain's end here was
+	// cut from the end.
+	if len(es) > 0 && c.Seq > es[len(es)-1].line.Seq {
+		rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq,
+			Reason: fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d in this export: entries were removed", c.Seq, es[len(es)-1].line.Seq)})
+	}
+	sum, err := hex.DecodeString(c.Hash)
+	mac, err2 := hex.DecodeString(c.MAC)
+	if err := errors.Join(err, err2); err != nil {
+		return fmt.Errorf("checkpoint %s/%d: %w", c.Chain, c.Seq, err)
+	}
+	i := sort.Search(len(es), func(i int) bool { return es[i].line.Seq >= c.Seq })
+	if i == len(es) || es[i].line.Seq != c.Seq {
+		rep.CheckpointsOutside++
+	} else if !bytes.Equal(es[i].sum, sum) {
+		rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq, Reason: "entry differs from the one its checkpoint vouches for"})
+	}
+	if key == nil {
+		return nil
+	}
+	want, err := key.AuditMACWithVersion(ctx, c.KeyVersion, checkpointMessage(c.Chain, c.Seq, sum))
+	if err != nil && vault.KindOf(err) != vault.KindCrypto && !errors.Is(err, vault.ErrNotFound) {
+		return err
+	}
+	if err != nil || subtle.ConstantTimeCompare(want, mac) != 1 {
+		rep.Breaks = append(rep.Breaks, AuditBreak{Chain: c.Chain, Seq: c.Seq, Reason: fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", c.KeyVersion)})
+		return nil
+	}
+	rep.CheckpointsVerified++
+	return nil
 }
