@@ -59,5 +59,11 @@ dev API token (also in .dev/api-token):
   export CARDVAULT_URL=http://$CARDVAULT_LISTEN TOKEN=$(cat "$DEV/api-token")
 The README's "Try it" section walks the Jiko card flow with openssl and curl.
 
+The browser reveal demo (examples/web-reveal): in another shell, import a
+card for person-1 (examples/README.md shows how), then
+  CARDVAULT_URL=http://$CARDVAULT_LISTEN CARDVAULT_TOKEN_FILE=$DEV/api-token \
+    go run ./examples/web-reveal --person person-1 --card CARD_ID
+and open the demo page it prints (http://127.0.0.1:8081/) in Chromium.
+
 MSG
 exec "$DEV/bin/cardvault" serve

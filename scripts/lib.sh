@@ -10,6 +10,7 @@ CARDVAULT_PACKAGES=(
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
   postgresql debootstrap docker-compose prometheus
+  chromium fonts-dejavu-core
 )
 
 install_missing() {

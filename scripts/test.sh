@@ -38,18 +38,27 @@ containers='^(TestPostgresContainerConformance|TestStackServesJikoAndSolaris|Tes
 
 # The end-to-end suites of cards, secure view, PINs, rotation, rewrap and
 # retire run below on each PKCS#11 implementation, verbosely and counted.
+# The browser test (the reveal component in headless Chromium) runs on its
+# own, verbosely, so the log shows what it checked.
+browser='^TestBrowserRevealWithWebCrypto$'
+
 e2e='^(TestRotateRewrapRetire|TestRewrapResumesAfterCrash|TestAuditVerifyFindsTampering|TestSolarisSecureViewWithIndependentClients|TestSolarisSecureViewRefusals|TestSolarisDeviceBinding|TestJikoGuideFlowWithOpenSSL|TestJikoCardLifecycle|TestJikoPhysicalCardOrderAndPINWithOpenSSL|TestSolarisPINUpdateWithJWCrypto|TestSetPINRotationWithGrace|TestNativeImportAndLookup)$'
 
 echo "== go test -race"
-go test -race -count=1 -timeout 30m -skip "$containers|$e2e" $(go list ./... | grep -v '/cmd/cardvault$')
+go test -race -count=1 -timeout 30m -skip "$containers|$e2e|$browser" $(go list ./... | grep -v '/cmd/cardvault$')
 
 # The binary's tests on their own, verbosely but filtered, so the log shows
 # the OpenAPI validator's tally (requests and responses held to
 # api/openapi.yaml, operations exercised).
 echo "== cmd/cardvault"
-go test -race -count=1 -timeout 30m -v -skip "$containers|$e2e" ./cmd/cardvault >/tmp/cardvault-cmd.log 2>&1 \
+go test -race -count=1 -timeout 30m -v -skip "$containers|$e2e|$browser" ./cmd/cardvault >/tmp/cardvault-cmd.log 2>&1 \
   || { grep -E '^(\s*--- FAIL|ok |FAIL|panic)|_test.go:[0-9]+:' /tmp/cardvault-cmd.log; exit 1; }
 grep -E '^(ok |openapi contract)' /tmp/cardvault-cmd.log
+
+echo "== browser: the reveal component in headless Chromium"
+go test -count=1 -timeout 10m -v -run "$browser" ./cmd/cardvault >/tmp/cardvault-browser.log 2>&1 \
+  || { grep -E '^(\s*--- |ok |FAIL|panic)|_test.go:[0-9]+:' /tmp/cardvault-browser.log; exit 1; }
+grep -E '^(--- |ok )|browser_test.go:[0-9]+:' /tmp/cardvault-browser.log
 
 # The hsm package again on NSS softokn, the second PKCS#11 implementation
 # (a fresh NSS database per test); the binary's NSS run is

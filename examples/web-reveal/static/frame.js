@@ -1,0 +1,136 @@
+// The reveal component's page, framed by the issuer's page from another
+// origin so that the host page's scripts cannot read what it shows. It
+// tells the host only its state, never card data.
+import { bindDevice, boundDevice, reveal, RevealError } from '/cardvault-reveal.js';
+
+const params = new URLSearchParams(location.search);
+const card = params.get('card') || '';
+const hideAfter = Math.min(300, Math.max(1, Math.trunc(Number(params.get('hide'))) || 30));
+const host = params.get('host') || '';
+const $ = (id) => document.getElementById(id);
+
+let hideTimer = 0;
+let shownPAN = null; // kept only while shown, for the copy button
+
+// tell posts the component's state to the host page, if the host named
+// is the one that framed it.
+function tell(state, extra = {}) {
+  const framedBy = location.ancestorOrigins && location.ancestorOrigins[0];
+  if (window.parent !== window && host && framedBy === host) {
+    window.parent.postMessage({ state, ...extra }, host);
+  }
+}
+
+function message(text) {
+  $('message').textContent = text;
+}
+
+function element(tag, className, text, id) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  if (id) e.id = id;
+  return e;
+}
+
+function field(label, value, id) {
+  const box = element('div');
+  box.append(element('span', 'label', label), element('span', 'value', value, id));
+  return box;
+}
+
+const groupPAN = (pan) => pan.replace(/(\d{4})(?=\d)/g, '$1 ');
+
+// expiry shows the last day of the expiry month as MM/YY.
+const expiry = (date) => `${date.slice(5, 7)}/${date.slice(2, 4)}`;
+
+function masked() {
+  return element('div', 'masked', '•••• •••• •••• ••••');
+}
+
+function setBound(bound) {
+  $('bind').hidden = bound;
+  $('show').hidden = !bound;
+  $('hide').hidden = true;
+}
+
+function show(d) {
+  shownPAN = d.pan;
+  const pan = element('div', 'pan');
+  const copy = element('button', '', 'Copy number', 'copy');
+  copy.type = 'button';
+  copy.addEventListener('click', () => {
+    navigator.clipboard.writeText(shownPAN || '').then(
+      () => message('Card number copied.'),
+      () => message('This page may not copy.'),
+    );
+  });
+  pan.append(element('span', '', groupPAN(d.pan), 'pan'), copy);
+  const row = element('div', 'row');
+  row.append(field('Expires', expiry(d.expiresAt), 'expiry'), field('CVV', d.cvc, 'cvv'), field('Name', d.name, 'name'));
+  $('details').replaceChildren(pan, row);
+  $('show').hidden = true;
+  $('hide').hidden = false;
+  message(`Hides after ${hideAfter} s.`);
+  clearTimeout(hideTimer);
+  hideTimer = setTimeout(hide, hideAfter * 1000);
+  tell('revealed', { hidesAfterSeconds: hideAfter });
+}
+
+// hide removes the details from the DOM and drops the last reference
+// this page holds to them.
+function hide() {
+  clearTimeout(hideTimer);
+  shownPAN = null;
+  $('details').replaceChildren(masked());
+  setBound(true);
+  message('');
+  tell('hidden');
+}
+
+function fail(err) {
+  const code = err instanceof RevealError ? err.code : 'failed';
+  const status = err instanceof RevealError && err.status ? err.status : 0;
+  message(`The card details could not be shown (${code}${status ? ' ' + status : ''}).`);
+  tell('error', { code, status });
+}
+
+$('bind').addEventListener('click', async () => {
+  try {
+    await bindDevice();
+    setBound(true);
+    message('This browser is now a bound device.');
+    tell('bound');
+  } catch (err) {
+    fail(err);
+  }
+});
+
+$('show').addEventListener('click', async () => {
+  $('show').disabled = true;
+  try {
+    show(await reveal(card));
+  } catch (err) {
+    fail(err);
+  } finally {
+    $('show').disabled = false;
+  }
+});
+
+$('hide').addEventListener('click', hide);
+
+// A page the cardholder leaves hides what it showed.
+document.addEventListener('visibilitychange', () => {
+  if (document.hidden && shownPAN !== null) hide();
+});
+
+(async () => {
+  $('details').replaceChildren(masked());
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(card)) {
+    message('No card named.');
+    return;
+  }
+  const device = await boundDevice().catch(() => null);
+  setBound(device !== null);
+  tell(device ? 'bound' : 'not-bound');
+})();
