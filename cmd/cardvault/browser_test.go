@@ -245,7 +245,7 @@ func TestBrowserRevealWithWebCrypto(t *testing.T) {
 	card := jv.importCard(t, "person-1", pan)
 	backend := jv.as(t, "web-backend", "devices:write", "cards:reveal")
 	rec := newRecorder(t, jv.base)
-	const hide = 3
+	const hide = 5
 	web := startWebReveal(t, rec.URL, backend.token, card, hide)
 
 	// A first browser binds itself and reveals.
