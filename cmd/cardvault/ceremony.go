@@ -201,6 +201,10 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 	if err := cf.parse(fs, args); err != nil {
 		return err
 	}
+	keyBackup, err := hsm.ParseKeyBackup(*backup)
+	if err != nil {
+		return fmt.Errorf("--backup: %w", err)
+	}
 	use := withStore
 	if *dryRun {
 		use = noStore // a dry run opens no database: it writes nothing at all
@@ -210,9 +214,8 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		return err
 	}
 	defer c.close()
-	keyBackup, err := c.useBackup(ctx, hsm.CardKEK, *backup)
-	if err != nil {
-		return err
+	if err := c.m.SetKeyBackup(keyBackup); err != nil {
+		return fmt.Errorf("--backup %s: %w", keyBackup, err)
 	}
 	plan, err := c.planInit(ctx)
 	if err != nil {
