@@ -31,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"regexp"
@@ -175,7 +176,8 @@ func (b *backend) demoRoutes() http.Handler {
 			http.Error(w, "name a card: ?card=ID or --card", http.StatusBadRequest)
 			return
 		}
-		src := fmt.Sprintf("%s/frame.html?card=%s&hide=%d&host=%s", b.componentOrigin, card, b.cfg.hideAfter, b.demoOrigin)
+		query := url.Values{"card": {card}, "hide": {fmt.Sprint(b.cfg.hideAfter)}, "host": {b.demoOrigin}}
+		src := b.componentOrigin + "/frame.html?" + query.Encode()
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; frame-src "+b.componentOrigin+"; base-uri 'none'; form-action 'none'")
 		secureHeaders(w)
 		demoPage.Execute(w, map[string]string{"Frame": src, "ComponentOrigin": b.componentOrigin})
