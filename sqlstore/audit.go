@@ -423,12 +423,7 @@ func (s *Store) VerifyAudit(ctx context.Context, key AuditKey) (*AuditReport, er
 	for _, b := range firstBreak {
 		rep.Breaks = append(rep.Breaks, b)
 	}
-	sort.Slice(rep.Breaks, func(i, j int) bool {
-		if rep.Breaks[i].Chain != rep.Breaks[j].Chain {
-			return rep.Breaks[i].Chain < rep.Breaks[j].Chain
-		}
-		return rep.Breaks[i].Seq < rep.Breaks[j].Seq
-	})
+	sortBreaks(rep.Breaks)
 	return rep, nil
 }
 
@@ -494,4 +489,14 @@ func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*c
 		}
 	}
 	return ends, breaks, rows.Err()
+}
+
+// sortBreaks orders breaks by chain, then position, as reports print them.
+func sortBreaks(breaks []AuditBreak) {
+	sort.Slice(breaks, func(i, j int) bool {
+		if breaks[i].Chain != breaks[j].Chain {
+			return breaks[i].Chain < breaks[j].Chain
+		}
+		return breaks[i].Seq < breaks[j].Seq
+	})
 }

@@ -155,12 +155,7 @@ func VerifyExport(ctx context.Context, r io.Reader, key AuditKey) (*ExportReport
 			return nil, err
 		}
 	}
-	sort.Slice(rep.Breaks, func(i, j int) bool {
-		if rep.Breaks[i].Chain != rep.Breaks[j].Chain {
-			return rep.Breaks[i].Chain < rep.Breaks[j].Chain
-		}
-		return rep.Breaks[i].Seq < rep.Breaks[j].Seq
-	})
+	sortBreaks(rep.Breaks)
 	return rep, nil
 }
 
