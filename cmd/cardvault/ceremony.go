@@ -179,17 +179,24 @@ func (c *ceremony) catalog() vault.KeyCatalog {
 	return c.store
 }
 
-// useBackup settles the backup of a purpose's next version (the one
-// named, else the active version's) and makes the module create keys so.
-func (c *ceremony) useBackup(ctx context.Context, p hsm.Purpose, named string) (hsm.KeyBackup, error) {
+// prepareNext reads a purpose's active version (0 when it has none) and
+// settles the backup of the next one (the one named, else the active
+// version's), making the module create keys so.
+func (c *ceremony) prepareNext(ctx context.Context, p hsm.Purpose, named string) (uint32, hsm.KeyBackup, error) {
+	previous, err := c.m.ActiveVersion(ctx, p)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		previous = 0
+	} else if err != nil {
+		return 0, 0, err
+	}
 	keyBackup, err := keyceremony.BackupFor(ctx, c.m, p, named)
 	if err != nil {
-		return 0, fmt.Errorf("--backup: %w", err)
+		return 0, 0, fmt.Errorf("--backup: %w", err)
 	}
 	if err := c.m.SetKeyBackup(keyBackup); err != nil {
-		return 0, fmt.Errorf("--backup %s: %w", keyBackup, err)
+		return 0, 0, fmt.Errorf("--backup %s: %w", keyBackup, err)
 	}
-	return keyBackup, nil
+	return previous, keyBackup, nil
 }
 
 // ceremonyInit creates version 1 of every purpose that has no key yet. It

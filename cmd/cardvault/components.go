@@ -142,11 +142,7 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 		return err
 	}
 	defer c.close()
-	previous, err := c.m.ActiveVersion(ctx, p)
-	if err != nil && !errors.Is(err, hsm.ErrKeyNotFound) {
-		return err
-	}
-	keyBackup, err := c.useBackup(ctx, p, backup)
+	previous, keyBackup, err := c.prepareNext(ctx, p, backup)
 	if err != nil {
 		return err
 	}

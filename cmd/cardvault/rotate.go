@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,15 +40,12 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	defer c.close()
-	previous, err := c.m.ActiveVersion(ctx, p)
-	if errors.Is(err, hsm.ErrKeyNotFound) {
-		return fmt.Errorf("no %s key to rotate; run ceremony init first", p)
-	} else if err != nil {
-		return err
-	}
-	keyBackup, err := c.useBackup(ctx, p, *backup)
+	previous, keyBackup, err := c.prepareNext(ctx, p, *backup)
 	if err != nil {
 		return err
+	}
+	if previous == 0 {
+		return fmt.Errorf("no %s key to rotate; run ceremony init first", p)
 	}
 	t := c.start(ctx, stdout, "rotate")
 	t.printf("purpose:  %s (%s)\n", p, p.Kind())
