@@ -24,7 +24,9 @@ func TestNativeImportAndLookup(t *testing.T) {
 	if meta["last4"] != "1111" || meta["status"] != "OPEN" || meta["type"] != "PHYSICAL" || meta["id"] == nil {
 		t.Fatalf("import answer %s", imported.body)
 	}
-	for _, secret := range []string{"4111111111111111", "737", `"pan"`, `"cvv"`} {
+	// The CVV is looked for as a JSON value: three digits turn up in a
+	// UUID's random part by chance (CI saw "737f" in a card id).
+	for _, secret := range []string{"4111111111111111", `"737"`, `:737`, `"pan"`, `"cvv"`} {
 		if strings.Contains(imported.body, secret) {
 			t.Fatalf("import answer carries %s: %s", secret, imported.body)
 		}
