@@ -58,15 +58,7 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(body, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := writeNewFile(*out, append(body, '\n')); err != nil {
 		return err
 	}
 	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
@@ -147,4 +139,18 @@ func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Label, k.Class, k.Check, result)
 	}
 	return tw.Flush()
+}
+
+// writeNewFile writes a file that must not exist yet, readable by its
+// owner only.
+func writeNewFile(path string, body []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

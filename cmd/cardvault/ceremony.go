@@ -202,18 +202,12 @@ func (c *ceremony) prepareNext(ctx context.Context, p hsm.Purpose, named string)
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
 // never touches an existing key; a second run creates nothing and says so.
 func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("init")
-	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
-	backup := fs.String("backup", "vendor", backupUsage)
-	if err := cf.parse(fs, args); err != nil {
+	cf, dryRun, keyBackup, err := parseInit(args)
+	if err != nil {
 		return err
 	}
-	keyBackup, err := hsm.ParseKeyBackup(*backup)
-	if err != nil {
-		return fmt.Errorf("--backup: %w", err)
-	}
 	use := withStore
-	if *dryRun {
+	if dryRun {
 		use = noStore // a dry run opens no database: it writes nothing at all
 	}
 	c, err := cf.begin(ctx, "init", log, use)
@@ -229,25 +223,40 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		return err
 	}
 	t := c.start(ctx, stdout, "init")
-	if *dryRun {
+	if dryRun {
 		t.dryRun = true
 		t.printf("mode:     dry run (nothing is written)\n")
 	}
 	t.printf("backup:   %s\n", backupMeaning[keyBackup])
-	created, err := c.initKeys(ctx, t, plan, *dryRun)
+	created, err := c.initKeys(ctx, t, plan, dryRun)
 	if err != nil {
 		return err
 	}
-	switch {
-	case *dryRun:
+	if dryRun {
 		t.printf("\nresult: dry run complete; %d key(s) would be created\n", plan.missing())
 		return nil // a dry run writes nothing, not even a transcript
-	case created == 0:
+	}
+	if created == 0 {
 		t.printf("\nresult: nothing to do; every key already exists\n")
-	default:
+	} else {
 		t.printf("\nresult: created %d key(s)\n", created)
 	}
 	return t.save(ctx)
+}
+
+// parseInit parses init's flags: a dry run, and the backup choice.
+func parseInit(args []string) (ceremonyFlags, bool, hsm.KeyBackup, error) {
+	fs, cf := newCeremonyFlags("init")
+	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
+	backup := fs.String("backup", "vendor", backupUsage)
+	if err := cf.parse(fs, args); err != nil {
+		return cf, false, 0, err
+	}
+	keyBackup, err := hsm.ParseKeyBackup(*backup)
+	if err != nil {
+		return cf, false, 0, fmt.Errorf("--backup: %w", err)
+	}
+	return cf, *dryRun, keyBackup, nil
 }
 
 // initPlan is what init found: the purposes the token has a key for, and
@@ -374,16 +383,7 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 		return err
 	}
 	t := c.start(ctx, stdout, "adopt")
-	found := false
-	for _, k := range keys {
-		if k.Label != *label {
-			continue
-		}
-		found = true
-		t.printf("object:   %s %s %s, sensitive=%v modifiable=%v copyable=%v local=%v export=%s usages=%v check %s\n",
-			k.Label, k.Kind, k.Class, k.Sensitive, k.Modifiable, k.Copyable, k.Local, keyceremony.ExportPolicy(k), k.Usages, k.Check)
-	}
-	if !found {
+	if printObjects(t, keys, *label) == 0 {
 		return fmt.Errorf("no object labelled %s in the token", *label)
 	}
 	if err := keyceremony.RecordKey(ctx, c.m, c.store, *label, c.recordedBy()); err != nil {
@@ -399,6 +399,21 @@ func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *sl
 		}
 	}
 	return t.save(ctx)
+}
+
+// printObjects prints what the token shows of a label's objects, for the
+// transcript, and returns how many there are.
+func printObjects(t *transcript, keys []hsm.KeyInfo, label string) int {
+	n := 0
+	for _, k := range keys {
+		if k.Label != label {
+			continue
+		}
+		n++
+		t.printf("object:   %s %s %s, sensitive=%v modifiable=%v copyable=%v local=%v export=%s usages=%v check %s\n",
+			k.Label, k.Kind, k.Class, k.Sensitive, k.Modifiable, k.Copyable, k.Local, keyceremony.ExportPolicy(k), k.Usages, k.Check)
+	}
+	return n
 }
 
 // ceremonyList prints the catalog: every key, its version, type, usages,

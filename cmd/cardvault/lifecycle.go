@@ -20,19 +20,14 @@ import (
 // and PIN block to the active key versions. --dry-run counts records per
 // version and changes nothing.
 func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("rewrap")
-	dryRun := fs.Bool("dry-run", false, "count records per key version; change nothing")
-	batch := fs.Int("batch", 100, "records per transaction")
-	if err := cf.parse(fs, args); err != nil {
+	cf, dryRun, batch, err := parseRewrap(args)
+	if err != nil {
 		return err
 	}
-	if *batch < 1 || *batch > 10000 {
-		return fmt.Errorf("--batch %d: want 1 to 10000", *batch)
-	}
-	if *dryRun {
+	if dryRun {
 		return rewrapDryRun(ctx, stdout, log)
 	}
-	opts, err := rewrapOptions(*batch, *cf.operator, stdout)
+	opts, err := rewrapOptions(batch, *cf.operator, stdout)
 	if err != nil {
 		return err
 	}
@@ -51,7 +46,7 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err := printKeyUse(t, target, before); err != nil {
 		return err
 	}
-	t.printf("\nstale records: %d; batches of %d\n", stale, *batch)
+	t.printf("\nstale records: %d; batches of %d\n", stale, batch)
 	p, runErr := rw.Run(ctx, opts)
 	if err := printRewrapOutcome(ctx, t, rw, target, p); err != nil {
 		return err
@@ -65,6 +60,20 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	t.printf("\nresult: every open record is under the active versions\n")
 	return t.save(ctx)
+}
+
+// parseRewrap parses rewrap's flags: a dry run, or the batch size.
+func parseRewrap(args []string) (ceremonyFlags, bool, int, error) {
+	fs, cf := newCeremonyFlags("rewrap")
+	dryRun := fs.Bool("dry-run", false, "count records per key version; change nothing")
+	batch := fs.Int("batch", 100, "records per transaction")
+	if err := cf.parse(fs, args); err != nil {
+		return cf, false, 0, err
+	}
+	if *batch < 1 || *batch > 10000 {
+		return cf, false, 0, fmt.Errorf("--batch %d: want 1 to 10000", *batch)
+	}
+	return cf, *dryRun, *batch, nil
 }
 
 // rewrapDryRun counts records per key version and changes nothing, not

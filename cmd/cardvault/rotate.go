@@ -21,18 +21,8 @@ import (
 // previous version's public half: PINs encrypted to it are accepted
 // through that day (UTC), and refused after.
 func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("rotate")
-	purposeName := fs.String("purpose", "", "the key to rotate: card-kek, pan-hmac, set-pin, pek or audit")
-	graceDays := fs.Int("grace-days", 7, "set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC)")
-	backup := fs.String("backup", "", backupUsage+" (default: the active version's)")
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	p, err := hsm.ParsePurpose(*purposeName)
+	cf, p, graceDays, backup, err := parseRotate(args)
 	if err != nil {
-		return fmt.Errorf("--purpose: %w", err)
-	}
-	if err := checkGraceDays(fs, p, *graceDays); err != nil {
 		return err
 	}
 	c, err := cf.begin(ctx, "rotate-"+string(p), log, withStore)
@@ -40,7 +30,7 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	defer c.close()
-	previous, keyBackup, err := c.prepareNext(ctx, p, *backup)
+	previous, keyBackup, err := c.prepareNext(ctx, p, backup)
 	if err != nil {
 		return err
 	}
@@ -60,11 +50,28 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	t.printf("created:  %s  %s  verified, recorded, active\n", hsm.Label(p, previous+1), newCheck)
-	if err := c.endPrevious(ctx, t, p, previous, *graceDays); err != nil {
+	if err := c.endPrevious(ctx, t, p, previous, graceDays); err != nil {
 		return err
 	}
 	t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
 	return t.save(ctx)
+}
+
+// parseRotate parses rotate's flags: the purpose, set_pin's grace days
+// and the backup choice.
+func parseRotate(args []string) (ceremonyFlags, hsm.Purpose, int, string, error) {
+	fs, cf := newCeremonyFlags("rotate")
+	purposeName := fs.String("purpose", "", "the key to rotate: card-kek, pan-hmac, set-pin, pek or audit")
+	graceDays := fs.Int("grace-days", 7, "set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC)")
+	backup := fs.String("backup", "", backupUsage+" (default: the active version's)")
+	if err := cf.parse(fs, args); err != nil {
+		return cf, "", 0, "", err
+	}
+	p, err := hsm.ParsePurpose(*purposeName)
+	if err != nil {
+		return cf, "", 0, "", fmt.Errorf("--purpose: %w", err)
+	}
+	return cf, p, *graceDays, *backup, checkGraceDays(fs, p, *graceDays)
 }
 
 // checkGraceDays refuses --grace-days given for a purpose other than
