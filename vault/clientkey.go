@@ -74,12 +74,24 @@ func newClientKey(field string, pub *rsa.PublicKey) (*ClientKey, error) {
 	return &ClientKey{Public: pub, Fingerprint: sum[:]}, nil
 }
 
-// EncryptPKCS1v15 is RSAES-PKCS1-v1_5 encryption (RFC 8017, 7.2.1) of card
-// data to the client key, by OpenSSL's libcrypto: every client key is new,
-// so no per-key precomputation is ever repaid, and libcrypto's public
-// operation is several times Go's (internal/libcrypto says what it does
-// about timing). libcrypto pads in a buffer it clears; the one copy of msg
-// is the caller's.
-func (k *ClientKey) EncryptPKCS1v15(msg []byte) ([]byte, error) {
-	return libcrypto.EncryptPKCS1v15(k.Public, msg)
+// EncryptPKCS1v15 is RSAES-PKCS1-v1_5 encryption (RFC 8017, 7.2.1) of
+// each message (card data) to the client key, by OpenSSL's libcrypto:
+// every client key is new, so no per-key precomputation is repaid across
+// requests, but the key is loaded once for the request's messages.
+// libcrypto's public operation is several times Go's (internal/libcrypto
+// says what it does about timing). libcrypto pads in a buffer it clears;
+// the one copy of each message is the caller's.
+func (k *ClientKey) EncryptPKCS1v15(msgs ...[]byte) ([][]byte, error) {
+	key, err := libcrypto.NewPublicKey(k.Public)
+	if err != nil {
+		return nil, err
+	}
+	defer key.Close()
+	out := make([][]byte, len(msgs))
+	for i, msg := range msgs {
+		if out[i], err = key.EncryptPKCS1v15(msg); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -19,10 +19,11 @@ func TestEncryptPKCS1v15DecryptsWithCryptoRSA(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, msg := range [][]byte{[]byte("4111111111111111"), []byte("737"), []byte("12/31"), bytes.Repeat([]byte{0}, 501), {}} {
-		ct, err := key.EncryptPKCS1v15(msg)
+		cts, err := key.EncryptPKCS1v15(msg)
 		if err != nil {
 			t.Fatalf("%d bytes: %v", len(msg), err)
 		}
+		ct := cts[0]
 		if len(ct) != 512 {
 			t.Fatalf("ciphertext of %d bytes", len(ct))
 		}
@@ -40,9 +41,8 @@ func TestEncryptPKCS1v15DecryptsWithCryptoRSA(t *testing.T) {
 func TestEncryptPKCS1v15IsRandomized(t *testing.T) {
 	priv, _ := rsa.GenerateKey(rand.Reader, 4096)
 	key, _ := newClientKey("public_key", &priv.PublicKey)
-	a, _ := key.EncryptPKCS1v15([]byte("4111111111111111"))
-	b, _ := key.EncryptPKCS1v15([]byte("4111111111111111"))
-	if bytes.Equal(a, b) {
+	ct, _ := key.EncryptPKCS1v15([]byte("4111111111111111"), []byte("4111111111111111"))
+	if bytes.Equal(ct[0], ct[1]) {
 		t.Fatal("two encryptions are equal")
 	}
 }

@@ -30,17 +30,11 @@ func parseRSARequest(ownerID, publicKeyPEM string) (*ClientKey, error) {
 func encryptToClient(key *ClientKey, cardID string, rec *secretRecord) (*RSAReveal, error) {
 	exp := []byte(fmt.Sprintf("%02d/%02d", rec.ExpiryMonth, rec.ExpiryYear%100))
 	defer clear(exp)
-	out := &RSAReveal{CardID: cardID}
-	for _, f := range []struct {
-		dst   *[]byte
-		plain []byte
-	}{{&out.EncryptedPAN, rec.PAN}, {&out.EncryptedCVV, rec.CVV}, {&out.EncryptedExpiration, exp}} {
-		ct, err := key.EncryptPKCS1v15(f.plain)
-		if err != nil {
-			return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
-		}
-		*f.dst = ct
+	ct, err := key.EncryptPKCS1v15(rec.PAN, rec.CVV, exp)
+	if err != nil {
+		return nil, Internal(fmt.Errorf("encrypt to client key: %w", err))
 	}
+	out := &RSAReveal{CardID: cardID, EncryptedPAN: ct[0], EncryptedCVV: ct[1], EncryptedExpiration: ct[2]}
 	return out, nil
 }
 

@@ -136,8 +136,13 @@ const boundPAN = "4000001234567890"
 // pkcs1Fields is the client-side encryption a Jiko answer carries: PAN,
 // CVV and expiry, each RSA-4096 PKCS#1 v1.5, done as the vault does it.
 func pkcs1Fields(pub *rsa.PublicKey) error {
+	key, err := libcrypto.NewPublicKey(pub)
+	if err != nil {
+		return err
+	}
+	defer key.Close()
 	for _, v := range []string{boundPAN, "123", "12/29"} {
-		if _, err := libcrypto.EncryptPKCS1v15(pub, []byte(v)); err != nil {
+		if _, err := key.EncryptPKCS1v15([]byte(v)); err != nil {
 			return err
 		}
 	}

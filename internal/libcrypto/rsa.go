@@ -1,8 +1,10 @@
 // Package libcrypto does RSA public-key encryption with OpenSSL's libcrypto.
 //
 // Every client key cardvault encrypts to is fresh (Jiko's single-use keys,
-// a new device JWK per secure view), so nothing can be precomputed per key
-// and the public operation is paid in full on every reveal. On the machines
+// a new device JWK per secure view), so nothing can be precomputed across
+// requests and the public operation is paid in full on every reveal; a
+// Jiko reveal's three fields share one loaded key (PublicKey), so the
+// key's setup is paid once per request. On the machines
 // measured (docs/performance.md) OpenSSL 3's RSA-4096 public operation is
 // 6–11× faster than Go's: its Montgomery multiplication is hand-written
 // assembly. cgo is already required for PKCS#11, and libcrypto is already on
@@ -54,19 +56,18 @@ static EVP_PKEY *cv_rsa_public_key(const unsigned char *n, size_t nlen, unsigned
 	return pkey;
 }
 
-// cv_rsa_encrypt encrypts in to (n, e) with the padding: RSA_PKCS1_PADDING,
-// or RSA_PKCS1_OAEP_PADDING with the named OAEP and MGF1 digests. out has
-// room for nlen bytes. 1 on success, 0 on any failure; the error queue is
-// cleared either way so nothing of this call lingers on the thread.
-static int cv_rsa_encrypt(const unsigned char *n, size_t nlen, unsigned long e,
+// cv_rsa_encrypt encrypts in to pkey, whose modulus is nlen bytes, with
+// the padding: RSA_PKCS1_PADDING, or RSA_PKCS1_OAEP_PADDING with the named
+// OAEP and MGF1 digests. out has room for nlen bytes. 1 on success, 0 on
+// any failure; the error queue is cleared either way so nothing of this
+// call lingers on the thread.
+static int cv_rsa_encrypt(EVP_PKEY *pkey, size_t nlen,
                           int padding, const char *oaep_md, const char *mgf1_md,
                           const unsigned char *in, size_t inlen,
                           unsigned char *out, size_t *outlen) {
 	int ok = 0;
-	EVP_PKEY *pkey = cv_rsa_public_key(n, nlen, e);
 	EVP_PKEY_CTX *ctx = NULL;
-	if (pkey == NULL
-	    || (ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL
+	if ((ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL)) == NULL
 	    || EVP_PKEY_encrypt_init(ctx) <= 0
 	    || EVP_PKEY_CTX_set_rsa_padding(ctx, padding) <= 0) {
 		goto done;
@@ -80,7 +81,6 @@ static int cv_rsa_encrypt(const unsigned char *n, size_t nlen, unsigned long e,
 	ok = EVP_PKEY_encrypt(ctx, out, outlen, in, inlen) > 0;
 done:
 	EVP_PKEY_CTX_free(ctx);
-	EVP_PKEY_free(pkey);
 	ERR_clear_error();
 	return ok;
 }
@@ -100,9 +100,51 @@ import (
 // nothing a caller could act on, and the key is the client's.
 var errEncrypt = errors.New("libcrypto: RSA encryption failed")
 
+// PublicKey is an RSA public key loaded into libcrypto, for the several
+// encryptions one reveal makes to it (Jiko's three fields): the key is
+// built, and its Montgomery context computed, once. Close frees it.
+type PublicKey struct {
+	pkey *C.EVP_PKEY
+	size int
+}
+
+// NewPublicKey loads pub into libcrypto.
+func NewPublicKey(pub *rsa.PublicKey) (*PublicKey, error) {
+	if pub == nil || pub.N == nil || pub.E < 3 || pub.N.Bit(0) == 0 {
+		return nil, errors.New("libcrypto: not an RSA public key")
+	}
+	n := pub.N.Bytes()
+	pkey := C.cv_rsa_public_key((*C.uchar)(unsafe.Pointer(&n[0])), C.size_t(len(n)), C.ulong(pub.E))
+	C.ERR_clear_error()
+	if pkey == nil {
+		return nil, errEncrypt
+	}
+	return &PublicKey{pkey: pkey, size: len(n)}, nil
+}
+
+// Close frees the key; it may be called more than once.
+func (k *PublicKey) Close() {
+	if k.pkey != nil {
+		C.EVP_PKEY_free(k.pkey)
+		k.pkey = nil
+	}
+}
+
 // EncryptPKCS1v15 is RSAES-PKCS1-v1_5 encryption (RFC 8017, 7.2.1).
-func EncryptPKCS1v15(pub *rsa.PublicKey, msg []byte) ([]byte, error) {
-	return encrypt(pub, C.RSA_PKCS1_PADDING, nil, nil, msg)
+func (k *PublicKey) EncryptPKCS1v15(msg []byte) ([]byte, error) {
+	return k.encrypt(C.RSA_PKCS1_PADDING, nil, nil, msg)
+}
+
+// EncryptOAEP is RSAES-OAEP encryption (RFC 8017, 7.1.1) with an empty
+// label, the OAEP digest hash and the MGF1 digest mgfHash, each SHA-1 or
+// SHA-256.
+func (k *PublicKey) EncryptOAEP(hash, mgfHash crypto.Hash, msg []byte) ([]byte, error) {
+	md, ok := digestNames[hash]
+	mgf, ok2 := digestNames[mgfHash]
+	if !ok || !ok2 {
+		return nil, fmt.Errorf("libcrypto: OAEP digests %v/%v not allowed", hash, mgfHash)
+	}
+	return k.encrypt(C.RSA_PKCS1_OAEP_PADDING, md, mgf, msg)
 }
 
 // digestNames are the OAEP and MGF1 digests allowed, by OpenSSL's names,
@@ -112,35 +154,42 @@ var digestNames = map[crypto.Hash]*C.char{
 	crypto.SHA256: C.CString("SHA256"),
 }
 
-// EncryptOAEP is RSAES-OAEP encryption (RFC 8017, 7.1.1) with an empty
-// label, the OAEP digest hash and the MGF1 digest mgfHash, each SHA-1 or
-// SHA-256.
-func EncryptOAEP(pub *rsa.PublicKey, hash, mgfHash crypto.Hash, msg []byte) ([]byte, error) {
-	md, ok := digestNames[hash]
-	mgf, ok2 := digestNames[mgfHash]
-	if !ok || !ok2 {
-		return nil, fmt.Errorf("libcrypto: OAEP digests %v/%v not allowed", hash, mgfHash)
+func (k *PublicKey) encrypt(padding C.int, md, mgf *C.char, msg []byte) ([]byte, error) {
+	if k.pkey == nil {
+		return nil, errors.New("libcrypto: key is closed")
 	}
-	return encrypt(pub, C.RSA_PKCS1_OAEP_PADDING, md, mgf, msg)
-}
-
-func encrypt(pub *rsa.PublicKey, padding C.int, md, mgf *C.char, msg []byte) ([]byte, error) {
-	if pub == nil || pub.N == nil || pub.E < 3 || pub.N.Bit(0) == 0 {
-		return nil, errors.New("libcrypto: not an RSA public key")
-	}
-	n := pub.N.Bytes()
-	out := make([]byte, len(n))
+	out := make([]byte, k.size)
 	var in *C.uchar
 	if len(msg) > 0 {
 		in = (*C.uchar)(unsafe.Pointer(&msg[0]))
 	}
 	var outLen C.size_t
-	ok := C.cv_rsa_encrypt((*C.uchar)(unsafe.Pointer(&n[0])), C.size_t(len(n)), C.ulong(pub.E),
-		padding, md, mgf, in, C.size_t(len(msg)),
+	ok := C.cv_rsa_encrypt(k.pkey, C.size_t(k.size), padding, md, mgf, in, C.size_t(len(msg)),
 		(*C.uchar)(unsafe.Pointer(&out[0])), &outLen)
 	runtime.KeepAlive(msg)
-	if ok != 1 || int(outLen) != len(n) {
+	if ok != 1 || int(outLen) != k.size {
 		return nil, errEncrypt
 	}
 	return out, nil
+}
+
+// EncryptPKCS1v15 encrypts one message to pub: NewPublicKey, encrypt,
+// Close.
+func EncryptPKCS1v15(pub *rsa.PublicKey, msg []byte) ([]byte, error) {
+	k, err := NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	defer k.Close()
+	return k.EncryptPKCS1v15(msg)
+}
+
+// EncryptOAEP encrypts one message to pub: NewPublicKey, encrypt, Close.
+func EncryptOAEP(pub *rsa.PublicKey, hash, mgfHash crypto.Hash, msg []byte) ([]byte, error) {
+	k, err := NewPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	defer k.Close()
+	return k.EncryptOAEP(hash, mgfHash, msg)
 }

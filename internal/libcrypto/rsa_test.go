@@ -139,3 +139,39 @@ func BenchmarkOAEP256_2048(b *testing.B) {
 		})
 	})
 }
+
+// BenchmarkThreeFields_4096 is a Jiko reveal's encryption: three fields
+// to one fresh key, loaded once or once per field.
+func BenchmarkThreeFields_4096(b *testing.B) {
+	k := testKey(b, 4096)
+	fields := [][]byte{[]byte("5500000000000004"), []byte("123"), []byte("12/30")}
+	b.Run("key-once", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				key, err := NewPublicKey(&rsa.PublicKey{N: new(big.Int).Set(k.N), E: k.E})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				for _, f := range fields {
+					if _, err := key.EncryptPKCS1v15(f); err != nil {
+						b.Error(err)
+					}
+				}
+				key.Close()
+			}
+		})
+	})
+	b.Run("key-per-field", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				pub := &rsa.PublicKey{N: new(big.Int).Set(k.N), E: k.E}
+				for _, f := range fields {
+					if _, err := EncryptPKCS1v15(pub, f); err != nil {
+						b.Error(err)
+					}
+				}
+			}
+		})
+	})
+}
