@@ -76,6 +76,18 @@ func TestStoredPINBlockIsFormat4(t *testing.T) {
 // imported from pek, and a service over a fresh SQLite file.
 func newPINService(t testing.TB, pek []byte, cfg vault.Config) (*hsm.Module, *vault.Service, string) {
 	t.Helper()
+	m, store, dbPath := newKeyedStore(t, pek)
+	svc, err := vault.NewService(m, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, svc, dbPath
+}
+
+// newKeyedStore is a fresh token holding version 1 of every purpose the
+// service uses (the PEK with the value given) and a SQLite store.
+func newKeyedStore(t testing.TB, pek []byte) (*hsm.Module, *sqlstore.Store, string) {
+	t.Helper()
 	tok := softhsm.TestToken(t)
 	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
 	if err != nil {
@@ -97,11 +109,7 @@ func newPINService(t testing.TB, pek []byte, cfg vault.Config) (*hsm.Module, *va
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	svc, err := vault.NewService(m, store, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, svc, dbPath
+	return m, store, dbPath
 }
 
 // TestSetPINRotationGrace rotates the set_pin key and checks which

@@ -5,15 +5,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/hsm"
-	"github.com/cardvault/cardvault/softhsm"
-	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
 )
 
@@ -42,22 +38,7 @@ func (o *recordingObserver) AuditWriteFailed(action string) {
 // data of the request) and counted.
 func TestRefusalAuditFailureIsLoggedAndCounted(t *testing.T) {
 	ctx := context.Background()
-	tok := softhsm.TestToken(t)
-	m, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Close)
-	for _, p := range []hsm.Purpose{hsm.CardKEK, hsm.PANHMAC} {
-		if err := m.Generate(ctx, p, 1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	store, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "vault.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	m, store, _ := newKeyedStore(t, make([]byte, 32))
 	var logs bytes.Buffer
 	obs := &recordingObserver{}
 	svc, err := vault.NewService(m, failingAudit{store}, vault.Config{BIN: "400000", ExpiryYears: 3,
