@@ -122,25 +122,34 @@ func (m *Module) Open(ctx context.Context, aad, sealed []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	var pt []byte
+	err = m.do(ctx, "open", func(c *conn) error {
+		var err error
+		pt, err = c.open(version, aad, sealed)
+		return err
+	})
+	return pt, opaque(err)
+}
+
+// open is Open on one connection.
+func (c *conn) open(version uint32, aad, sealed []byte) ([]byte, error) {
 	fullAAD := append(sealed[:sealHeaderLen:sealHeaderLen], aad...)
 	iv := sealed[sealHeaderLen : sealHeaderLen+gcmIVLen]
 	var pt []byte
-	err = m.do(ctx, "open", func(c *conn) error {
-		return c.withSession(func(sh pkcs11.SessionHandle) error {
-			key, err := c.handle(sh, Label(CardKEK, version), classSecret)
-			if err != nil {
-				return err
-			}
-			params := pkcs11.NewGCMParams(iv, fullAAD, gcmTagLen*8)
-			defer params.Free()
-			if err := c.p.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
-				return describe("C_DecryptInit(AES_GCM)", err)
-			}
-			pt, err = c.p.Decrypt(sh, sealed[sealHeaderLen+gcmIVLen:])
-			return decryptFault("C_Decrypt(AES_GCM)", err)
-		})
+	err := c.withSession(func(sh pkcs11.SessionHandle) error {
+		key, err := c.handle(sh, Label(CardKEK, version), classSecret)
+		if err != nil {
+			return err
+		}
+		params := pkcs11.NewGCMParams(iv, fullAAD, gcmTagLen*8)
+		defer params.Free()
+		if err := c.p.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_GCM, params)}, key); err != nil {
+			return describe("C_DecryptInit(AES_GCM)", err)
+		}
+		pt, err = c.p.Decrypt(sh, sealed[sealHeaderLen+gcmIVLen:])
+		return decryptFault("C_Decrypt(AES_GCM)", err)
 	})
-	return pt, opaque(err)
+	return pt, err
 }
 
 // opaque turns every input fault into ErrCrypto, keeping ErrUnavailable,

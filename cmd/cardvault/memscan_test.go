@@ -76,7 +76,9 @@ func (c leakCount) add(o leakCount) {
 // the rest (the Go heap, whose base Go 1.26 randomises, and the runtime's
 // own mappings).
 // A glibc arena is recognised by its first word, the heap_info's pointer
-// to the malloc_state that follows it.
+// to the malloc_state that follows it; a thread stack by the one-page
+// guard glibc maps right below it (the Go heap's arenas are reserved in
+// 64 MiB, so its mappings can be 8 MiB too, and are).
 func processMemory(t *testing.T, pid int) (goHeap, cMemory, stacks []byte, regions []memRegion) {
 	t.Helper()
 	maps, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
@@ -90,8 +92,18 @@ func processMemory(t *testing.T, pid int) (goHeap, cMemory, stacks []byte, regio
 	}
 	defer mem.Close()
 	sc := bufio.NewScanner(maps)
+	var guardEnd uint64 // the end of the last one-page PROT_NONE mapping
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
+		if len(f) >= 5 && f[1][0] == '-' {
+			lo, hi, _ := strings.Cut(f[0], "-")
+			start, _ := strconv.ParseUint(lo, 16, 64)
+			end, _ := strconv.ParseUint(hi, 16, 64)
+			if end-start == pageSize {
+				guardEnd = end
+			}
+			continue
+		}
 		if len(f) < 5 || f[1][0] != 'r' {
 			continue
 		}
@@ -114,7 +126,7 @@ func processMemory(t *testing.T, pid int) (goHeap, cMemory, stacks []byte, regio
 		switch {
 		case r.c:
 			cMemory = append(cMemory, buf...)
-		case end-start == threadStack:
+		case start == guardEnd:
 			// A thread's system stack, where C code (the token's
 			// library) keeps its locals: cgo runs it on the stack
 			// pthread_create gave the thread.
@@ -126,9 +138,8 @@ func processMemory(t *testing.T, pid int) (goHeap, cMemory, stacks []byte, regio
 	return goHeap, cMemory, stacks, regions
 }
 
-// threadStack is the size of a thread stack glibc maps (RLIMIT_STACK, 8
-// MiB by default); no Go heap mapping has exactly this size.
-const threadStack = 8 << 20
+// pageSize is the size of glibc's guard page below a thread stack.
+const pageSize = 4096
 
 // memRegion is one mapping read from /proc/PID/mem.
 type memRegion struct {

@@ -94,6 +94,8 @@ import (
 	"fmt"
 	"runtime"
 	"unsafe"
+
+	"github.com/cardvault/cardvault/internal/cleancall"
 )
 
 // errEncrypt is every failure inside libcrypto: which step failed says
@@ -164,8 +166,12 @@ func (k *PublicKey) encrypt(padding C.int, md, mgf *C.char, msg []byte) ([]byte,
 		in = (*C.uchar)(unsafe.Pointer(&msg[0]))
 	}
 	var outLen C.size_t
+	// The message is card data or a content key: libcrypto's padding and
+	// conversion hold it in registers (see package cleancall).
+	g := cleancall.Begin()
 	ok := C.cv_rsa_encrypt(k.pkey, C.size_t(k.size), padding, md, mgf, in, C.size_t(len(msg)),
 		(*C.uchar)(unsafe.Pointer(&out[0])), &outLen)
+	g.End()
 	runtime.KeepAlive(msg)
 	if ok != 1 || int(outLen) != k.size {
 		return nil, errEncrypt

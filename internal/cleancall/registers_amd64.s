@@ -1,0 +1,75 @@
+#include "textflag.h"
+
+// func clearVectors(avx512, avx bool)
+TEXT ·clearVectors(SB), NOSPLIT, $0-2
+	MOVBLZX avx512+0(FP), AX
+	MOVBLZX avx+1(FP), BX
+	TESTB AX, AX
+	JNZ avx512
+	TESTB BX, BX
+	JNZ avx
+	PXOR X0, X0
+	PXOR X1, X1
+	PXOR X2, X2
+	PXOR X3, X3
+	PXOR X4, X4
+	PXOR X5, X5
+	PXOR X6, X6
+	PXOR X7, X7
+	PXOR X8, X8
+	PXOR X9, X9
+	PXOR X10, X10
+	PXOR X11, X11
+	PXOR X12, X12
+	PXOR X13, X13
+	PXOR X14, X14
+	PXOR X15, X15
+	JMP gprs
+avx512:
+	// VZEROALL clears zmm0–15 whole on a CPU with AVX-512; zmm16–31,
+	// which glibc's AVX-512 memcpy uses, and the opmasks need their own.
+	VZEROALL
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	KXORW K0, K0, K0
+	KXORW K1, K1, K1
+	KXORW K2, K2, K2
+	KXORW K3, K3, K3
+	KXORW K4, K4, K4
+	KXORW K5, K5, K5
+	KXORW K6, K6, K6
+	KXORW K7, K7, K7
+	JMP gprs
+avx:
+	VZEROALL
+gprs:
+	// An ABI0 function may clobber every general register but SP and
+	// BP; the wrapper restores R14 (g) and X15 for Go's ABI.
+	XORL AX, AX
+	XORL BX, BX
+	XORL CX, CX
+	XORL DX, DX
+	XORL SI, SI
+	XORL DI, DI
+	XORL R8, R8
+	XORL R9, R9
+	XORL R10, R10
+	XORL R11, R11
+	XORL R12, R12
+	XORL R13, R13
+	XORL R15, R15
+	RET
