@@ -32,6 +32,8 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
+
+	"github.com/cardvault/cardvault/internal/cleancall"
 )
 
 // Config selects and unlocks a token.
@@ -197,7 +199,7 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	}
 	if c, err := m.current(); err == nil {
 		p := c.profile(m)
-		m.log.Info("hsm profile", "token", c.label, "serial", c.serial, "profile", p.Name(), "forced", strings.Join(p.Forced, ","))
+		m.log.Info("hsm profile", "token", c.label, "serial", c.serial, "profile", p.Name(), "forced", strings.Join(p.Forced, ","), "cleared_registers", cleancall.Registers())
 	}
 	return m, nil
 }
