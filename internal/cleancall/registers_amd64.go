@@ -19,6 +19,4 @@ func clearRegisters() { clearVectors(hasAVX512, hasAVX) }
 // clearVectors zeroes every vector register the CPU has (zmm0–31 and the
 // opmask registers with AVX-512; ymm0–15 with AVX; xmm0–15 otherwise)
 // and the general registers a C call may leave data in.
-//
-//go:noescape
 func clearVectors(avx512, avx bool)
