@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/cardvault/cardvault/internal/testenv"
@@ -86,6 +87,9 @@ func TestLeakScan(t *testing.T) {
 		t.Fatalf("set PIN: %s %s", st, body)
 	}
 
+	// Registers a token call filled are saved into the Go heap by the next
+	// signal on its thread (package cleancall): give every thread one.
+	signalEveryThread(t, cmd.Process.Pid, syscall.SIGURG)
 	goHeap, cMemory, stacks, regions := processMemory(t, cmd.Process.Pid)
 	maps, _ := os.ReadFile(fmt.Sprintf("/proc/%d/maps", cmd.Process.Pid))
 	for _, p := range [][]byte{[]byte("\x00" + forms.pin + "\n")} {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // secretForms is what a leak scan looks for: each card's PAN by any ten
@@ -221,4 +223,24 @@ func coreMappings(t *testing.T, core string, maps []byte, pattern []byte) []stri
 		}
 	}
 	return out
+}
+
+// signalEveryThread sends sig to each thread of process pid, then gives
+// the handlers a moment to run.
+func signalEveryThread(t *testing.T, pid int, sig syscall.Signal) {
+	t.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range tasks {
+		tid, err := strconv.Atoi(task.Name())
+		if err != nil {
+			continue
+		}
+		if err := syscall.Tgkill(pid, tid, sig); err != nil && err != syscall.ESRCH {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
 }
