@@ -12,9 +12,7 @@ var registerSet = func() string {
 	return "sse"
 }()
 
-var hasAVX512, hasAVX = cpu.X86.HasAVX512F, cpu.X86.HasAVX
-
-func clearRegisters() { clearVectors(hasAVX512, hasAVX) }
+func clearRegisters() { clearVectors(cpu.X86.HasAVX512F, cpu.X86.HasAVX) }
 
 // clearVectors zeroes every vector register the CPU has (zmm0–31 and the
 // opmask registers with AVX-512; ymm0–15 with AVX; xmm0–15 otherwise)
