@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/cardvault/cardvault/internal/clienttext"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/labstack/echo/v4"
 )
@@ -99,15 +100,6 @@ func (r *jsonRef) UnmarshalJSON(b []byte) error {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// fieldName is what an unknown key must look like to be named in an
-// error.
-var fieldName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
-
-// digitRun is a run of digits a field name never needs and card data has:
-// a name holding one is not echoed (FuzzRoutes found {"A000000000000":""}
-// echoed back in its 422).
-var digitRun = regexp.MustCompile(`[0-9]{5,}`)
-
 // fieldsByType caches jsonFields: request types are few and fixed.
 var fieldsByType sync.Map // reflect.Type → map[string]reflect.Type
 
@@ -157,8 +149,9 @@ func checkKeys(body []byte, t reflect.Type, prefix string) error {
 		}
 		ft, ok := fields[k]
 		if !ok {
-			if !fieldName.MatchString(k) || digitRun.MatchString(k) {
-				// Never echo what is not a name: it may be card data.
+			if clienttext.Name(k) != k {
+				// Never echo what is not a name: it may be card data
+				// (FuzzRoutes found {"A000000000000":""} echoed once).
 				where := prefix
 				if where == "" {
 					where = "body"

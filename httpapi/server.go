@@ -7,10 +7,9 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"regexp"
-	"strconv"
 	"time"
 
+	"github.com/cardvault/cardvault/internal/clienttext"
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -147,16 +146,13 @@ func MetricsHandler(reg *prometheus.Registry) http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// clientRequestID is the form of a caller's X-Request-Id the server keeps:
-// short and plain, so it is safe in logs, the audit trail and headers.
-var clientRequestID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
-// requestID gives every request an id: the caller's, if it is short and
-// well-formed, or else one the server makes.
+// requestID gives every request an id: the caller's, if it passes the
+// client-text rule (short, plain and no PAN: it goes to logs, the audit
+// trail and headers), or else one the server makes.
 func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		id := c.Request().Header.Get(echo.HeaderXRequestID)
-		if !clientRequestID.MatchString(id) {
+		if !clienttext.IsID(id) {
 			id = uuid.NewString()
 		}
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
@@ -182,12 +178,15 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		status := c.Response().Status
 		elapsed := time.Since(start)
-		s.metrics.requests.WithLabelValues(route, c.Request().Method, strconv.Itoa(status)).Inc()
-		s.metrics.duration.WithLabelValues(route, c.Request().Method).Observe(elapsed.Seconds())
+		// Every label value comes from a closed set: a client's made-up
+		// method would otherwise make a series (and carry its text).
+		method := clienttext.Method(c.Request().Method)
+		s.metrics.requests.WithLabelValues(route, method, clienttext.Status(status)).Inc()
+		s.metrics.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 		if route != "/healthz" && route != "/metrics" {
 			tok, _ := c.Get(callerKey).(apiToken)
 			s.log.Info("request", "request_id", c.Response().Header().Get(echo.HeaderXRequestID),
-				"method", c.Request().Method, "route", route, "status", status, "caller", tok.name,
+				"method", method, "route", route, "status", status, "caller", tok.name,
 				"duration_ms", float64(elapsed.Microseconds())/1000)
 		}
 		return nil

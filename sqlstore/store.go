@@ -303,9 +303,17 @@ func scanCard(r scanner) (*vault.Card, error) {
 	return &c, nil
 }
 
-// CreateCard inserts a card with its Write.
+// CreateCard inserts a card with its Write. The Write's slot is counted
+// before the insert: past a budget the answer is the budget's, whether or
+// not the card's PAN is already in the vault.
 func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) error {
 	return s.inTx(ctx, func(tx *txn) error {
+		if w.Slot != nil {
+			if err := s.countSlot(ctx, tx, w.Slot); err != nil {
+				return err
+			}
+			w.Slot = nil
+		}
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardInsertColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
 			c.ID, c.OwnerID, string(c.Type), string(c.Status), c.Last4, c.ExpiryMonth, c.ExpiryYear, c.Name,
 			c.Fingerprint, int64(c.FPVersion), c.Sealed, int64(c.KeyVersion), micros(c.CreatedAt), micros(c.UpdatedAt))

@@ -23,9 +23,12 @@ type Budget struct {
 const (
 	BudgetReveal     = "reveal"
 	BudgetPINAttempt = "pin"
-	// BudgetLookup counts a caller's look-ups by PAN, and imports that
-	// found the PAN taken: both say whether a PAN is in the vault.
+	// BudgetLookup counts a caller's look-ups by PAN.
 	BudgetLookup = "lookup"
+	// BudgetImport counts a caller's imports by PAN, whether the PAN was
+	// taken (409) or not (201): both answers say whether a PAN is in the
+	// vault, so the budget bounds the PANs a caller can test by importing.
+	BudgetImport = "import"
 )
 
 // DefaultRevealBudget is generous for a person looking at their own cards
@@ -42,11 +45,16 @@ var DefaultPINBudget = Budget{Window: 24 * time.Hour, PerCard: 5, PerDevice: 10,
 // the 10^5 PANs a BIN and last four leave open.
 var DefaultLookupBudget = Budget{Window: time.Hour, PerCaller: 100}
 
+// DefaultImportBudget bounds the distinct PANs a caller imports: room for
+// a processor's hourly batch on a small platform (a larger one raises
+// it), and 1% of the 10^5 PANs a BIN and last four leave open.
+var DefaultImportBudget = Budget{Window: time.Hour, PerCaller: 1000}
+
 func (b Budget) validate(kind string) error {
 	if b.Window < time.Second || b.Window > 7*24*time.Hour {
 		return fmt.Errorf("vault: %s budget window %s must be 1s to 7 days", kind, b.Window)
 	}
-	if kind != BudgetLookup && (b.PerCard < 1 || b.PerDevice < 1) {
+	if kind != BudgetLookup && kind != BudgetImport && (b.PerCard < 1 || b.PerDevice < 1) {
 		return fmt.Errorf("vault: %s budgets (%d per card, %d per device) must be at least 1", kind, b.PerCard, b.PerDevice)
 	}
 	if b.PerCaller < 1 {
@@ -77,8 +85,9 @@ func (b Budget) withDefaults(d Budget) Budget {
 // requests cannot overspend.
 type Slot struct {
 	Kind string
-	// CardID is the card the event touches; for a look-up, the PAN's
-	// fingerprint in hex, so a caller's distinct PANs are counted.
+	// CardID is the card the event touches; for a look-up or an import,
+	// the PAN's fingerprint in hex, so a caller's distinct PANs are
+	// counted.
 	CardID   string
 	DeviceID string // empty on surfaces without devices
 	Caller   string // the API token's name
@@ -107,6 +116,8 @@ func (r *Slot) Check(u BudgetUse) error {
 		what = "PIN attempt"
 	case BudgetLookup:
 		what = "look-up"
+	case BudgetImport:
+		what = "import"
 	}
 	if r.Budget.PerCard > 0 && u.Card >= r.Budget.PerCard {
 		return r.spent("card_id", "the card's "+what+" budget is spent", u.CardOldest)

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"fmt"
 
+	"github.com/cardvault/cardvault/internal/clienttext"
 	"github.com/cardvault/cardvault/internal/libcrypto"
 )
 
@@ -53,7 +54,7 @@ func ParseClientKeyPEM(field, text string) (*ClientKey, error) {
 		}
 		pub = k
 	default:
-		return nil, Invalid(field, fmt.Sprintf("PEM type %q is not allowed; use PUBLIC KEY or RSA PUBLIC KEY", block.Type))
+		return nil, Invalid(field, fmt.Sprintf("PEM type %q is not allowed; use PUBLIC KEY or RSA PUBLIC KEY", clienttext.Name(block.Type)))
 	}
 	return newClientKey(field, pub)
 }

@@ -60,7 +60,10 @@ func (s *Service) Import(ctx context.Context, c Caller, in ImportRequest, idem *
 			return nil, err
 		}
 		meta := card.metadata()
-		var w Write
+		// The store counts the slot before it checks the PAN is new, so
+		// past the budget a PAN in the vault and one not in it answer
+		// alike.
+		w := Write{Slot: s.slot(BudgetImport, hex.EncodeToString(card.Fingerprint), "", c)}
 		w.Audit = s.audit(c, "card.import", card.ID, in.OwnerID, "ok", map[string]string{"type": string(in.Type), "key_version": fmt.Sprint(card.KeyVersion)})
 		if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, meta); err != nil {
 			return nil, err
@@ -137,7 +140,7 @@ func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, 
 	if card != nil {
 		cardID, ownerID, outcome = card.ID, card.OwnerID, "ok"
 	}
-	if err := s.spendLookup(ctx, c, "card.lookup", cardID, ownerID, outcome, fp); err != nil {
+	if err := s.spendPAN(ctx, c, BudgetLookup, "card.lookup", cardID, ownerID, outcome, fp); err != nil {
 		return "", err
 	}
 	if card == nil {
@@ -146,22 +149,23 @@ func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, 
 	return card.ID, nil
 }
 
-// panTaken answers an import whose PAN is already in the vault. The 409
-// says the PAN is known, which is what a look-up says, so it spends a
-// look-up from the caller's budget first; past the budget the answer is
-// 429 and says nothing about the PAN.
+// panTaken answers an import whose PAN is already in the vault. The
+// create rolled back with its slot, so the 409 spends the PAN from the
+// caller's import budget on its own, as a 201 does; past the budget the
+// answer is 429, as it is for a PAN not in the vault.
 func (s *Service) panTaken(ctx context.Context, c Caller, ownerID string, fp []byte, taken error) error {
-	if err := s.spendLookup(ctx, c, "card.import", "", ownerID, "refused: "+taken.Error(), fp); err != nil {
+	if err := s.spendPAN(ctx, c, BudgetImport, "card.import", "", ownerID, "refused: "+taken.Error(), fp); err != nil {
 		return err
 	}
 	return taken
 }
 
-// spendLookup commits an answer about whether a PAN is in the vault: its
-// audit entry and a look-up from the caller's budget of distinct PANs
-// (by fingerprint). Past the budget it is refused, and audited so.
-func (s *Service) spendLookup(ctx context.Context, c Caller, action, cardID, ownerID, outcome string, fp []byte) error {
-	w := Write{Audit: s.audit(c, action, cardID, ownerID, outcome, nil), Slot: s.slot(BudgetLookup, hex.EncodeToString(fp), "", c)}
+// spendPAN commits an answer about whether a PAN is in the vault: its
+// audit entry and one PAN from the caller's budget of the kind in
+// distinct PANs (by fingerprint). Past the budget it is refused, and
+// audited so.
+func (s *Service) spendPAN(ctx context.Context, c Caller, kind, action, cardID, ownerID, outcome string, fp []byte) error {
+	w := Write{Audit: s.audit(c, action, cardID, ownerID, outcome, nil), Slot: s.slot(kind, hex.EncodeToString(fp), "", c)}
 	err := s.store.Commit(ctx, w)
 	if err != nil && refusedByRule(err) {
 		return s.refuse(ctx, c, action, "", ownerID, err)

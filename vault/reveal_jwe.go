@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cardvault/cardvault/internal/clienttext"
 	"github.com/cardvault/cardvault/jwe"
 )
 
@@ -69,8 +70,9 @@ func joinNames[T ~string](names []T) string {
 // refusal never stores arbitrary client text.
 func (in *SecureViewRequest) auditDetail() map[string]string {
 	d := map[string]string{}
-	if idPattern.MatchString(in.DeviceID) {
-		d["device_id"] = in.DeviceID
+	if in.DeviceID != "" {
+		// The device's own id replaces this once it is found.
+		d["device_id"] = clienttext.ID(in.DeviceID)
 	}
 	if validateDeviceData(in.DeviceData) == nil && in.DeviceData != "" {
 		d["device_data"] = in.DeviceData
@@ -112,6 +114,7 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	if err != nil {
 		return "", "", err
 	}
+	detail["device_id"] = d.ID
 	if d.Status != DeviceVerified {
 		return "", d.PersonID, errUnverified("device_id")
 	}

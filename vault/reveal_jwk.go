@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+
+	"github.com/cardvault/cardvault/internal/clienttext"
 )
 
 // DeviceJWK is the fresh RSA public key a device sends to receive a secure
@@ -90,8 +92,11 @@ func ParseDeviceJWK(raw []byte) (*DeviceJWK, error) {
 	return &DeviceJWK{Public: pub, KeyID: kid, HasKeyID: hasKID, SignedString: strings.Join(pairs, ";"), Fingerprint: sum[:]}, nil
 }
 
-// field names a member of an object the way Solaris's errors do.
-func field(object, member string) string { return object + "[" + member + "]" }
+// field names a member of an object the way Solaris's errors do; a
+// member name a client made up passes the client-text rule first.
+func field(object, member string) string {
+	return object + "[" + clienttext.Name(member) + "]"
+}
 
 // jwkObject reads a JSON object whose members are all strings, refusing
 // duplicate names: the signed string and the key used must come from the

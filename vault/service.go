@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/cardvault/cardvault/internal/clienttext"
 	"github.com/google/uuid"
 )
 
@@ -29,6 +30,9 @@ type Config struct {
 	// Lookups bounds a caller's look-ups by PAN; zero means
 	// DefaultLookupBudget.
 	Lookups Budget
+	// Imports bounds the distinct PANs a caller imports; zero means
+	// DefaultImportBudget.
+	Imports Budget
 	// DeviceGate, when set, keeps the cards of an owner with a bound
 	// device behind the device: the routes without a device signature
 	// (Jiko's read and PIN set) refuse them, so a token alone cannot step
@@ -69,6 +73,7 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	cfg.Reveals = cfg.Reveals.withDefaults(DefaultRevealBudget)
 	cfg.PINAttempts = cfg.PINAttempts.withDefaults(DefaultPINBudget)
 	cfg.Lookups = cfg.Lookups.withDefaults(DefaultLookupBudget)
+	cfg.Imports = cfg.Imports.withDefaults(DefaultImportBudget)
 	if err := cfg.Reveals.validate(BudgetReveal); err != nil {
 		return nil, err
 	}
@@ -76,6 +81,9 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if err := cfg.Lookups.validate(BudgetLookup); err != nil {
+		return nil, err
+	}
+	if err := cfg.Imports.validate(BudgetImport); err != nil {
 		return nil, err
 	}
 	if cfg.IdempotencyWindow == 0 {
@@ -134,6 +142,10 @@ var ownerPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 func ValidateOwnerID(field, id string) error {
 	if !ownerPattern.MatchString(id) {
 		return Invalid(field, "must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	if clienttext.PANShaped(id) {
+		// An owner id is kept in clear and in the audit trail forever.
+		return Invalid(field, "must not hold a card number")
 	}
 	return nil
 }
@@ -220,9 +232,37 @@ func (s *Service) afterDuplicate(ctx context.Context, idem *IdemKey, out any) er
 	return nil
 }
 
+// audit builds an entry. What a client chose passes the client-text rule
+// here, once for every entry: the owner id, the request id and the
+// detail's values (device_data, key_id, …) but the ids the vault made
+// itself, which its callers take from the store. The card id is the
+// vault's on every path but a refusal, which checks it (refuseWith).
 func (s *Service) audit(c Caller, action, cardID, ownerID, outcome string, detail map[string]string) AuditEntry {
-	return AuditEntry{At: s.cfg.Now().UTC(), Actor: c.Name, Action: action, CardID: cardID, OwnerID: ownerID,
-		Outcome: outcome, RequestID: c.RequestID, Detail: detail}
+	for k, v := range detail {
+		if !serverIDs[k] {
+			detail[k] = clienttext.Text(v)
+		}
+	}
+	return AuditEntry{At: s.cfg.Now().UTC(), Actor: c.Name, Action: action, CardID: cardID, OwnerID: clienttext.ID(ownerID),
+		Outcome: outcome, RequestID: clienttext.ID(c.RequestID), Detail: detail}
+}
+
+// serverIDs are the detail keys whose values the vault made and its
+// callers read from the store, never from the request.
+var serverIDs = map[string]bool{"device_id": true, "challenge_id": true}
+
+// auditableCardID is what a refusal records of the card id it was asked
+// for: the id if it passes the client-text rule or names a card the vault
+// holds (ids the vault makes can hold a Luhn-valid run by chance), and
+// Withheld otherwise.
+func (s *Service) auditableCardID(ctx context.Context, id string) string {
+	if clienttext.ID(id) == id {
+		return id
+	}
+	if _, err := s.store.CardByID(ctx, id); err == nil {
+		return id
+	}
+	return clienttext.Withheld
 }
 
 // refuse records a refusal on its own and returns the refusal.
@@ -248,7 +288,7 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 	// nothing, and a failing database must not turn a refusal into an
 	// answer. The failure is logged, without the request's data, and
 	// counted, so a gap in the trail is never silent.
-	if aerr := s.store.AppendAudit(ctx, s.audit(c, action, cardID, ownerID, outcome, detail)); aerr != nil {
+	if aerr := s.store.AppendAudit(ctx, s.audit(c, action, s.auditableCardID(ctx, cardID), ownerID, outcome, detail)); aerr != nil {
 		s.cfg.Observer.AuditWriteFailed(action)
 		s.cfg.Log.Error("audit entry for a refusal not written", "action", action, "request_id", c.RequestID, "error", aerr)
 	}
@@ -264,6 +304,8 @@ func (s *Service) slot(kind, cardID, deviceID string, c Caller) *Slot {
 		b = s.cfg.PINAttempts
 	case BudgetLookup:
 		b = s.cfg.Lookups
+	case BudgetImport:
+		b = s.cfg.Imports
 	}
 	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, Caller: c.Name, At: s.cfg.Now().UTC(), Budget: b}
 }

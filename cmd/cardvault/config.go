@@ -50,6 +50,8 @@ const (
 	envPINCardsPerCaller = "CARDVAULT_PIN_CARDS_PER_CALLER"
 	envLookupsPerCaller  = "CARDVAULT_LOOKUPS_PER_CALLER"
 	envLookupWindow      = "CARDVAULT_LOOKUP_WINDOW"
+	envImportsPerCaller  = "CARDVAULT_IMPORTS_PER_CALLER"
+	envImportWindow      = "CARDVAULT_IMPORT_WINDOW"
 	envIdemWindow        = "CARDVAULT_IDEMPOTENCY_WINDOW" // how long first answers are kept for replay
 	// envDeviceGate is "on" (the default) or "off": whether the cards of
 	// an owner with a bound device refuse the routes without a device.
@@ -72,7 +74,7 @@ const defaultDB = "sqlite:.dev/cardvault.db"
 
 // vaultConfig reads the issuing settings and the reveal budgets.
 func vaultConfig() (vault.Config, error) {
-	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget, Lookups: vault.DefaultLookupBudget}
+	cfg := vault.Config{BIN: getenv(envBIN, "400000"), Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget, Lookups: vault.DefaultLookupBudget, Imports: vault.DefaultImportBudget}
 	var err error
 	if cfg.ExpiryYears, err = intEnv(envExpiryYears, 3); err != nil {
 		return cfg, err
@@ -83,7 +85,7 @@ func vaultConfig() (vault.Config, error) {
 	}{
 		{envPerCard, &cfg.Reveals.PerCard}, {envPerDevice, &cfg.Reveals.PerDevice}, {envRevealsPerCaller, &cfg.Reveals.PerCaller},
 		{envPINPerCard, &cfg.PINAttempts.PerCard}, {envPINCardsPerCaller, &cfg.PINAttempts.PerCaller},
-		{envLookupsPerCaller, &cfg.Lookups.PerCaller},
+		{envLookupsPerCaller, &cfg.Lookups.PerCaller}, {envImportsPerCaller, &cfg.Imports.PerCaller},
 	} {
 		if *n.into, err = intEnv(n.env, *n.into); err != nil {
 			return cfg, err
@@ -92,7 +94,7 @@ func vaultConfig() (vault.Config, error) {
 	for _, d := range []struct {
 		env  string
 		into *time.Duration
-	}{{envWindow, &cfg.Reveals.Window}, {envPINWindow, &cfg.PINAttempts.Window}, {envLookupWindow, &cfg.Lookups.Window}, {envIdemWindow, &cfg.IdempotencyWindow}} {
+	}{{envWindow, &cfg.Reveals.Window}, {envPINWindow, &cfg.PINAttempts.Window}, {envLookupWindow, &cfg.Lookups.Window}, {envImportWindow, &cfg.Imports.Window}, {envIdemWindow, &cfg.IdempotencyWindow}} {
 		if *d.into, err = durationEnv(d.env, *d.into); err != nil {
 			return cfg, err
 		}

@@ -28,6 +28,7 @@ func Run(t *testing.T, open Opener) {
 		"CreateAndRead":              testCreateAndRead,
 		"OwnerIsolation":             testOwnerIsolation,
 		"DuplicatePANWritesNothing":  testDuplicatePAN,
+		"ImportBudgetBeforePAN":      testImportBudgetBeforePAN,
 		"UsedKeyIsBurnt":             testUsedKey,
 		"UsedKeyAbortsCreate":        testUsedKeyAbortsCreate,
 		"ConcurrentWritesFailAlone":  testConcurrentWritesFailAlone,
@@ -159,6 +160,32 @@ func testDuplicatePAN(t *testing.T, s vault.Store) {
 	// The key of the refused create was not burnt.
 	c := newCard("acct-1")
 	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID), UsedKey: key("kb")}))
+}
+
+// testImportBudgetBeforePAN: a create's slot is counted before its PAN is
+// checked, so past the budget a taken PAN and a new one get the same
+// refusal (issue 27, finding 1).
+func testImportBudgetBeforePAN(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	budget := vault.Budget{Window: time.Hour, PerCaller: 1}
+	slot := func(caller string, c *vault.Card) *vault.Slot {
+		return &vault.Slot{Kind: vault.BudgetImport, CardID: fmt.Sprintf("%x", c.Fingerprint), Caller: caller, At: now, Budget: budget}
+	}
+	a := newCard("acct-1")
+	must(t, s.CreateCard(ctx, a, vault.Write{Audit: audit("card.import", a.ID), Slot: slot("owner", a)}))
+	first := newCard("acct-2")
+	must(t, s.CreateCard(ctx, first, vault.Write{Audit: audit("card.import", first.ID), Slot: slot("importer", first)}))
+	taken := newCard("acct-2")
+	taken.Fingerprint = a.Fingerprint
+	fresh := newCard("acct-2")
+	errTaken := s.CreateCard(ctx, taken, vault.Write{Audit: audit("card.import", taken.ID), Slot: slot("importer", taken)})
+	errFresh := s.CreateCard(ctx, fresh, vault.Write{Audit: audit("card.import", fresh.ID), Slot: slot("importer", fresh)})
+	if vault.KindOf(errTaken) != vault.KindRateLimited || vault.KindOf(errFresh) != vault.KindRateLimited {
+		t.Fatalf("past the budget a taken PAN = %v and a new one = %v, want both rate limited", errTaken, errFresh)
+	}
+	if _, err := s.CardByID(ctx, fresh.ID); err != vault.ErrNotFound {
+		t.Fatalf("a refused import was written: %v", err)
+	}
 }
 
 func testUsedKey(t *testing.T, s vault.Store) {
