@@ -7,15 +7,14 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cardvault/cardvault/auditchain"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/google/uuid"
 )
@@ -43,15 +42,6 @@ const auditChains = maxGroup
 // checkpoints.
 const defaultCheckpointEvery = 100
 
-// AuditKey MACs and re-MACs checkpoints; the HSM's audit key implements it.
-type AuditKey interface {
-	// AuditMAC is the MAC of msg under the active audit key, and its
-	// version.
-	AuditMAC(ctx context.Context, msg []byte) ([]byte, uint32, error)
-	// AuditMACWithVersion is the MAC of msg under a named version.
-	AuditMACWithVersion(ctx context.Context, version uint32, msg []byte) ([]byte, error)
-}
-
 // chainHead is the committed end of one chain.
 type chainHead struct {
 	id        string
@@ -67,34 +57,85 @@ type chainHead struct {
 
 type chains struct {
 	progress
+	ids   []string // each chain's name, by index
 	free  chan *chainHead
-	mu    sync.Mutex // guards key and every
-	key   AuditKey
+	mu    sync.Mutex // guards key, every and timer
+	key   auditchain.Key
 	every int64
+	// timer checkpoints on time (checkpointOnTime); stop ends it.
+	timer *time.Ticker
+	stop  chan struct{}
 }
+
+// defaultCheckpointInterval bounds how long an entry stays after its
+// chain's last checkpoint: a process killed without its closing
+// checkpoint leaves at most this much of each chain's tail unsealed.
+const defaultCheckpointInterval = 5 * time.Second
 
 func newChains(n int) (*chains, error) {
 	writer := make([]byte, 8)
 	if _, err := rand.Read(writer); err != nil {
 		return nil, err
 	}
-	c := &chains{free: make(chan *chainHead, n), every: defaultCheckpointEvery,
+	c := &chains{free: make(chan *chainHead, n), every: defaultCheckpointEvery, stop: make(chan struct{}),
 		progress: progress{committed: make([]atomic.Int64, n), sealed: make([]atomic.Int64, n)}}
 	for i := range n {
-		c.free <- &chainHead{id: fmt.Sprintf("%x-%d", writer, i), idx: i, hash: make([]byte, sha256.Size)}
+		c.ids = append(c.ids, fmt.Sprintf("%x-%d", writer, i))
+		c.free <- &chainHead{id: c.ids[i], idx: i, hash: make([]byte, sha256.Size)}
 	}
 	return c, nil
 }
 
 // UseAuditKey makes the store checkpoint its chains under key every n
-// entries (0 means 100). Without one, entries are chained but not
-// checkpointed.
-func (s *Store) UseAuditKey(key AuditKey, every int) {
+// entries (0 means 100), and every few seconds (CheckpointEvery) while a
+// chain has entries past its last checkpoint. Without one, entries are
+// chained but not checkpointed.
+func (s *Store) UseAuditKey(key auditchain.Key, every int) {
 	s.chains.mu.Lock()
 	defer s.chains.mu.Unlock()
 	s.chains.key = key
 	if every > 0 {
 		s.chains.every = int64(every)
+	}
+	if s.chains.timer == nil {
+		s.chains.timer = time.NewTicker(defaultCheckpointInterval)
+		go s.checkpointOnTime(s.chains.timer.C)
+	}
+}
+
+// CheckpointEvery sets how often chains with unsealed entries are
+// checkpointed (default 5 s), once UseAuditKey has given a key.
+func (s *Store) CheckpointEvery(d time.Duration) {
+	s.chains.mu.Lock()
+	defer s.chains.mu.Unlock()
+	if s.chains.timer != nil && d > 0 {
+		s.chains.timer.Reset(d)
+	}
+}
+
+// checkpointOnTime checkpoints, at each tick, every chain whose committed
+// end is past its last checkpoint, until the store closes. It needs no
+// chain's lease: it reads the committed end's hash from the database.
+func (s *Store) checkpointOnTime(tick <-chan time.Time) {
+	for {
+		select {
+		case <-s.chains.stop:
+			return
+		case <-tick:
+		}
+		for idx, chain := range s.chains.ids {
+			seq := s.chains.committed[idx].Load()
+			if seq <= s.chains.sealed[idx].Load() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), defaultCheckpointInterval)
+			var hash []byte
+			err := s.db.QueryRowContext(ctx, s.q(`SELECT hash FROM audit WHERE chain = ? AND seq = ?`), chain, seq).Scan(&hash)
+			if err == nil && s.checkpoint(ctx, chain, seq, hash) == nil {
+				s.chains.sealedUpTo(idx, seq)
+			}
+			cancel()
+		}
 	}
 }
 
@@ -196,7 +237,7 @@ func (s *Store) runTx(ctx context.Context, t *txn, fn func(*txn) error) error {
 func (s *Store) checkpointDue(head *chainHead) bool {
 	s.chains.mu.Lock()
 	defer s.chains.mu.Unlock()
-	if s.chains.key == nil || head.seq-head.sealedSeq < s.chains.every {
+	if s.chains.key == nil || head.seq-max(head.sealedSeq, s.chains.sealed[head.idx].Load()) < s.chains.every {
 		return false
 	}
 	head.sealedSeq = head.seq
@@ -229,12 +270,15 @@ func (s *Store) checkpoint(ctx context.Context, chain string, seq int64, hash []
 	s.chains.mu.Lock()
 	key := s.chains.key
 	s.chains.mu.Unlock()
-	mac, version, err := key.AuditMAC(ctx, checkpointMessage(chain, seq, hash))
+	msg, _ := auditchain.CheckpointMessage(auditchain.CheckpointFormat, chain, seq, hash)
+	mac, version, err := key.AuditMAC(ctx, msg)
 	if err == nil {
-		// A write of its own, outside any chain: it needs no lease.
+		// A write of its own, outside any chain: it needs no lease. A
+		// checkpoint the timer or another trigger already made stands.
 		err = s.runTx(ctx, &txn{stmts: s.stmts}, func(t *txn) error {
-			_, err := t.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at) VALUES (?, ?, ?, ?, ?, ?)`),
-				chain, seq, hash, int64(version), mac, micros(time.Now()))
+			_, err := t.ExecContext(ctx, s.q(`INSERT INTO audit_checkpoints (chain, seq, hash, key_version, mac, at, format) VALUES (?, ?, ?, ?, ?, ?, ?)
+				ON CONFLICT (chain, seq) DO NOTHING`),
+				chain, seq, hash, int64(version), mac, micros(time.Now()), int64(auditchain.CheckpointFormat))
 			return err
 		})
 	}
@@ -250,47 +294,6 @@ func (s *Store) CheckpointsUnder(ctx context.Context, version uint32) (int, erro
 	return n, s.fail(err)
 }
 
-// auditRow is an audit entry as stored: the entry's columns as text, so
-// the hash is over exactly what the database holds.
-type auditRow struct {
-	ID, Actor, Action, CardID, OwnerID, Outcome, RequestID, Detail string
-	At                                                             int64
-}
-
-// entryHash is the hash of an entry at seq in a chain whose previous
-// entry hashed to prev. Every field is length-prefixed, so no two rows
-// encode alike.
-func entryHash(chain string, seq int64, prev []byte, r auditRow) []byte {
-	h := sha256.New()
-	var n [8]byte
-	field := func(s string) {
-		binary.BigEndian.PutUint32(n[:4], uint32(len(s)))
-		h.Write(n[:4])
-		h.Write([]byte(s))
-	}
-	number := func(v int64) {
-		binary.BigEndian.PutUint64(n[:], uint64(v))
-		h.Write(n[:])
-	}
-	field("cardvault-audit-v1")
-	field(chain)
-	number(seq)
-	field(string(prev))
-	field(r.ID)
-	number(r.At)
-	for _, f := range []string{r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail} {
-		field(f)
-	}
-	return h.Sum(nil)
-}
-
-// checkpointMessage is what a checkpoint's MAC covers.
-func checkpointMessage(chain string, seq int64, hash []byte) []byte {
-	msg := fmt.Appendf(nil, "cardvault-audit-checkpoint-v1\x00%s\x00", chain)
-	msg = binary.BigEndian.AppendUint64(msg, uint64(seq))
-	return append(msg, hash...)
-}
-
 // insertAudit appends an entry to the transaction's chain.
 func (s *Store) insertAudit(ctx context.Context, tx *txn, e vault.AuditEntry) error {
 	id, err := uuid.NewV7()
@@ -301,10 +304,10 @@ func (s *Store) insertAudit(ctx context.Context, tx *txn, e vault.AuditEntry) er
 	if err != nil {
 		return err
 	}
-	r := auditRow{ID: id.String(), At: micros(e.At), Actor: e.Actor, Action: e.Action, CardID: e.CardID,
+	r := auditchain.Row{ID: id.String(), At: micros(e.At), Actor: e.Actor, Action: e.Action, CardID: e.CardID,
 		OwnerID: e.OwnerID, Outcome: e.Outcome, RequestID: e.RequestID, Detail: string(detail)}
 	seq := tx.seq + 1
-	hash := entryHash(tx.head.id, seq, tx.hash, r)
+	hash := auditchain.EntryHash(tx.head.id, seq, tx.hash, r)
 	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO audit (id, at, actor, action, card_id, owner_id, outcome, request_id, detail, chain, seq, prev_hash, hash)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
 		r.ID, r.At, r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail, tx.head.id, seq, tx.hash, hash)
@@ -344,22 +347,6 @@ func (s *Store) AuditTrail(ctx context.Context, cardID string) ([]vault.AuditEnt
 	return out, s.fail(rows.Err())
 }
 
-// AuditBreak is the first place a chain fails verification.
-type AuditBreak struct {
-	Chain  string
-	Seq    int64  // the position that fails
-	ID     string // the audit row there, if there is one
-	Reason string
-}
-
-func (b AuditBreak) String() string {
-	row := b.ID
-	if row == "" {
-		row = "none"
-	}
-	return fmt.Sprintf("chain %s seq %d (audit id %s): %s", b.Chain, b.Seq, row, b.Reason)
-}
-
 // AuditReport is what VerifyAudit found.
 type AuditReport struct {
 	Chains, Entries, Checkpoints int
@@ -369,44 +356,44 @@ type AuditReport struct {
 	// Unsealed counts entries after their chain's last checkpoint: their
 	// chain is intact, but their removal from its end would not show.
 	Unsealed int
-	Breaks   []AuditBreak // the first break of each broken chain
+	Breaks   []auditchain.Break // the first break of each broken chain
 }
 
 // VerifyAudit walks every chain and checks every checkpoint's MAC with
 // key, reporting each chain's first broken link.
-func (s *Store) VerifyAudit(ctx context.Context, key AuditKey) (*AuditReport, error) {
+func (s *Store) VerifyAudit(ctx context.Context, key auditchain.Key) (*AuditReport, error) {
 	rep := &AuditReport{}
 	ends, firstBreak, err := s.walkChains(ctx, rep)
 	if err != nil {
 		return nil, s.fail(err)
 	}
 	lastCheckpoint := map[string]int64{}
-	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq, hash, key_version, mac FROM audit_checkpoints ORDER BY chain, seq`)
+	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq, hash, key_version, mac, format FROM audit_checkpoints ORDER BY chain, seq`)
 	if err != nil {
 		return nil, s.fail(err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var chain string
-		var seq, version int64
+		var seq, version, format int64
 		var hash, mac []byte
-		if err := rows.Scan(&chain, &seq, &hash, &version, &mac); err != nil {
+		if err := rows.Scan(&chain, &seq, &hash, &version, &mac, &format); err != nil {
 			return nil, s.fail(err)
 		}
 		rep.Checkpoints++
 		lastCheckpoint[chain] = max(lastCheckpoint[chain], seq)
-		want, err := key.AuditMACWithVersion(ctx, uint32(version), checkpointMessage(chain, seq, hash))
-		if err != nil && vault.KindOf(err) != vault.KindCrypto && !errors.Is(err, vault.ErrNotFound) {
+		want, err := auditchain.CheckpointMAC(ctx, key, uint32(version), format, chain, seq, hash)
+		if err != nil {
 			return nil, err
 		}
 		broken := func(reason string) {
 			if b, ok := firstBreak[chain]; !ok || seq < b.Seq {
-				firstBreak[chain] = AuditBreak{Chain: chain, Seq: seq, Reason: reason}
+				firstBreak[chain] = auditchain.Break{Chain: chain, Seq: seq, Reason: reason}
 			}
 		}
 		end := ends[chain]
 		switch {
-		case err != nil || subtle.ConstantTimeCompare(want, mac) != 1:
+		case want == nil || subtle.ConstantTimeCompare(want, mac) != 1:
 			broken(fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", version))
 		case seq > end.seq:
 			broken(fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d: entries were removed", seq, end.seq))
@@ -423,7 +410,7 @@ func (s *Store) VerifyAudit(ctx context.Context, key AuditKey) (*AuditReport, er
 	for _, b := range firstBreak {
 		rep.Breaks = append(rep.Breaks, b)
 	}
-	sortBreaks(rep.Breaks)
+	auditchain.SortBreaks(rep.Breaks)
 	return rep, nil
 }
 
@@ -435,7 +422,7 @@ type chainEnd struct {
 
 // walkChains recomputes every chain in order, and returns where each one
 // ends and where each broken one first breaks.
-func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*chainEnd, map[string]AuditBreak, error) {
+func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*chainEnd, map[string]auditchain.Break, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, at, actor, action, card_id, owner_id, outcome, request_id, detail, chain, seq, prev_hash, hash
 		FROM audit ORDER BY chain, seq`)
 	if err != nil {
@@ -443,10 +430,10 @@ func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*c
 	}
 	defer rows.Close()
 	ends := map[string]*chainEnd{}
-	breaks := map[string]AuditBreak{}
+	breaks := map[string]auditchain.Break{}
 	var prev []byte
 	for rows.Next() {
-		var r auditRow
+		var r auditchain.Row
 		var chain sql.NullString
 		var seq sql.NullInt64
 		var prevHash, hash []byte
@@ -471,7 +458,7 @@ func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*c
 			continue
 		}
 		broke := func(at int64, id, reason string) {
-			breaks[chain.String] = AuditBreak{Chain: chain.String, Seq: at, ID: id, Reason: reason}
+			breaks[chain.String] = auditchain.Break{Chain: chain.String, Seq: at, ID: id, Reason: reason}
 			end.seq = seq.Int64
 		}
 		want := end.seq + 1
@@ -480,7 +467,7 @@ func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*c
 			broke(want, "", fmt.Sprintf("entry missing: the chain jumps from seq %d to seq %d (row %s)", end.seq, seq.Int64, r.ID))
 		case !bytes.Equal(prevHash, prev):
 			broke(seq.Int64, r.ID, "previous-hash link does not match the entry before it: an entry was removed, reordered or edited")
-		case !bytes.Equal(entryHash(chain.String, seq.Int64, prev, r), hash):
+		case !bytes.Equal(auditchain.EntryHash(chain.String, seq.Int64, prev, r), hash):
 			broke(seq.Int64, r.ID, "entry does not match its hash: it was edited")
 		default:
 			end.seq = seq.Int64
@@ -491,12 +478,8 @@ func (s *Store) walkChains(ctx context.Context, rep *AuditReport) (map[string]*c
 	return ends, breaks, rows.Err()
 }
 
-// sortBreaks orders breaks by chain, then position, as reports print them.
-func sortBreaks(breaks []AuditBreak) {
-	sort.Slice(breaks, func(i, j int) bool {
-		if breaks[i].Chain != breaks[j].Chain {
-			return breaks[i].Chain < breaks[j].Chain
-		}
-		return breaks[i].Seq < breaks[j].Seq
-	})
-}
+// AuditKey is the key the store checkpoints its chains under.
+type AuditKey = auditchain.Key
+
+// AuditBreak is where a chain fails verification.
+type AuditBreak = auditchain.Break

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardvault/cardvault/auditchain"
 	"github.com/cardvault/cardvault/internal/testenv"
 	"github.com/cardvault/cardvault/vault"
 )
@@ -70,7 +71,7 @@ func auditDatabases() map[string]func(t *testing.T) func() *Store {
 // fillAudit writes n entries from 4 concurrent writers, so the store
 // spreads them over several chains, and closes the store (which
 // checkpoints every chain's tail). Checkpoints fall every 4 entries.
-func fillAudit(t *testing.T, s *Store, n int) {
+func fillAudit(t testing.TB, s *Store, n int) {
 	t.Helper()
 	s.UseAuditKey(testAuditKey, 4)
 	var wg sync.WaitGroup
@@ -244,7 +245,7 @@ func rehash(t *testing.T, s *Store, chain string) {
 		t.Fatal(err)
 	}
 	type entry struct {
-		r   auditRow
+		r   auditchain.Row
 		seq int64
 	}
 	var all []entry
@@ -258,7 +259,7 @@ func rehash(t *testing.T, s *Store, chain string) {
 	rows.Close()
 	prev := make([]byte, sha256.Size)
 	for _, e := range all {
-		h := entryHash(chain, e.seq, prev, e.r)
+		h := auditchain.EntryHash(chain, e.seq, prev, e.r)
 		if _, err := s.db.Exec(s.q(`UPDATE audit SET prev_hash = ?, hash = ? WHERE id = ?`), prev, h, e.r.ID); err != nil {
 			t.Fatal(err)
 		}
@@ -274,4 +275,37 @@ func firstCheckpointFrom(t *testing.T, s *Store, chain string, seq int64) int64 
 		t.Fatal(err)
 	}
 	return first
+}
+
+// A chain's tail is checkpointed on time, not only every n entries or at
+// a clean close: a replica killed with SIGKILL leaves at most the last
+// interval's entries unsealed (issue 27, finding 12). Three entries, with
+// a checkpoint due only every 100, are sealed without a close.
+func TestCheckpointsOnTime(t *testing.T) {
+	for name, open := range auditDatabases() {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)()
+			s.UseAuditKey(testAuditKey, 100)
+			s.CheckpointEvery(50 * time.Millisecond)
+			for i := range 3 {
+				if err := s.AppendAudit(context.Background(), vault.AuditEntry{At: time.Now(), Actor: "test", Action: "card.reveal", CardID: fmt.Sprint(i), Outcome: "ok"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var rep *AuditReport
+			for range 100 { // the timer's event, waited for up to 5 s
+				var err error
+				if rep, err = s.VerifyAudit(context.Background(), testAuditKey); err != nil {
+					t.Fatal(err)
+				}
+				if rep.Unsealed == 0 {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if rep.Unsealed != 0 || rep.Checkpoints == 0 || len(rep.Breaks) != 0 {
+				t.Fatalf("%d entries unsealed, %d checkpoints, breaks %v: want every entry under a checkpoint without a close", rep.Unsealed, rep.Checkpoints, rep.Breaks)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cardvault/cardvault/auditchain"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/google/uuid"
 )
@@ -37,11 +38,11 @@ func TestAuditChainSurvivesAnUnacknowledgedCommit(t *testing.T) {
 				t.Fatal(err)
 			}
 			id, _ := uuid.NewV7()
-			r := auditRow{ID: id.String(), At: micros(time.Unix(1_800_000_001, 0)), Actor: "test", Action: "card.reveal",
+			r := auditchain.Row{ID: id.String(), At: micros(time.Unix(1_800_000_001, 0)), Actor: "test", Action: "card.reveal",
 				CardID: "card-lost", OwnerID: "owner", Outcome: "ok", RequestID: "lost", Detail: "null"}
 			if _, err := s.db.Exec(s.q(`INSERT INTO audit (id, at, actor, action, card_id, owner_id, outcome, request_id, detail, chain, seq, prev_hash, hash)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-				r.ID, r.At, r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail, chain, seq+1, prev, entryHash(chain, seq+1, prev, r)); err != nil {
+				r.ID, r.At, r.Actor, r.Action, r.CardID, r.OwnerID, r.Outcome, r.RequestID, r.Detail, chain, seq+1, prev, auditchain.EntryHash(chain, seq+1, prev, r)); err != nil {
 				t.Fatal(err)
 			}
 			failed := 0

@@ -102,6 +102,13 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 // Close checkpoints every audit chain this store extended since its last
 // checkpoint, then closes the database.
 func (s *Store) Close() error {
+	s.chains.mu.Lock()
+	if s.chains.timer != nil {
+		s.chains.timer.Stop()
+		close(s.chains.stop)
+		s.chains.timer = nil
+	}
+	s.chains.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.checkpointAll(ctx)

@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/cardvault/cardvault/sqlstore"
+	"github.com/cardvault/cardvault/auditchain"
 )
 
 // errAuditBroken makes audit verify exit 1 once it has printed the
@@ -25,7 +25,7 @@ func auditCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Lo
 	case "verify":
 		return auditVerify(ctx, args[1:], stdout, log)
 	case "export":
-		return auditExport(ctx, args[1:], stdout)
+		return auditExport(ctx, args[1:], stdout, log)
 	}
 	return fmt.Errorf("unknown audit subcommand %q (want verify or export)", args[0])
 }
@@ -59,7 +59,7 @@ func auditVerify(ctx context.Context, args []string, stdout io.Writer, log *slog
 	return reportBreaks(stdout, rep.Breaks, "every chain and checkpoint verifies")
 }
 
-func reportBreaks(stdout io.Writer, breaks []sqlstore.AuditBreak, ok string) error {
+func reportBreaks(stdout io.Writer, breaks []auditchain.Break, ok string) error {
 	if len(breaks) == 0 {
 		fmt.Fprintln(stdout, "result: "+ok)
 		return nil
@@ -70,35 +70,32 @@ func reportBreaks(stdout io.Writer, breaks []sqlstore.AuditBreak, ok string) err
 	return fmt.Errorf("%w: %d broken link(s); first broken link: %s", errAuditBroken, len(breaks), breaks[0])
 }
 
-// auditVerifyFile verifies an export: the hash chains always (they need
-// nothing but the file), the checkpoint MACs when the token is reachable.
-// It says which it did.
+// auditVerifyFile verifies an export with the token's audit key: every
+// segment's trailer MAC over all of its lines, every hash, link and
+// checkpoint. Without the token nothing is vouched for, so it fails.
 func auditVerifyFile(ctx context.Context, path string, stdout io.Writer, log *slog.Logger) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	var key sqlstore.AuditKey
-	m, _, herr := openHSM(log, nil)
-	if herr == nil {
-		defer m.Close()
-		key = m
-	}
-	rep, err := sqlstore.VerifyExport(ctx, f, key)
+	m, _, err := openHSM(log, nil)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return fmt.Errorf("%w: an export verifies only with the token's audit key, which is not reachable: %v", errAuditBroken, err)
 	}
-	fmt.Fprintf(stdout, "file: %s\nchains: %d, entries: %d, checkpoints: %d\n", path, rep.Chains, rep.Entries, rep.Checkpoints)
-	fmt.Fprintln(stdout, "hash chains: verified offline (every entry's hash recomputed, every link and seq checked)")
+	defer m.Close()
+	rep, err := auditchain.Verify(ctx, f, m)
+	if err != nil {
+		fmt.Fprintf(stdout, "file: %s\nBROKEN: %v\n", path, err)
+		return fmt.Errorf("%w: %s: %v", errAuditBroken, path, err)
+	}
+	fmt.Fprintf(stdout, "file: %s\nsegments: %d, chains: %d, entries: %d, checkpoints: %d\n", path, rep.Segments, rep.Chains, rep.Entries, rep.Checkpoints)
+	fmt.Fprintln(stdout, "trailers: every segment's MAC checked with the token's audit key (it covers every line, the window, each chain's ends and the counts)")
+	fmt.Fprintln(stdout, "hash chains: every entry's hash recomputed, every link and seq checked")
 	for chain, seq := range rep.Continued {
 		fmt.Fprintf(stdout, "chain %s starts at seq %d: its link to seq %d is in an earlier export\n", chain, seq, seq-1)
 	}
-	if key == nil {
-		fmt.Fprintf(stdout, "checkpoint MACs: NOT verified: the token is not reachable (%v)\n", herr)
-	} else {
-		fmt.Fprintf(stdout, "checkpoint MACs: %d verified with the token's audit key\n", rep.CheckpointsVerified)
-	}
+	fmt.Fprintf(stdout, "checkpoint MACs: %d verified with the token's audit key\n", rep.CheckpointsVerified)
 	if rep.CheckpointsOutside > 0 {
 		fmt.Fprintf(stdout, "checkpoints for entries outside this file: %d (their hashes are checked in the export that holds them)\n", rep.CheckpointsOutside)
 	}
@@ -106,7 +103,7 @@ func auditVerifyFile(ctx context.Context, path string, stdout io.Writer, log *sl
 }
 
 // auditExport writes the trail as JSON lines, for a SIEM or an assessor.
-func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
+func auditExport(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
 	since := fs.String("since", "", "first instant to export, RFC 3339 (default: the beginning)")
 	until := fs.String("until", "", "instant to stop before, RFC 3339 (default: now); the next export's --since")
@@ -134,13 +131,19 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer) error {
 		defer f.Close()
 		w = f
 	}
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
+	// The trailer is MACed in the token, so an export needs it as a
+	// verification does.
+	m, store, err := openVault(ctx, log)
 	if err != nil {
 		return err
 	}
+	defer m.Close()
 	defer store.Close()
-	entries, checkpoints, err := store.ExportAudit(ctx, from, to, w)
+	entries, checkpoints, err := store.ExportAudit(ctx, from, to, w, m)
 	if err != nil {
+		if *out != "" {
+			os.Remove(*out) // a half-written export is no export
+		}
 		return err
 	}
 	if f, ok := w.(*os.File); ok && f != os.Stdout {

@@ -61,6 +61,9 @@ const (
 	// `cardvault hsm probe` prints them (e.g. "gcm-iv=refused,raw-rsa=no").
 	envHSMProfile = "CARDVAULT_HSM_PROFILE"
 	envAuditEvery = "CARDVAULT_AUDIT_CHECKPOINT_EVERY" // audit entries per chain between checkpoints
+	// envAuditInterval bounds, in time, how much of a chain's tail no
+	// checkpoint covers (default 5s): what a kill -9 leaves unsealed.
+	envAuditInterval = "CARDVAULT_AUDIT_CHECKPOINT_INTERVAL"
 	// The security officer's PIN, which only the backup export needs.
 	envSOPINFile = "CARDVAULT_PKCS11_SO_PIN_FILE"
 	envSOPIN     = "CARDVAULT_PKCS11_SO_PIN"
@@ -283,6 +286,10 @@ func openPinned(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.S
 	if err != nil {
 		return nil, nil, err
 	}
+	interval, err := durationEnv(envAuditInterval, 5*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
 	store, err := openStore(ctx, getenv(envDB, defaultDB))
 	if err != nil {
 		return nil, nil, err
@@ -294,6 +301,7 @@ func openPinned(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.S
 		return nil, nil, err
 	}
 	store.UseAuditKey(m, every)
+	store.CheckpointEvery(interval)
 	return m, store, nil
 }
 
