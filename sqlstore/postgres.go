@@ -44,6 +44,7 @@ func OpenPostgres(ctx context.Context, dsn, password string) (*Store, error) {
 		isUnique:  postgresUnique,
 		txOpts:    func() *sql.TxOptions { return nil }, // READ COMMITTED, with serialize where counts decide
 		serialize: postgresSerialize,
+		rowLock:   " FOR SHARE",
 	})
 }
 

@@ -34,6 +34,9 @@ type dialect struct {
 	// rules checked by counting before inserting (budgets, the device
 	// limit). SQLite needs none: BEGIN IMMEDIATE serialises all writers.
 	serialize func(ctx context.Context, tx *sql.Tx, subjects ...string) error
+	// rowLock is appended to a SELECT whose row must not change before
+	// the transaction commits (" FOR SHARE"); SQLite's writer runs alone.
+	rowLock string
 	// singleWriter says the database takes one write transaction at a
 	// time (SQLite). The store then queues its writers itself and commits
 	// them in groups (group.go): SQLite's busy handler polls with sleeps
@@ -150,6 +153,11 @@ func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // applyWrite inserts a change's companions: the burnt key, the idempotent
 // result and the audit entry.
 func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.Write) error {
+	if w.Reveal != nil {
+		if err := s.recheckReveal(ctx, tx, w.Reveal); err != nil {
+			return err
+		}
+	}
 	if w.UsedKey != nil {
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO used_client_keys (fingerprint, card_id, used_at) VALUES (?, ?, ?)`),
 			w.UsedKey, cardID, micros(w.Audit.At))
@@ -186,6 +194,30 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 		}
 	}
 	return s.insertAudit(ctx, tx, w.Audit)
+}
+
+// recheckReveal reads the card and, for a gated route, its owner's
+// verified devices, and applies the reveal's check to them. On PostgreSQL
+// the card's row is share-locked until commit: a lock or close waits for
+// the reveal to commit, or the reveal reads its result. SQLite's writer
+// runs alone.
+func (s *Store) recheckReveal(ctx context.Context, tx *txn, r *vault.RevealCheck) error {
+	var status, owner string
+	var sealed bool
+	err := tx.QueryRowContext(ctx, s.q(`SELECT status, owner_id, sealed IS NOT NULL FROM cards WHERE id = ?`+s.d.rowLock), r.CardID).Scan(&status, &owner, &sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return vault.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	var devices int
+	if r.Gated {
+		if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM devices WHERE person_id = ? AND status = ?`), owner, string(vault.DeviceVerified)).Scan(&devices); err != nil {
+			return err
+		}
+	}
+	return r.Check(vault.Status(status), sealed, devices > 0)
 }
 
 // countSlot checks an event against its budget and records it. Concurrent

@@ -90,6 +90,10 @@ type Write struct {
 	// Order moves an order on; the transaction fails with a conflict
 	// naming "status" if the order is no longer where the move starts.
 	Order *OrderMove
+	// Reveal is a reveal's check of its card, made again in the
+	// transaction from what it reads there; the transaction fails with
+	// the check's refusal.
+	Reveal *RevealCheck
 }
 
 // Store persists cards, devices, used client keys, idempotent results,

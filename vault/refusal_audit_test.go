@@ -42,15 +42,16 @@ func TestRefusalAuditFailureIsLoggedAndCounted(t *testing.T) {
 	var logs bytes.Buffer
 	obs := &recordingObserver{}
 	svc, err := vault.NewService(m, failingAudit{store}, vault.Config{BIN: "400000", ExpiryYears: 3,
-		Lookups: vault.Budget{Window: time.Hour, PerCaller: 1},
+		Imports: vault.Budget{Window: time.Hour, PerCaller: 2},
 		Log:     slog.New(slog.NewJSONHandler(&logs, nil)), Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	caller := vault.Caller{Name: "test", RequestID: "req-7"}
-	// Two cards, then each PAN again: the first repeat spends the caller's
-	// one look-up (409, audited with the look-up's own write); the second
-	// is refused by the budget, and that refusal is audited on its own.
+	// Two cards spend the caller's import budget of two PANs: a repeat of
+	// one costs nothing more (409, audited with its own write); a third
+	// PAN is refused by the budget, and that refusal is audited on its
+	// own.
 	pans := []string{"4111111111111111", "5500000000000004"}
 	imp := func(pan string) error {
 		_, err := svc.Import(ctx, caller, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte(pan), CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2035}, nil)
@@ -62,10 +63,10 @@ func TestRefusalAuditFailureIsLoggedAndCounted(t *testing.T) {
 		}
 	}
 	if err := imp(pans[0]); vault.KindOf(err) != vault.KindConflict {
-		t.Fatalf("a repeated PAN within the look-up budget: %v, want the conflict", err)
+		t.Fatalf("a repeated PAN within the import budget: %v, want the conflict", err)
 	}
-	if err := imp(pans[1]); vault.KindOf(err) != vault.KindRateLimited {
-		t.Fatalf("a repeated PAN past the look-up budget: %v, want the budget's refusal", err)
+	if err := imp("4000056655665556"); vault.KindOf(err) != vault.KindRateLimited {
+		t.Fatalf("a third PAN past the import budget: %v, want the budget's refusal", err)
 	}
 	if len(obs.failed) != 1 || obs.failed[0] != "card.import" {
 		t.Errorf("audit write failures counted: %q, want one for card.import", obs.failed)

@@ -141,14 +141,14 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 		Audit:   s.audit(c, "card.secure_view", card.ID, d.PersonID, "ok", detail),
 		UsedKey: jwk.Fingerprint,
 		Slot:    slot,
+		Reveal:  s.revealCheck(card, "id", false),
 	}
 	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
 		return "", d.PersonID, err
 	}
 	if err := s.store.Commit(ctx, w); err != nil {
-		if KindOf(err) == KindConflict && !errors.Is(err, ErrDuplicateRequest) {
-			// The only conflict left is the burnt key; name it as the
-			// request does.
+		if e := new(Error); errors.As(err, &e) && e.Kind == KindConflict && e.Field == "public_key" {
+			// The burnt key; name it as the request does.
 			err = Conflict("jwk", "key has received card data before; send a fresh key")
 		}
 		return "", d.PersonID, err

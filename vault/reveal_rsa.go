@@ -5,6 +5,7 @@ package vault
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -73,12 +74,13 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 			Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
 			UsedKey: key.Fingerprint,
 			Slot:    slot,
+			Reveal:  s.revealCheck(card, "card_id", true),
 		}
 		if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
 			return nil, err
 		}
 		if err := s.store.Commit(ctx, w); err != nil {
-			if refusedByRule(err) {
+			if refusedByRule(err) || errors.Is(err, errDeviceGate) {
 				return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
 			}
 			return nil, err

@@ -365,13 +365,48 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 // revealable refuses to reveal a closed card (its record is shredded) or
 // a locked one (its holder stopped it).
 func revealable(card *Card, field string) error {
+	return revealableStatus(card.Status, card.Sealed != nil, field)
+}
+
+func revealableStatus(status Status, sealed bool, field string) error {
 	switch {
-	case card.Status == StatusClosed || card.Sealed == nil:
+	case status == StatusClosed || !sealed:
 		return Conflict(field, "card is closed")
-	case card.Status == StatusLocked:
+	case status == StatusLocked:
 		return Conflict(field, "card is locked")
 	}
 	return nil
+}
+
+// RevealCheck is what a reveal checked of its card before the HSM opened
+// the record, to be checked again where the reveal is recorded: a card
+// locked, or an owner who bound a device, meanwhile refuses the reveal
+// rather than follow it.
+type RevealCheck struct {
+	CardID string
+	Field  string // what a refusal names
+	// Gated says the route carries no device signature, so the owner must
+	// still have no verified device (the device gate).
+	Gated bool
+}
+
+// Check judges the card as the recording transaction reads it: its
+// status, whether its record is still there, and whether its owner has a
+// verified device.
+func (r *RevealCheck) Check(status Status, sealed, ownerHasVerifiedDevice bool) error {
+	if err := revealableStatus(status, sealed, r.Field); err != nil {
+		return err
+	}
+	if r.Gated && ownerHasVerifiedDevice {
+		return errDeviceGate
+	}
+	return nil
+}
+
+// revealCheck is the commit-time check of a reveal of card by a route
+// with (gated false) or without a device signature.
+func (s *Service) revealCheck(card *Card, field string, gated bool) *RevealCheck {
+	return &RevealCheck{CardID: card.ID, Field: field, Gated: gated && s.cfg.DeviceGate}
 }
 
 // errDeviceGate refuses a route without a device signature for a card

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 		"Idempotency":                testIdempotency,
 		"ListPagesAndFilters":        testList,
 		"StatusTransitions":          testStatus,
+		"RevealRecheckedAtCommit":    testRevealRecheck,
 		"CloseShredsRecord":          testClose,
 		"DeviceLifecycle":            testDeviceLifecycle,
 		"DeviceLimitPerPerson":       testDeviceLimit,
@@ -334,6 +335,27 @@ func cardIDs(cs []*vault.Card) []string {
 		out = append(out, c.ID)
 	}
 	return out
+}
+
+// testRevealRecheck: a reveal's Write re-reads its card, so a lock or a
+// close that landed after the reveal's first checks refuses it, and
+// writes nothing (issue 27, finding 6).
+func testRevealRecheck(t *testing.T, s vault.Store) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	must(t, s.CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	reveal := vault.Write{Audit: audit("card.reveal", c.ID), UsedKey: key("reveal-" + c.ID), Reveal: &vault.RevealCheck{CardID: c.ID, Field: "id"}}
+	must(t, s.Commit(ctx, reveal))
+	_, err := s.SetStatus(ctx, "acct-1", c.ID, []vault.Status{vault.StatusOpen}, vault.StatusLocked, now, vault.Write{Audit: audit("card.status", c.ID)})
+	must(t, err)
+	reveal.UsedKey = key("again-" + c.ID)
+	if err := s.Commit(ctx, reveal); !isConflict(err, "id") {
+		t.Fatalf("a reveal of a locked card committed: %v", err)
+	}
+	trail, _ := s.AuditTrail(ctx, c.ID)
+	if len(trail) != 3 {
+		t.Fatalf("%d audit entries, want 3 (issue, reveal, lock)", len(trail))
+	}
 }
 
 func testStatus(t *testing.T, s vault.Store) {
