@@ -13,10 +13,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
@@ -156,14 +158,67 @@ func (t *Tokens) read() ([]apiToken, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("tokens file %s is not a regular file", t.path)
 	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("tokens file %s is writable by group or others (mode %04o); refusing it", t.path, st.Mode().Perm())
+	if err := safeFile(t.path, st); err != nil {
+		return nil, fmt.Errorf("tokens file %s: %w; refusing it", t.path, err)
 	}
 	tokens, problems := parseTokens(f)
 	for _, p := range problems {
 		t.log.Error("tokens file line refused", "file", t.path, "problem", p)
 	}
 	return tokens, nil
+}
+
+// safeFile judges a file as OpenSSH's StrictModes judges
+// authorized_keys: the file, and every directory above it, both as named
+// and once links are resolved, is owned by root or by this process's
+// user, and none may be written by group or others, but a sticky
+// directory (/tmp), where others cannot replace what they do not own.
+func safeFile(path string, st os.FileInfo) error {
+	if err := safeOwner(st); err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("writable by group or others (mode %04o)", st.Mode().Perm())
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return err
+	}
+	for _, p := range []string{path, real} {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return err
+		}
+		for dir := filepath.Dir(abs); ; dir = filepath.Dir(dir) {
+			ds, err := os.Stat(dir)
+			if err != nil {
+				return err
+			}
+			if err := safeOwner(ds); err != nil {
+				return fmt.Errorf("directory %s is %w", dir, err)
+			}
+			if ds.Mode().Perm()&0o022 != 0 && ds.Mode()&os.ModeSticky == 0 {
+				return fmt.Errorf("directory %s is writable by group or others (mode %04o)", dir, ds.Mode().Perm())
+			}
+			if dir == filepath.Dir(dir) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// safeOwner refuses a file owned by anyone but root or this process's
+// user.
+func safeOwner(st os.FileInfo) error {
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil // no owners on this system
+	}
+	if uid := int(sys.Uid); uid != 0 && uid != os.Geteuid() {
+		return fmt.Errorf("owned by uid %d, neither root nor this process's user (%d)", uid, os.Geteuid())
+	}
+	return nil
 }
 
 // parseTokens reads every line; a malformed line, and every line whose

@@ -120,3 +120,48 @@ func TestTokensFileFailsClosed(t *testing.T) {
 		t.Fatal("a token with a unique name was dropped beside a repeated one")
 	}
 }
+
+// The tokens file is judged as OpenSSH's StrictModes judges
+// authorized_keys, not by its mode bits alone (issue 27, finding 7): a
+// file owned by another user, or reached through a directory others may
+// write (a symlink there included), holds no token. A sticky directory
+// (/tmp) is safe: others cannot replace what is in it.
+func TestTokensFileOwnerAndDirectories(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("making a file of another owner needs root") // CI runs as root
+	}
+	_, line, _ := NewToken("alpha", []string{ScopeCardsRead})
+	dir := t.TempDir()
+	good := filepath.Join(dir, "tokens")
+	os.WriteFile(good, []byte(line+"\n"), 0o600)
+	if _, err := LoadTokens(good, nil); err != nil {
+		t.Fatalf("a root-owned 0600 file in a private directory under /tmp: %v", err)
+	}
+
+	other := filepath.Join(dir, "others")
+	os.WriteFile(other, []byte(line+"\n"), 0o644)
+	if err := os.Chown(other, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadTokens(other, nil); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") {
+		t.Errorf("a 0644 file owned by another user: %v", err)
+	}
+
+	open := filepath.Join(dir, "open")
+	os.Mkdir(open, 0o755)
+	os.Chmod(open, 0o777)
+	planted := filepath.Join(open, "tokens")
+	os.WriteFile(planted, []byte(line+"\n"), 0o600)
+	link := filepath.Join(dir, "link")
+	os.Symlink(planted, link)
+	for _, p := range []string{planted, link} {
+		if _, err := LoadTokens(p, nil); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
+			t.Errorf("%s, in or through a world-writable directory: %v", filepath.Base(p), err)
+		}
+	}
+	linkDir := filepath.Join(open, "link")
+	os.Symlink(good, linkDir)
+	if _, err := LoadTokens(linkDir, nil); err == nil {
+		t.Error("a symlink that others may replace, to a good file, is trusted")
+	}
+}
