@@ -109,6 +109,10 @@ func ParseURI(s string) (URI, error) {
 		return u, fmt.Errorf("PKCS#11 URI: want pkcs11:token=...")
 	}
 	path, query, _ := strings.Cut(rest, "?")
+	// A repeated attribute would select by its last value (token=a;token=b
+	// opens b) and an empty one fall back to a default: both are refused
+	// by name.
+	seen := map[string]bool{}
 	attrs := func(part, sep string, set func(k, v string) error) error {
 		if part == "" {
 			return nil
@@ -118,9 +122,16 @@ func ParseURI(s string) (URI, error) {
 			if !ok {
 				return fmt.Errorf("PKCS#11 URI: attribute %q has no value", k)
 			}
+			if seen[k] {
+				return fmt.Errorf("PKCS#11 URI: attribute %q is given twice", k)
+			}
+			seen[k] = true
 			v, err := url.PathUnescape(raw)
 			if err != nil {
 				return fmt.Errorf("PKCS#11 URI: attribute %s: %w", k, err)
+			}
+			if v == "" {
+				return fmt.Errorf("PKCS#11 URI: attribute %q is empty", k)
 			}
 			if err := set(k, v); err != nil {
 				return err
@@ -154,9 +165,9 @@ func ParseURI(s string) (URI, error) {
 		case "module-path":
 			u.Module = v
 		case "pin-source":
-			file, ok := strings.CutPrefix(v, "file:")
-			if !ok {
-				return fmt.Errorf("PKCS#11 URI: pin-source %q, want file:PATH", v)
+			file, err := fileURIPath(v)
+			if err != nil {
+				return err
 			}
 			u.PINFile = file
 		case "pin-value":
@@ -173,4 +184,28 @@ func ParseURI(s string) (URI, error) {
 		return URI{}, fmt.Errorf("PKCS#11 URI: no token, serial or slot-id selects a token")
 	}
 	return u, nil
+}
+
+// fileURIPath reads a pin-source as RFC 8089 reads a file URI: file:/p,
+// file:///p and file://localhost/p name the local file /p; another host,
+// a relative path or no path at all is refused.
+func fileURIPath(v string) (string, error) {
+	rest, ok := strings.CutPrefix(v, "file:")
+	if !ok {
+		return "", fmt.Errorf("PKCS#11 URI: pin-source %q, want file:PATH", v)
+	}
+	if authority, ok := strings.CutPrefix(rest, "//"); ok {
+		host, p, _ := strings.Cut(authority, "/")
+		if host != "" && host != "localhost" {
+			return "", fmt.Errorf("PKCS#11 URI: pin-source names host %q; only a local file is read", host)
+		}
+		rest = "/" + p
+	}
+	switch {
+	case rest == "" || rest == "/":
+		return "", fmt.Errorf("PKCS#11 URI: pin-source names no file")
+	case !strings.HasPrefix(rest, "/"):
+		return "", fmt.Errorf("PKCS#11 URI: pin-source file %q must be an absolute path", rest)
+	}
+	return rest, nil
 }

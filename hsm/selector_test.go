@@ -71,6 +71,13 @@ func TestParseURI(t *testing.T) {
 	if u.TokenLabel != "card vault" || u.TokenSerial != "1a2b" || u.Slot == nil || *u.Slot != 7 || u.Module != "/usr/lib/vendor/libpkcs11.so" || u.PINFile != "/run/secrets/pin" {
 		t.Fatalf("parsed %+v", u)
 	}
+	// RFC 8089's forms of one local file.
+	for _, pin := range []string{"file:/run/secrets/pin", "file:///run/secrets/pin", "file://localhost/run/secrets/pin"} {
+		u, err := ParseURI("pkcs11:token=x?pin-source=" + pin)
+		if err != nil || u.PINFile != "/run/secrets/pin" {
+			t.Errorf("pin-source=%s: %q, %v; want /run/secrets/pin", pin, u.PINFile, err)
+		}
+	}
 	for uri, want := range map[string]string{
 		"token=x":                         "want pkcs11:",
 		"pkcs11:object=card-kek":          `path attribute "object"`,
@@ -80,6 +87,16 @@ func TestParseURI(t *testing.T) {
 		"pkcs11:?module-path=/lib/x.so":   "no token, serial or slot-id",
 		"pkcs11:token=x?max-sessions=4":   `query attribute "max-sessions"`,
 		"pkcs11:token":                    "has no value",
+		// Issue 27, finding 10: repeats and empty values are refused by
+		// name, and file: URIs are read as RFC 8089 reads them.
+		"pkcs11:token=nonexistent;token=cardvault":             `attribute "token" is given twice`,
+		"pkcs11:token=x?pin-source=file:/a&pin-source=file:/b": `attribute "pin-source" is given twice`,
+		"pkcs11:token=x?module-path=/a.so&module-path=/b.so":   `attribute "module-path" is given twice`,
+		"pkcs11:token=":                                      `attribute "token" is empty`,
+		"pkcs11:token=x?pin-source=file:":                    `pin-source names no file`,
+		"pkcs11:token=x?module-path=":                        `attribute "module-path" is empty`,
+		"pkcs11:token=x?pin-source=file://otherhost/run/pin": `names host "otherhost"`,
+		"pkcs11:token=x?pin-source=file:run/pin":             `must be an absolute path`,
 	} {
 		if _, err := ParseURI(uri); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want %q", uri, err, want)
