@@ -113,6 +113,26 @@ func (m *Module) sealWith(c *conn, version uint32, aad, plaintext []byte) ([]byt
 	return append(out, ct...), nil
 }
 
+// SealRoundTrip seals a fixed record under the active card KEK and opens
+// it again: readiness, which a token that reaches but cannot seal (a
+// refused IV, a key it lost) must fail, since every import and issue
+// would.
+func (m *Module) SealRoundTrip(ctx context.Context) error {
+	aad, probe := []byte("cardvault-readiness"), []byte("a record of no value")
+	sealed, _, err := m.Seal(ctx, aad, probe)
+	if err != nil {
+		return err
+	}
+	opened, err := m.Open(ctx, aad, sealed)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(opened, probe) {
+		return errors.New("hsm: a sealed record opened to other bytes")
+	}
+	return nil
+}
+
 // Open authenticates and decrypts a sealed record inside the token. Every
 // failure rooted in the record or the AAD (a flipped byte, another card's
 // AAD, an unknown or wrong key version) is ErrCrypto; token faults are

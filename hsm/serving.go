@@ -73,6 +73,7 @@ func (s *Serving) AuditMACWithVersion(ctx context.Context, version uint32, msg [
 // What readiness, logs and metrics read of the token.
 
 func (s *Serving) Probe(ctx context.Context) error              { return s.m.Probe(ctx) }
+func (s *Serving) SealRoundTrip(ctx context.Context) error      { return s.m.SealRoundTrip(ctx) }
 func (s *Serving) RequireKeys(ctx context.Context) error        { return s.m.RequireKeys(ctx) }
 func (s *Serving) KeyRefresh() time.Duration                    { return s.m.KeyRefresh() }
 func (s *Serving) Rejections() []Rejection                      { return s.m.Rejections() }

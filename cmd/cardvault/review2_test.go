@@ -191,3 +191,16 @@ func dumpAudit(t *testing.T, jv *jikoVault) []string {
 	}
 	return out
 }
+
+// Also in the review: /readyz answered 200 while every seal failed under
+// a forced gcm-iv=refused. Readiness now seals and opens a record.
+func TestReviewReadinessTriesASeal(t *testing.T) {
+	jv := newServedVault(t, []string{"cards:write"}, envHSMProfile+"=gcm-iv=refused")
+	if r := jv.post(t, jv.base+"/v1/cards", map[string]any{"owner_id": "acct-1", "pan": "4111111111111111", "cvv": "123", "expiry_month": 12, "expiry_year": time.Now().Year() + 2}, nil); r.status < 500 {
+		t.Fatalf("an import under the forced profile answered %d: the seal does not fail, so this test proves nothing", r.status)
+	}
+	r := jv.do(t, "GET", jv.base+"/readyz", nil, nil)
+	if r.status != 503 || !strings.Contains(r.body, `"seal":"unavailable"`) {
+		t.Fatalf("readyz while every seal fails: %d %s, want 503 naming the seal", r.status, r.body)
+	}
+}

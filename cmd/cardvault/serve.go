@@ -157,6 +157,7 @@ func newHTTPServer(log *slog.Logger, m *hsm.Serving, store vault.Store, svc *vau
 				{Name: "hsm", Check: m.Probe},
 				{Name: "database", Check: store.Ping},
 				{Name: "keys", Check: m.RequireKeys},
+				{Name: "seal", Check: m.SealRoundTrip},
 			},
 			KeyRefresh: m.KeyRefresh(),
 			Notices: func() []string {
