@@ -173,12 +173,14 @@ func (c *conn) open(version uint32, aad, sealed []byte) ([]byte, error) {
 }
 
 // opaque turns every input fault into ErrCrypto, keeping ErrUnavailable,
+// a key the token or the pinned catalog cannot give (ErrKeyNotFound: a
+// 503 that names the label in the log, never a "record does not open"),
 // a missing mechanism and context errors as they are.
 func opaque(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrNoOAEPSHA256), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrKeyNotFound), errors.Is(err, ErrNoOAEPSHA256), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return err
 	default:
 		return ErrCrypto

@@ -78,9 +78,22 @@ func reject(k KeyInfo, rec *vault.KeyRecord) string {
 	return ""
 }
 
+// classesOf are the object classes the vault makes under a purpose's
+// labels, and so the only ones it looks up there.
+func classesOf(p Purpose) []string {
+	if p.Kind() == KindRSA {
+		return []string{"public", "private"}
+	}
+	return []string{"secret"}
+}
+
 // pin marks the objects that do not match their records for the token
 // (by serial). A version is usable only if every object under its label
-// matches, and a key pair only with both halves present.
+// of a class the vault uses there matches, and a key pair only with both
+// halves present. An object of another class (a public key under a
+// secret key's label, which a session without the user PIN can make) is
+// refused on its own: the vault never looks it up, so it takes nothing
+// down.
 func pin(keys []KeyInfo, records []vault.KeyRecord, token string) ([]KeyInfo, []Rejection) {
 	byLabel := map[string]*vault.KeyRecord{}
 	for i := range records {
@@ -92,6 +105,10 @@ func pin(keys []KeyInfo, records []vault.KeyRecord, token string) ([]KeyInfo, []
 	classes := map[string][]string{}
 	for i := range keys {
 		k := &keys[i]
+		if !slices.Contains(classesOf(k.Purpose), k.Class) {
+			k.Rejected = fmt.Sprintf("a %s object, which %s never has: ignored", k.Class, k.Purpose)
+			continue
+		}
 		classes[k.Label] = append(classes[k.Label], k.Class)
 		if reason := reject(*k, byLabel[k.Label]); reason != "" {
 			k.Rejected = reason

@@ -19,7 +19,7 @@ func TestServingHasOnlyTheRequestPath(t *testing.T) {
 		// the audit chains' checkpoints
 		"AuditMAC", "AuditMACWithVersion",
 		// readiness, logs and metrics
-		"Probe", "RequireKeys", "KeyRefresh", "Rejections", "Limitations", "Label", "Token",
+		"Probe", "SealRoundTrip", "RequireKeys", "KeyRefresh", "Rejections", "Limitations", "Label", "Token",
 		"Reconnects", "SlotsInUse", "Slots", "SetObserver", "ActiveVersion", "Close",
 	}
 	typ := reflect.TypeOf(&Serving{})

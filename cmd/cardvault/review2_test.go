@@ -5,12 +5,16 @@ package main
 // probed (8675783) and passes since.
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"fmt"
 	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/pkcs11"
 )
 
 // Finding 1: an import answered 201 for a PAN not in the vault and 409
@@ -202,5 +206,63 @@ func TestReviewReadinessTriesASeal(t *testing.T) {
 	r := jv.do(t, "GET", jv.base+"/readyz", nil, nil)
 	if r.status != 503 || !strings.Contains(r.body, `"seal":"unavailable"`) {
 		t.Fatalf("readyz while every seal fails: %d %s, want 503 naming the seal", r.status, r.body)
+	}
+}
+
+// withPublicSession runs fn on a read-write session of the test token
+// without logging in: what any process that can load the module can do.
+func withPublicSession(t *testing.T, v *vaultEnv, fn func(p *pkcs11.Ctx, sh pkcs11.SessionHandle)) {
+	t.Helper()
+	withUserSession(t, v, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
+		if err := p.Logout(sh); err != nil {
+			t.Fatal(err)
+		}
+		fn(p, sh)
+	})
+}
+
+// Finding 5: a public object planted under card-kek/v1 by a session
+// without the user PIN took the version down (readyz 503, imports 503,
+// reveals 500). An object of a class the vault never makes under a label
+// is refused on its own and takes nothing down; and a key the vault
+// cannot use answers 503, never 500.
+func TestReviewPlantedObjectsDoNotStopTheVault(t *testing.T) {
+	jv := newServedVault(t, []string{"cards:write", "cards:read", "cards:reveal"}, envKeyRefresh+"=200ms", envDeviceGate+"=off")
+	card := jv.importCard(t, "acct-1", "4111111111111111")
+	withPublicSession(t, jv.vaultEnv, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) {
+		key, _ := rsa.GenerateKey(rand.Reader, 2048)
+		if _, err := p.CreateObject(sh, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
+			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
+			pkcs11.NewAttribute(pkcs11.CKA_LABEL, "card-kek/v1"),
+			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
+			pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+			pkcs11.NewAttribute(pkcs11.CKA_MODULUS, key.N.Bytes()),
+			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	time.Sleep(500 * time.Millisecond) // past the key refresh
+	if r := jv.do(t, "GET", jv.base+"/readyz", nil, nil); r.status != 200 || !strings.Contains(r.body, "card-kek/v1 (public)") {
+		t.Errorf("readyz after a public object was planted under card-kek/v1: %d %s, want 200 naming the refused object", r.status, r.body)
+	}
+	jv.importCard(t, "acct-1", "5500000000000004")
+	r := jv.post(t, jv.base+"/api/v1/jiko-accounts/acct-1/virtual-cards/"+card, map[string]string{"public_key": rsaPEM(t, 4096, 65537, false, false)}, nil)
+	if r.status != 200 {
+		t.Errorf("a reveal after the plant: %d %s", r.status, r.body)
+	}
+
+	// A secret object under the active label, made with the user PIN,
+	// takes the version down: the vault then cannot seal or open, and
+	// says so with 503, not 500.
+	plantKey(t, jv.vaultEnv, "card-kek/v1", pkcs11.CKK_AES)
+	time.Sleep(500 * time.Millisecond)
+	if r := jv.post(t, jv.base+"/v1/cards", map[string]any{"owner_id": "acct-1", "pan": "4000056655665556", "cvv": "123", "expiry_month": 12, "expiry_year": time.Now().Year() + 2}, nil); r.status != 503 {
+		t.Errorf("an import while card-kek/v1 is refused: %d %s, want 503", r.status, r.body)
+	}
+	r = jv.post(t, jv.base+"/api/v1/jiko-accounts/acct-1/virtual-cards/"+card, map[string]string{"public_key": rsaPEM(t, 4096, 65537, false, false)}, nil)
+	if r.status != 503 || r.header.Get("Retry-After") == "" {
+		t.Errorf("a reveal while card-kek/v1 is refused: %d %s, want 503 with Retry-After", r.status, r.body)
 	}
 }
