@@ -78,13 +78,15 @@ func reject(k KeyInfo, rec *vault.KeyRecord) string {
 	return ""
 }
 
-// classesOf are the object classes the vault makes under a purpose's
-// labels, and so the only ones it looks up there.
-func classesOf(p Purpose) []string {
+// usedClass is the one object class the vault uses under a purpose's
+// labels. A key pair's public half is not used: the public key is read
+// from the private half, so a public object, which a session without the
+// user PIN can alter or destroy, decides nothing.
+func usedClass(p Purpose) string {
 	if p.Kind() == KindRSA {
-		return []string{"public", "private"}
+		return "private"
 	}
-	return []string{"secret"}
+	return "secret"
 }
 
 // pin marks the objects that do not match their records for the token
@@ -105,7 +107,18 @@ func pin(keys []KeyInfo, records []vault.KeyRecord, token string) ([]KeyInfo, []
 	classes := map[string][]string{}
 	for i := range keys {
 		k := &keys[i]
-		if !slices.Contains(classesOf(k.Purpose), k.Class) {
+		if k.Class == "public" && k.Kind == KindRSA {
+			// Checked, but on its own: the vault reads the public key
+			// from the private half. Its end date is the ceremony's,
+			// never the object's, which anyone can rewrite.
+			k.EndDate = time.Time{}
+			if rec := byLabel[k.Label]; rec != nil {
+				k.EndDate = rec.EndDate
+			}
+			k.Rejected = reject(*k, byLabel[k.Label])
+			continue
+		}
+		if k.Class != usedClass(k.Purpose) {
 			k.Rejected = fmt.Sprintf("a %s object, which %s never has: ignored", k.Class, k.Purpose)
 			continue
 		}
@@ -117,8 +130,8 @@ func pin(keys []KeyInfo, records []vault.KeyRecord, token string) ([]KeyInfo, []
 	}
 	for label, cs := range classes {
 		p, _, _ := parseLabel(label)
-		if p.Kind() == KindRSA && bad[label] == "" && !(slices.Contains(cs, "private") && slices.Contains(cs, "public")) {
-			bad[label] = "half of the key pair is missing"
+		if p.Kind() == KindRSA && bad[label] == "" && !slices.Contains(cs, "private") {
+			bad[label] = "the private half is missing"
 		}
 	}
 	var out []Rejection

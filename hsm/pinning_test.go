@@ -163,3 +163,97 @@ func TestPinnedCatalogRefusesPlantedAndAlteredKeys(t *testing.T) {
 		t.Errorf("a check value mismatch is not rejected: %s", rejectionsText(m.Rejections()))
 	}
 }
+
+// Issue 27, finding 5: a session without the user PIN rewrote the set_pin
+// public half's CKA_END_DATE, which set how long the previous version's
+// PINs were accepted. With a catalog pinned, the end date is the one the
+// rotation recorded in the catalog; the token's attribute counts for
+// nothing.
+func TestPinnedEndDateIsTheCatalogs(t *testing.T) {
+	tok := openKeyedModuleToken(t)
+	unpinned := tok.open(t, nil)
+	ctx := context.Background()
+	for _, v := range []uint32{1, 2} {
+		if err := unpinned.Generate(ctx, SetPIN, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var catalog memCatalog
+	catalog.record(t, unpinned)
+	unpinned.Close()
+	m := tok.open(t, &catalog)
+	// The rewrite: the public half is a public object.
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		h, err := c.handle(sh, Label(SetPIN, 1), classPublic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.p.SetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_END_DATE, []byte("20991231"))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.loadVersions(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	_, previous, end, err := m.Versions(ctx, SetPIN)
+	if err != nil || previous != 1 {
+		t.Fatalf("versions: previous %d, %v", previous, err)
+	}
+	if !end.IsZero() {
+		t.Fatalf("the previous set_pin version ends %s, set in the token alone; want no end, since no ceremony recorded one", end.Format(time.DateOnly))
+	}
+	// The rotation's record is what counts.
+	recorded := time.Date(2031, 3, 8, 0, 0, 0, 0, time.UTC)
+	for i := range catalog {
+		if catalog[i].Label == Label(SetPIN, 1) {
+			catalog[i].EndDate = recorded
+		}
+	}
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		if err := c.loadVersions(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if _, _, end, err := m.Versions(ctx, SetPIN); err != nil || !end.Equal(recorded) {
+		t.Fatalf("the previous set_pin version ends %s (%v), want the recorded %s", end.Format(time.DateOnly), err, recorded.Format(time.DateOnly))
+	}
+}
+
+// Issue 27, finding 5: a set_pin public half is a public object, which a
+// session without the user PIN can alter or destroy. The vault reads the
+// public key from the private half, so neither takes the version down.
+func TestSetPINNeedsNoPublicObject(t *testing.T) {
+	tok := openKeyedModuleToken(t)
+	unpinned := tok.open(t, nil)
+	ctx := context.Background()
+	if err := unpinned.Generate(ctx, SetPIN, 1); err != nil {
+		t.Fatal(err)
+	}
+	want, err := unpinned.PublicKey(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var catalog memCatalog
+	catalog.record(t, unpinned)
+	unpinned.Close()
+	m := tok.open(t, &catalog)
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		h, err := c.handle(sh, Label(SetPIN, 1), classPublic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.p.DestroyObject(sh, h); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.loadVersions(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if v, err := m.ActiveVersion(ctx, SetPIN); err != nil || v != 1 {
+		t.Fatalf("set_pin after its public object was destroyed: v%d, %v", v, err)
+	}
+	pub, err := m.PublicKey(ctx, 1)
+	if err != nil || !pub.Equal(want) {
+		t.Fatalf("the published key after its public object was destroyed: %v", err)
+	}
+}

@@ -202,9 +202,12 @@ func (c *conn) modulusLen(sh pkcs11.SessionHandle, label string) (int, error) {
 	return pub.Size(), nil
 }
 
-// publicKey reads a key pair's public half once per connection: the
+// publicKey reads a key pair's public key once per connection: the
 // set-PIN path needs it on every request, and a key never changes under
-// its label.
+// its label. It is read from the private half, a private object: the
+// public half is a public object, which a session without the user PIN
+// can alter or destroy. A token whose private keys do not show their
+// public exponent is read from the public half instead.
 func (c *conn) publicKey(sh pkcs11.SessionHandle, label string) (*rsa.PublicKey, error) {
 	c.handleMu.RLock()
 	pub, ok := c.pubKeys[label]
@@ -212,12 +215,17 @@ func (c *conn) publicKey(sh pkcs11.SessionHandle, label string) (*rsa.PublicKey,
 	if ok {
 		return pub, nil
 	}
-	h, err := c.handle(sh, label, classPublic)
+	h, err := c.handle(sh, label, classPrivate)
 	if err != nil {
 		return nil, err
 	}
-	if pub, err = c.rsaPublicOf(sh, h, label); err != nil {
-		return nil, err
+	if pub, err = c.rsaPublicOf(sh, h, label); err != nil || pub.E == 0 || pub.N.Sign() == 0 {
+		if h, err = c.handle(sh, label, classPublic); err != nil {
+			return nil, err
+		}
+		if pub, err = c.rsaPublicOf(sh, h, label); err != nil {
+			return nil, err
+		}
 	}
 	c.handleMu.Lock()
 	c.pubKeys[label] = pub

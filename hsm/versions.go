@@ -16,7 +16,9 @@ import (
 // within that time without a restart.
 type versionView struct {
 	active map[Purpose]uint32
-	ends   map[string]time.Time // label → its public half's CKA_END_DATE
+	// ends maps a label to its last day: the catalog's record, or without
+	// a catalog the public half's CKA_END_DATE.
+	ends map[string]time.Time
 	at     time.Time
 	// pinned says a key catalog is in force: only usable labels are
 	// used, and rejected lists the objects that are not.
@@ -54,6 +56,11 @@ func (c *conn) loadVersions() error {
 		}
 		v.pinned = true
 		keys, v.rejected = pin(keys, records, c.serial)
+		for _, r := range records {
+			if r.Token == c.serial && !r.EndDate.IsZero() {
+				v.ends[r.Label] = r.EndDate
+			}
+		}
 		if prev := c.versions.Load(); prev == nil || rejectionsText(prev.rejected) != rejectionsText(v.rejected) {
 			for _, r := range v.rejected {
 				c.log.Error("key object rejected: not used", "label", r.Label, "class", r.Class, "reason", r.Reason)
@@ -64,11 +71,14 @@ func (c *conn) loadVersions() error {
 		if k.Rejected != "" {
 			continue
 		}
-		v.usable[k.Label] = true
-		v.active[k.Purpose] = max(v.active[k.Purpose], k.Version)
-		if !k.EndDate.IsZero() {
+		if !v.pinned && !k.EndDate.IsZero() {
 			v.ends[k.Label] = k.EndDate
 		}
+		if k.Kind == KindRSA && k.Class == "public" {
+			continue // a pair is usable by its private half
+		}
+		v.usable[k.Label] = true
+		v.active[k.Purpose] = max(v.active[k.Purpose], k.Version)
 	}
 	for i := range keys {
 		keys[i].Active = keys[i].Rejected == "" && keys[i].Version == v.active[keys[i].Purpose]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/vault"
@@ -59,6 +60,15 @@ func (c *memCatalog) RecordKey(_ context.Context, r vault.KeyRecord) error {
 	return nil
 }
 func (c *memCatalog) KeyRecords(context.Context) ([]vault.KeyRecord, error) { return c.records, nil }
+func (c *memCatalog) SetKeyEndDate(_ context.Context, token, label string, day time.Time) error {
+	for i := range c.records {
+		if c.records[i].Token == token && c.records[i].Label == label {
+			c.records[i].EndDate = day
+			return nil
+		}
+	}
+	return vault.ErrNotFound
+}
 
 func TestRecordKeyRecordsWhatTheTokenShows(t *testing.T) {
 	ctx := context.Background()

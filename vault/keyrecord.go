@@ -29,6 +29,11 @@ type KeyRecord struct {
 	Extractable bool
 	Ceremony    string // the ceremony and its transcript
 	RecordedAt  time.Time
+	// EndDate is the last day (UTC) clients may encrypt to a key pair's
+	// public half, set by the rotation that ended it; zero for none. The
+	// token's CKA_END_DATE mirrors it but is not trusted: a session
+	// without the user PIN can rewrite a public object.
+	EndDate time.Time
 }
 
 // Key origins.
@@ -44,4 +49,7 @@ type KeyCatalog interface {
 	RecordKey(ctx context.Context, r KeyRecord) error
 	// KeyRecords returns every record.
 	KeyRecords(ctx context.Context) ([]KeyRecord, error)
+	// SetKeyEndDate records a key pair version's last day (UTC); a label
+	// not recorded for the token is ErrNotFound.
+	SetKeyEndDate(ctx context.Context, token, label string, day time.Time) error
 }

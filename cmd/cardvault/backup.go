@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"text/tabwriter"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/keyceremony"
@@ -103,6 +104,19 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 			continue
 		}
 		if err := keyceremony.RecordKey(ctx, c.m, c.store, k.Label, c.recordedBy()); err != nil {
+			return err
+		}
+	}
+	// A public half's end date, which servers read from the catalog.
+	for _, k := range b.Keys {
+		if k.Class != "public" || k.EndDate == "" {
+			continue
+		}
+		day, err := time.Parse(time.DateOnly, k.EndDate)
+		if err != nil {
+			return fmt.Errorf("backup: %s end date: %w", k.Label, err)
+		}
+		if err := c.store.SetKeyEndDate(ctx, c.tok.Serial, k.Label, day); err != nil {
 			return err
 		}
 	}

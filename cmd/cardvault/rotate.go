@@ -98,6 +98,12 @@ func (c *ceremony) endPrevious(ctx context.Context, t *transcript, p hsm.Purpose
 		return nil
 	}
 	lastDay := c.now.UTC().AddDate(0, 0, graceDays)
+	// The catalog's date is the one servers read; the token's mirrors it
+	// for tools that read the token alone.
+	if err := c.store.SetKeyEndDate(ctx, c.tok.Serial, hsm.Label(p, previous), lastDay); err != nil {
+		return fmt.Errorf("%s is active, but recording the end of %s failed (PINs to it are refused until it is dated): %w",
+			hsm.Label(p, previous+1), hsm.Label(p, previous), err)
+	}
 	if err := c.m.SetPublicEndDate(ctx, p, previous, lastDay); err != nil {
 		return fmt.Errorf("%s is active, but dating %s failed (PINs to it are refused until it is dated): %w",
 			hsm.Label(p, previous+1), hsm.Label(p, previous), err)
