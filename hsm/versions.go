@@ -19,7 +19,7 @@ type versionView struct {
 	// ends maps a label to its last day: the catalog's record, or without
 	// a catalog the public half's CKA_END_DATE.
 	ends map[string]time.Time
-	at     time.Time
+	at   time.Time
 	// pinned says a key catalog is in force: only usable labels are
 	// used, and rejected lists the objects that are not.
 	pinned   bool
