@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cardvault/cardvault/vault"
 	"github.com/miekg/pkcs11"
 )
 
@@ -28,6 +29,33 @@ func (m *Module) MAC(ctx context.Context, p Purpose, data []byte) (sum []byte, v
 // the active pan-hmac key.
 func (m *Module) FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint32, error) {
 	return m.MAC(ctx, PANHMAC, pan)
+}
+
+// PANFingerprints is the PAN's fingerprint under every usable pan-hmac
+// version of one view of the token, the active one first. After a
+// rotation, until the old version is retired, a PAN costs one HMAC more.
+func (m *Module) PANFingerprints(ctx context.Context, pan []byte) ([]vault.PANFingerprint, error) {
+	var out []vault.PANFingerprint
+	err := m.do(ctx, "hmac", func(c *conn) error {
+		v, err := c.view()
+		if err != nil {
+			return err
+		}
+		versions := v.versionsOf(PANHMAC)
+		if len(versions) == 0 {
+			return fmt.Errorf("%w: no %s key", ErrKeyNotFound, PANHMAC)
+		}
+		out = out[:0]
+		for _, version := range versions {
+			sum, err := c.sign(Label(PANHMAC, version), pkcs11.CKM_SHA256_HMAC, pan)
+			if err != nil {
+				return err
+			}
+			out = append(out, vault.PANFingerprint{Version: version, Sum: sum})
+		}
+		return nil
+	})
+	return out, err
 }
 
 // MACWithVersion computes HMAC-SHA256 with a named version, for verifying

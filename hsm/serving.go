@@ -37,6 +37,10 @@ func (s *Serving) FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint3
 	return s.m.FingerprintPAN(ctx, pan)
 }
 
+func (s *Serving) PANFingerprints(ctx context.Context, pan []byte) ([]vault.PANFingerprint, error) {
+	return s.m.PANFingerprints(ctx, pan)
+}
+
 func (s *Serving) RequestDigest(ctx context.Context, version uint32, request []byte) ([]byte, uint32, error) {
 	return s.m.RequestDigest(ctx, version, request)
 }

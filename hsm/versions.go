@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
@@ -101,6 +102,19 @@ func (c *conn) view() (*versionView, error) {
 		return nil, err
 	}
 	return c.versions.Load(), nil
+}
+
+// versionsOf lists a purpose's usable versions, highest (the active one)
+// first.
+func (v *versionView) versionsOf(p Purpose) []uint32 {
+	var out []uint32
+	for label := range v.usable {
+		if q, version, ok := parseLabel(label); ok && q == p {
+			out = append(out, version)
+		}
+	}
+	slices.SortFunc(out, func(a, b uint32) int { return int(b) - int(a) })
+	return out
 }
 
 func (c *conn) activeVersion(p Purpose) (uint32, error) {

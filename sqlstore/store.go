@@ -353,6 +353,16 @@ func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) er
 			}
 			w.Slot = nil
 		}
+		for _, fp := range c.PriorFingerprints {
+			var one int
+			err := tx.QueryRowContext(ctx, s.q(`SELECT 1 FROM cards WHERE fingerprint = ?`), fp).Scan(&one)
+			if err == nil {
+				return vault.Conflict("pan", "card already exists")
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
 		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO cards (`+cardInsertColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, '')`),
 			c.ID, c.OwnerID, string(c.Type), string(c.Status), c.Last4, c.ExpiryMonth, c.ExpiryYear, c.Name,
 			c.Fingerprint, int64(c.FPVersion), c.Sealed, int64(c.KeyVersion), micros(c.CreatedAt), micros(c.UpdatedAt))

@@ -59,8 +59,13 @@ type Card struct {
 	Name        string
 	Fingerprint []byte // HMAC-SHA256 of the PAN under pan-hmac
 	FPVersion   uint32 // pan-hmac version of Fingerprint
-	Sealed      []byte // the sealed record; nil once the card is closed
-	KeyVersion  uint32 // card KEK version of Sealed
+	// PriorFingerprints are the PAN's fingerprints under the older
+	// pan-hmac versions the token still holds, for a new card only:
+	// CreateCard refuses it if a card not yet rewrapped has one. Not
+	// stored.
+	PriorFingerprints [][]byte
+	Sealed            []byte // the sealed record; nil once the card is closed
+	KeyVersion        uint32 // card KEK version of Sealed
 	// PINBlock is the format 4 PIN block under PEK version PINKeyVersion,
 	// nil when no PIN is set or the card is closed.
 	PINBlock      []byte

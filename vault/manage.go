@@ -128,13 +128,23 @@ func (s *Service) LookupPAN(ctx context.Context, c Caller, pan []byte) (string, 
 	if err := validatePAN(pan); err != nil {
 		return "", err
 	}
-	fp, _, err := s.keys.FingerprintPAN(ctx, pan)
+	fps, err := s.keys.PANFingerprints(ctx, pan)
 	if err != nil {
 		return "", err
 	}
-	card, err := s.store.CardByFingerprint(ctx, fp)
-	if err != nil && KindOf(err) != KindNotFound {
-		return "", err
+	// The active version's fingerprint counts the PAN in the budget; a
+	// card not yet rewrapped is found by an older one.
+	fp := fps[0].Sum
+	var card *Card
+	for _, f := range fps {
+		card, err = s.store.CardByFingerprint(ctx, f.Sum)
+		if err == nil {
+			break
+		}
+		if KindOf(err) != KindNotFound {
+			return "", err
+		}
+		card = nil
 	}
 	cardID, ownerID, outcome := "", "", "not found"
 	if card != nil {

@@ -18,6 +18,10 @@ type Keys interface {
 	// FingerprintPAN is the HMAC-SHA256 of a PAN under the active
 	// pan-hmac key, and that key's version.
 	FingerprintPAN(ctx context.Context, pan []byte) ([]byte, uint32, error)
+	// PANFingerprints is the PAN's fingerprint under every pan-hmac
+	// version the token holds, the active one first: between a rotation
+	// and its rewrap, cards are found by their older fingerprints.
+	PANFingerprints(ctx context.Context, pan []byte) ([]PANFingerprint, error)
 	// RequestDigest is a keyed digest of an idempotent request (which may
 	// hold card data) under a pan-hmac version, 0 for the active one; it
 	// returns the version it used.
@@ -192,3 +196,9 @@ type DeviceStore interface {
 // ErrDuplicateRequest reports that an idempotency key was stored by a
 // concurrent request; the caller answers with that request's result.
 var ErrDuplicateRequest = &Error{Kind: KindConflict, Field: "Idempotency-Key", Msg: "request already processed"}
+
+// PANFingerprint is a PAN's fingerprint under one pan-hmac version.
+type PANFingerprint struct {
+	Version uint32
+	Sum     []byte
+}

@@ -334,7 +334,7 @@ func refusedByRule(err error) bool {
 // sealNew fingerprints and seals a record into a new card. The AAD is the
 // card id; the sealed format adds the key version.
 func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, status Status, rec *secretRecord) (*Card, error) {
-	fp, fpVersion, err := s.keys.FingerprintPAN(ctx, rec.PAN)
+	fps, err := s.keys.PANFingerprints(ctx, rec.PAN)
 	if err != nil {
 		return nil, err
 	}
@@ -356,10 +356,19 @@ func (s *Service) sealNew(ctx context.Context, ownerID string, typ CardType, sta
 		ID: id.String(), OwnerID: ownerID, Type: typ, Status: status,
 		Last4:       string(rec.PAN[len(rec.PAN)-4:]),
 		ExpiryMonth: rec.ExpiryMonth, ExpiryYear: rec.ExpiryYear, Name: string(rec.Name),
-		Fingerprint: fp, FPVersion: fpVersion,
+		Fingerprint: fps[0].Sum, FPVersion: fps[0].Version, PriorFingerprints: priorSums(fps),
 		Sealed: sealed, KeyVersion: keyVersion,
 		CreatedAt: now, UpdatedAt: now,
 	}, nil
+}
+
+// priorSums are the fingerprints after the active one.
+func priorSums(fps []PANFingerprint) [][]byte {
+	out := make([][]byte, 0, len(fps)-1)
+	for _, f := range fps[1:] {
+		out = append(out, f.Sum)
+	}
+	return out
 }
 
 // revealable refuses to reveal a closed card (its record is shredded) or
