@@ -51,6 +51,18 @@ if [ ! -s "$DEV/api-token" ]; then
   (umask 077; "$DEV/bin/cardvault" token create --name dev \
     --scopes cards:write,cards:read,cards:reveal,cards:lookup,pin:write,devices:write,sandbox > "$DEV/api-token")
 fi
+# The browser demo's backend (examples/web-reveal) binds devices with one
+# token and reveals with another, and signs its cardholder in with a
+# password.
+if [ ! -s "$DEV/web-devices-token" ]; then
+  (umask 077; "$DEV/bin/cardvault" token create --name web-devices --scopes devices:write > "$DEV/web-devices-token")
+fi
+if [ ! -s "$DEV/web-reveal-token" ]; then
+  (umask 077; "$DEV/bin/cardvault" token create --name web-reveal --scopes cards:reveal > "$DEV/web-reveal-token")
+fi
+if [ ! -s "$DEV/web-password" ]; then
+  (umask 077; head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/web-password")
+fi
 
 cat <<MSG
 
@@ -61,9 +73,12 @@ The README's "Try it" section walks the Jiko card flow with openssl and curl.
 
 The browser reveal demo (examples/web-reveal): in another shell, import a
 card for person-1 (examples/README.md shows how), then
-  CARDVAULT_URL=http://$CARDVAULT_LISTEN CARDVAULT_TOKEN_FILE=$DEV/api-token \
+  CARDVAULT_URL=http://$CARDVAULT_LISTEN \
+  CARDVAULT_DEVICES_TOKEN_FILE=$DEV/web-devices-token CARDVAULT_REVEAL_TOKEN_FILE=$DEV/web-reveal-token \
+  WEB_REVEAL_PASSWORD_FILE=$DEV/web-password \
     go run ./examples/web-reveal --person person-1 --card CARD_ID
-and open the demo page it prints (http://127.0.0.1:8081/) in Chromium.
+open the demo page it prints (http://127.0.0.1:8081/) in Chromium and sign
+in as person-1 with the password in $DEV/web-password.
 
 MSG
 exec "$DEV/bin/cardvault" serve

@@ -78,9 +78,13 @@ func (r *recorder) calls() []exchange {
 // webReveal is the example API tier, running.
 type webReveal struct{ demo, component string }
 
+// webRevealPassword is the demo cardholder's password.
+const webRevealPassword = "correct horse battery staple"
+
 // startWebReveal builds and starts examples/web-reveal against the vault
-// at vaultURL with token, framing card, hiding after hide seconds.
-func startWebReveal(t *testing.T, vaultURL, token, card string, hide int) *webReveal {
+// at vaultURL with its two tokens (binding, reveals), framing card,
+// hiding after hide seconds.
+func startWebReveal(t *testing.T, vaultURL, devicesToken, revealToken, card string, hide int) *webReveal {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "web-reveal")
@@ -88,11 +92,15 @@ func startWebReveal(t *testing.T, vaultURL, token, card string, hide int) *webRe
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the example backend: %v\n%s", err, out)
 	}
-	tokenFile := filepath.Join(dir, "token")
-	os.WriteFile(tokenFile, []byte(token+"\n"), 0o600)
+	env := []string{"CARDVAULT_URL=" + vaultURL}
+	for name, value := range map[string]string{"CARDVAULT_DEVICES_TOKEN": devicesToken, "CARDVAULT_REVEAL_TOKEN": revealToken, "WEB_REVEAL_PASSWORD": webRevealPassword} {
+		file := filepath.Join(dir, strings.ToLower(name))
+		os.WriteFile(file, []byte(value+"\n"), 0o600)
+		env = append(env, name+"_FILE="+file)
+	}
 	cmd := exec.Command(bin, "--demo-listen", "127.0.0.1:0", "--component-listen", "127.0.0.1:0",
 		"--person", "person-1", "--card", card, "--hide-after", fmt.Sprint(hide))
-	cmd.Env = append(os.Environ(), "CARDVAULT_URL="+vaultURL, "CARDVAULT_TOKEN_FILE="+tokenFile)
+	cmd.Env = append(os.Environ(), env...)
 	var logs syncBuffer
 	cmd.Stderr = &logs
 	stdout, _ := cmd.StdoutPipe()
@@ -191,10 +199,13 @@ func get[T any](t *testing.T, b *browser, what string, a chromedp.Action[T]) T {
 	return v
 }
 
-// openDemo opens the demo page and returns the component's iframe.
+// openDemo signs the demo cardholder in, which opens the demo page, and
+// returns the component's iframe.
 func (b *browser) openDemo(t *testing.T, url string) *chromedp.Node {
 	t.Helper()
-	b.do(t, "open the demo page", chromedp.Navigate(url), chromedp.WaitReady(chromedp.CSS("iframe#reveal")))
+	b.do(t, "sign in", chromedp.Navigate(url), chromedp.WaitVisible(chromedp.CSS("#signin")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "person-1"), chromedp.SendKeys(chromedp.CSS("#password"), webRevealPassword),
+		chromedp.Click(chromedp.CSS("#submit")), chromedp.WaitReady(chromedp.CSS("iframe#reveal")))
 	return get(t, b, "find the component", chromedp.Nodes(chromedp.CSS("iframe#reveal")))[0]
 }
 
@@ -243,10 +254,11 @@ func TestBrowserRevealWithWebCrypto(t *testing.T) {
 	jv := newServedVault(t, []string{"cards:write"})
 	const pan, cvv, name = "4000001234567899", "123", "ADA LOVELACE"
 	card := jv.importCard(t, "person-1", pan)
-	backend := jv.as(t, "web-backend", "devices:write", "cards:reveal")
+	binder := jv.as(t, "web-devices", "devices:write")
+	revealer := jv.as(t, "web-reveal", "cards:reveal")
 	rec := newRecorder(t, jv.base)
 	const hide = 5
-	web := startWebReveal(t, rec.URL, backend.token, card, hide)
+	web := startWebReveal(t, rec.URL, binder.token, revealer.token, card, hide)
 
 	// A first browser binds itself and reveals.
 	a := newBrowser(t, chromium)
@@ -297,9 +309,14 @@ func TestBrowserRevealWithWebCrypto(t *testing.T) {
 	if !get(t, b, "read #show's hidden", chromedp.JavascriptAttribute[bool](chromedp.CSS("#show"), "hidden", freshIn)) {
 		t.Error("a browser without a device key offers to show card details")
 	}
+	// The fresh profile's own session's ticket, as a script in the
+	// component's origin could read it from the frame's address.
+	src := get(t, b, "read the frame's address", chromedp.JavascriptAttribute[string](chromedp.CSS("iframe#reveal"), "src"))
+	_, fragment, _ := strings.Cut(src, "#")
+	ticket := strings.TrimPrefix(fragment, "ticket=")
 	before := len(rec.calls())
 	b.do(t, "open the component's page", chromedp.Navigate(web.component+"/frame.html?card="+card))
-	stolen := get(t, b, "reveal with a stolen device id", chromedp.Evaluate[int](stolenSessionReveal(card, deviceID), chromedp.EvalAwaitPromise))
+	stolen := get(t, b, "reveal with a stolen device id", chromedp.Evaluate[int](stolenSessionReveal(card, deviceID, ticket), chromedp.EvalAwaitPromise))
 	calls := rec.calls()[before:]
 	if stolen != 403 || len(calls) != 1 || calls[0].status != 403 || bytes.Contains(calls[0].answer, []byte(`"data"`)) {
 		t.Fatalf("a session without the device key asked for a reveal: backend answered %d; vault calls %d", stolen, len(calls))
@@ -414,7 +431,7 @@ func boundDeviceID(t *testing.T, calls []exchange) string {
 // holds the cardholder's session but not the device key: it knows the
 // device id, makes a device key of its own and asks for a reveal. It
 // evaluates to the backend's status.
-func stolenSessionReveal(card, deviceID string) string {
+func stolenSessionReveal(card, deviceID, ticket string) string {
 	return fmt.Sprintf(`(async () => {
 		const m = await import('/cardvault-reveal.js');
 		const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -423,8 +440,8 @@ func stolenSessionReveal(card, deviceID string) string {
 		const pub = await crypto.subtle.exportKey('jwk', pair.publicKey);
 		const jwk = { kty: 'RSA', n: pub.n, e: pub.e, kid: crypto.randomUUID(), use: 'enc', alg: 'RS256' };
 		const raw = new Uint8Array(await crypto.subtle.sign({ name: 'ECDSA', hash: 'SHA-256' }, mine.privateKey, new TextEncoder().encode(m.signedString(jwk))));
-		const resp = await fetch('/api/cards/%s/reveal', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+		const resp = await fetch('/api/cards/%s/reveal', { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: 'Bearer ' + %q },
 			body: JSON.stringify({ device_id: %q, signature: hex(m.derSignature(raw)), jwk }) });
 		return resp.status;
-	})()`, card, deviceID)
+	})()`, card, ticket, deviceID)
 }

@@ -9,11 +9,23 @@
 // vault encrypts the details to a key that only the browser holds, and
 // this backend passes the JWE on.
 //
-// A real backend authenticates its cardholder; this one serves one
-// signed-in cardholder, named by --person, so the browser never chooses
-// whose device it binds.
+// The cardholder signs in on the demo origin (one cardholder, --person,
+// with the password in WEB_REVEAL_PASSWORD_FILE): the sign-in form is
+// guarded against cross-site posts by its Origin and a CSRF token, and
+// the session is a cookie of the demo origin. The demo page hands the
+// component a ticket for that session in the frame's URL fragment; the
+// component sends it as a bearer credential on each call, which a page
+// on another site can neither read nor send. Whose device is bound, and
+// whose card is revealed, comes from the session, never from the
+// browser.
 //
-//	CARDVAULT_URL=http://127.0.0.1:8080 CARDVAULT_TOKEN_FILE=web.token \
+// It holds two vault tokens, as the threat model advises: one with
+// devices:write for binding, one with cards:reveal for reveals, so that
+// neither alone binds a device and reveals through it.
+//
+//	CARDVAULT_URL=http://127.0.0.1:8080 \
+//	CARDVAULT_DEVICES_TOKEN_FILE=devices.token CARDVAULT_REVEAL_TOKEN_FILE=reveal.token \
+//	WEB_REVEAL_PASSWORD_FILE=password \
 //	  go run ./examples/web-reveal --person person-1 --card CARD_ID
 package main
 
@@ -59,13 +71,15 @@ func main() {
 }
 
 // config is the backend's settings: flags for addresses and the demo's
-// cardholder, the environment for the vault and its token.
+// cardholder, the environment for the vault, its tokens and the
+// cardholder's password.
 type config struct {
-	demoAddr, componentAddr string
-	person, card            string
-	hideAfter               int
-	vault                   string
-	token                   string
+	demoAddr, componentAddr   string
+	person, card              string
+	hideAfter                 int
+	vault                     string
+	devicesToken, revealToken string
+	password                  string
 }
 
 func parseConfig(args []string) (*config, error) {
@@ -91,28 +105,39 @@ func parseConfig(args []string) (*config, error) {
 	if c.vault == "" {
 		return nil, errors.New("CARDVAULT_URL: name the vault, e.g. http://127.0.0.1:8080")
 	}
-	token, err := readToken()
-	if err != nil {
+	var err error
+	if c.devicesToken, err = secret("CARDVAULT_DEVICES_TOKEN", "a vault token with devices:write"); err != nil {
 		return nil, err
 	}
-	c.token = token
+	if c.revealToken, err = secret("CARDVAULT_REVEAL_TOKEN", "a vault token with cards:reveal"); err != nil {
+		return nil, err
+	}
+	if c.devicesToken == c.revealToken {
+		return nil, errors.New("CARDVAULT_DEVICES_TOKEN and CARDVAULT_REVEAL_TOKEN are one token: give binding and reveals a token each")
+	}
+	if c.password, err = secret("WEB_REVEAL_PASSWORD", "the demo cardholder's password"); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// readToken reads the backend's vault token from CARDVAULT_TOKEN_FILE or
-// CARDVAULT_TOKEN; never from a flag, which other users can read.
-func readToken() (string, error) {
-	if path := os.Getenv("CARDVAULT_TOKEN_FILE"); path != "" {
+// secret reads NAME_FILE, or else NAME; never a flag, which other users
+// can read.
+func secret(name, what string) (string, error) {
+	if path := os.Getenv(name + "_FILE"); path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return "", fmt.Errorf("CARDVAULT_TOKEN_FILE: %w", err)
+			return "", fmt.Errorf("%s_FILE: %w", name, err)
 		}
-		return strings.TrimSpace(string(b)), nil
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+		return "", fmt.Errorf("%s_FILE %s is empty", name, path)
 	}
-	if t := os.Getenv("CARDVAULT_TOKEN"); t != "" {
-		return t, nil
+	if s := os.Getenv(name); s != "" {
+		return s, nil
 	}
-	return "", errors.New("set CARDVAULT_TOKEN_FILE (or CARDVAULT_TOKEN) to a vault token with devices:write and cards:reveal")
+	return "", fmt.Errorf("set %s_FILE (or %s) to %s", name, name, what)
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -129,8 +154,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	demoOrigin, componentOrigin := "http://"+demoLn.Addr().String(), "http://"+componentLn.Addr().String()
-	b := &backend{cfg: c, vault: &http.Client{Timeout: 20 * time.Second}, log: slog.New(slog.NewJSONHandler(os.Stderr, nil)),
-		demoOrigin: demoOrigin, componentOrigin: componentOrigin}
+	b := newBackend(c, &http.Client{Timeout: 20 * time.Second}, slog.New(slog.NewJSONHandler(os.Stderr, nil)), demoOrigin, componentOrigin)
 	servers := []*http.Server{
 		{Handler: b.demoRoutes(), ReadHeaderTimeout: 5 * time.Second},
 		{Handler: b.componentRoutes(), ReadHeaderTimeout: 5 * time.Second},
@@ -153,21 +177,37 @@ func run(args []string, stdout io.Writer) error {
 	return err
 }
 
-// backend forwards the component's calls to the vault.
+// backend signs the cardholder in and forwards the component's calls to
+// the vault.
 type backend struct {
 	cfg                         *config
 	vault                       *http.Client
 	log                         *slog.Logger
 	demoOrigin, componentOrigin string
+	sessions                    *sessions
 }
 
-var demoPage = template.Must(template.ParseFS(static, "static/demo.html"))
+func newBackend(c *config, vault *http.Client, log *slog.Logger, demoOrigin, componentOrigin string) *backend {
+	return &backend{cfg: c, vault: vault, log: log, demoOrigin: demoOrigin, componentOrigin: componentOrigin, sessions: newSessions()}
+}
 
-// demoRoutes is the issuer's page: it embeds the component's origin and
-// nothing of the card but its id.
+var (
+	demoPage   = template.Must(template.ParseFS(static, "static/demo.html"))
+	signInPage = template.Must(template.ParseFS(static, "static/signin.html"))
+)
+
+// demoRoutes is the issuer's site: its sign-in, and its page, which
+// embeds the component's origin and nothing of the card but its id.
 func (b *backend) demoRoutes() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("POST /signin", b.signIn)
+	mux.HandleFunc("POST /signout", b.signOut)
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		s := b.sessions.fromCookie(r)
+		if s == nil {
+			b.showSignIn(w, http.StatusOK, "")
+			return
+		}
 		card := r.URL.Query().Get("card")
 		if card == "" {
 			card = b.cfg.card
@@ -177,10 +217,14 @@ func (b *backend) demoRoutes() http.Handler {
 			return
 		}
 		query := url.Values{"card": {card}, "hide": {fmt.Sprint(b.cfg.hideAfter)}, "host": {b.demoOrigin}}
-		src := b.componentOrigin + "/frame.html?" + query.Encode()
-		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; frame-src "+b.componentOrigin+"; base-uri 'none'; form-action 'none'")
+		// The ticket rides in the fragment, which no request carries.
+		src := b.componentOrigin + "/frame.html?" + query.Encode() + "#" + url.Values{"ticket": {s.ticket}}.Encode()
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; frame-src "+b.componentOrigin+"; base-uri 'none'; form-action 'self'")
 		secureHeaders(w)
-		demoPage.Execute(w, map[string]string{"Frame": src, "ComponentOrigin": b.componentOrigin})
+		formPage(w)
+		csrf := randomToken() // for the sign-out form
+		http.SetCookie(w, cookie("csrf", csrf, int(sessionTTL.Seconds())))
+		demoPage.Execute(w, map[string]string{"Frame": src, "ComponentOrigin": b.componentOrigin, "Person": s.person, "CSRF": csrf})
 	})
 	mux.Handle("GET /demo.js", staticFile("static/demo.js"))
 	mux.Handle("GET /demo.css", staticFile("static/demo.css"))
@@ -199,9 +243,9 @@ func (b *backend) componentRoutes() http.Handler {
 	mux.Handle("GET /cardvault-reveal.js", staticFile("static/cardvault-reveal.js"))
 	mux.Handle("GET /frame.js", staticFile("static/frame.js"))
 	mux.Handle("GET /frame.css", staticFile("static/frame.css"))
-	mux.HandleFunc("POST /api/device", b.sameOrigin(b.registerDevice))
-	mux.HandleFunc("POST /api/device/verify", b.sameOrigin(b.verifyDevice))
-	mux.HandleFunc("POST /api/cards/{card}/reveal", b.sameOrigin(b.reveal))
+	mux.HandleFunc("POST /api/device", b.sameOrigin(b.signedIn(b.registerDevice)))
+	mux.HandleFunc("POST /api/device/verify", b.sameOrigin(b.signedIn(b.verifyDevice)))
+	mux.HandleFunc("POST /api/cards/{card}/reveal", b.sameOrigin(b.signedIn(b.reveal)))
 	return mux
 }
 
@@ -237,9 +281,24 @@ func (b *backend) sameOrigin(next http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// signedIn admits a call that carries a live session's ticket as its
+// bearer credential, and hands the handler that session.
+func (b *backend) signedIn(next func(http.ResponseWriter, *http.Request, *session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ticket, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		s := b.sessions.fromTicket(ticket)
+		if !ok || s == nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="web-reveal"`)
+			writeError(w, http.StatusUnauthorized, "sign in first")
+			return
+		}
+		next(w, r, s)
+	}
+}
+
 // registerDevice binds the browser's public key to the signed-in
 // cardholder and returns the challenge the browser signs.
-func (b *backend) registerDevice(w http.ResponseWriter, r *http.Request) {
+func (b *backend) registerDevice(w http.ResponseWriter, r *http.Request, s *session) {
 	var in struct {
 		Key string `json:"key"`
 	}
@@ -253,8 +312,8 @@ func (b *backend) registerDevice(w http.ResponseWriter, r *http.Request) {
 			StringToSign string `json:"string_to_sign"`
 		} `json:"challenge"`
 	}
-	status, err := b.call(r.Context(), "POST", "/v1/mfa/devices", map[string]any{
-		"person_id": b.cfg.person, "key_type": "ecdsa-p256", "key": in.Key, "key_purpose": "unrestricted",
+	status, err := b.call(r.Context(), b.cfg.devicesToken, "POST", "/v1/mfa/devices", map[string]any{
+		"person_id": s.person, "key_type": "ecdsa-p256", "key": in.Key, "key_purpose": "unrestricted",
 		"challenge_type": "signature", "name": "Web browser", "device_data": deviceData,
 	}, http.StatusAccepted, &reg)
 	if err != nil {
@@ -265,7 +324,7 @@ func (b *backend) registerDevice(w http.ResponseWriter, r *http.Request) {
 }
 
 // verifyDevice passes the signed challenge on.
-func (b *backend) verifyDevice(w http.ResponseWriter, r *http.Request) {
+func (b *backend) verifyDevice(w http.ResponseWriter, r *http.Request, _ *session) {
 	var in struct {
 		ChallengeID string `json:"challenge_id"`
 		Signature   string `json:"signature"`
@@ -277,7 +336,7 @@ func (b *backend) verifyDevice(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "challenge_id: want a challenge id")
 		return
 	}
-	status, err := b.call(r.Context(), "PUT", "/v1/mfa/challenges/signatures/"+in.ChallengeID,
+	status, err := b.call(r.Context(), b.cfg.devicesToken, "PUT", "/v1/mfa/challenges/signatures/"+in.ChallengeID,
 		map[string]any{"signature": in.Signature, "device_data": deviceData}, http.StatusNoContent, nil)
 	if err != nil {
 		b.fail(w, "verify device", status, err)
@@ -289,7 +348,7 @@ func (b *backend) verifyDevice(w http.ResponseWriter, r *http.Request) {
 // reveal asks the vault for a card's secure view to the browser's fresh
 // key, always as RSA-OAEP-256 with A256GCM (WebCrypto can do neither
 // RSA1_5 nor the Android OAEP variant), and passes the JWE on unread.
-func (b *backend) reveal(w http.ResponseWriter, r *http.Request) {
+func (b *backend) reveal(w http.ResponseWriter, r *http.Request, _ *session) {
 	card := r.PathValue("card")
 	if !idPattern.MatchString(card) {
 		writeError(w, http.StatusBadRequest, "card: want a card id")
@@ -306,7 +365,7 @@ func (b *backend) reveal(w http.ResponseWriter, r *http.Request) {
 	var out struct {
 		Data string `json:"data"`
 	}
-	status, err := b.call(r.Context(), "POST", "/v1/cards/"+card+"/virtual_card_requests", map[string]any{
+	status, err := b.call(r.Context(), b.cfg.revealToken, "POST", "/v1/cards/"+card+"/virtual_card_requests", map[string]any{
 		"device_id": in.DeviceID, "signature": in.Signature, "jwk": in.JWK,
 		"jwe": map[string]string{"alg": "RSA_OAEP_256", "enc": "A256GCM"}, "device_data": deviceData,
 	}, http.StatusOK, &out)
@@ -317,9 +376,10 @@ func (b *backend) reveal(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"data": out.Data})
 }
 
-// call sends one request to the vault with the backend's token and
-// decodes the answer; a status other than want is an error carrying it.
-func (b *backend) call(ctx context.Context, method, path string, body any, want int, out any) (int, error) {
+// call sends one request to the vault with one of the backend's tokens
+// and decodes the answer; a status other than want is an error carrying
+// it.
+func (b *backend) call(ctx context.Context, token, method, path string, body any, want int, out any) (int, error) {
 	payload, err := json.Marshal(body)
 	if err != nil {
 		return 0, err
@@ -328,7 +388,7 @@ func (b *backend) call(ctx context.Context, method, path string, body any, want 
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Authorization", "Bearer "+b.cfg.token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := b.vault.Do(req)
 	if err != nil {

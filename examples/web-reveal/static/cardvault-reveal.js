@@ -94,12 +94,22 @@ async function sign(privateKey, text) {
   return hex(derSignature(new Uint8Array(raw)));
 }
 
-// api posts JSON to the issuer's backend (same origin) and returns its
-// JSON answer; a refusal is a RevealError with the status, not the body.
+// ticket is the signed-in session's credential for the issuer's backend,
+// which the host page hands the frame; kept in memory only.
+let ticket = '';
+
+// useSession sets the ticket the component's calls carry.
+export function useSession(t) {
+  ticket = t;
+}
+
+// api posts JSON to the issuer's backend (same origin) with the session's
+// ticket and returns its JSON answer; a refusal is a RevealError with the
+// status, not the body.
 async function api(path, body) {
   const resp = await fetch(path, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${ticket}` },
     body: JSON.stringify(body),
     credentials: 'same-origin',
     cache: 'no-store',

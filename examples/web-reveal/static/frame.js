@@ -1,7 +1,12 @@
 // The reveal component's page, framed by the issuer's page from another
 // origin so that the host page's scripts cannot read what it shows. It
 // tells the host only its state, never card data.
-import { bindDevice, boundDevice, reveal, RevealError } from '/cardvault-reveal.js';
+import { bindDevice, boundDevice, reveal, RevealError, useSession } from '/cardvault-reveal.js';
+
+// The host page puts the session's ticket in the fragment, which no
+// request carries; it leaves the address bar at once.
+useSession(new URLSearchParams(location.hash.slice(1)).get('ticket') || '');
+history.replaceState(null, '', location.pathname + location.search);
 
 const params = new URLSearchParams(location.search);
 const card = params.get('card') || '';
