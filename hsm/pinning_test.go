@@ -2,6 +2,7 @@ package hsm
 
 import (
 	"context"
+	"crypto/rsa"
 	"errors"
 	"strings"
 	"testing"
@@ -170,30 +171,11 @@ func TestPinnedCatalogRefusesPlantedAndAlteredKeys(t *testing.T) {
 // rotation recorded in the catalog; the token's attribute counts for
 // nothing.
 func TestPinnedEndDateIsTheCatalogs(t *testing.T) {
-	tok := openKeyedModuleToken(t)
-	unpinned := tok.open(t, nil)
 	ctx := context.Background()
-	for _, v := range []uint32{1, 2} {
-		if err := unpinned.Generate(ctx, SetPIN, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var catalog memCatalog
-	catalog.record(t, unpinned)
-	unpinned.Close()
-	m := tok.open(t, &catalog)
+	m, catalog, _ := pinnedSetPIN(t, 2)
 	// The rewrite: the public half is a public object.
-	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
-		h, err := c.handle(sh, Label(SetPIN, 1), classPublic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.p.SetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_END_DATE, []byte("20991231"))}); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.loadVersions(); err != nil {
-			t.Fatal(err)
-		}
+	onPublicHalf(t, m, 1, func(p p11, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		return p.SetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_END_DATE, []byte("20991231"))})
 	})
 	_, previous, end, err := m.Versions(ctx, SetPIN)
 	if err != nil || previous != 1 {
@@ -204,9 +186,9 @@ func TestPinnedEndDateIsTheCatalogs(t *testing.T) {
 	}
 	// The rotation's record is what counts.
 	recorded := time.Date(2031, 3, 8, 0, 0, 0, 0, time.UTC)
-	for i := range catalog {
-		if catalog[i].Label == Label(SetPIN, 1) {
-			catalog[i].EndDate = recorded
+	for i := range *catalog {
+		if (*catalog)[i].Label == Label(SetPIN, 1) {
+			(*catalog)[i].EndDate = recorded
 		}
 	}
 	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
@@ -223,31 +205,10 @@ func TestPinnedEndDateIsTheCatalogs(t *testing.T) {
 // session without the user PIN can alter or destroy. The vault reads the
 // public key from the private half, so neither takes the version down.
 func TestSetPINNeedsNoPublicObject(t *testing.T) {
-	tok := openKeyedModuleToken(t)
-	unpinned := tok.open(t, nil)
 	ctx := context.Background()
-	if err := unpinned.Generate(ctx, SetPIN, 1); err != nil {
-		t.Fatal(err)
-	}
-	want, err := unpinned.PublicKey(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var catalog memCatalog
-	catalog.record(t, unpinned)
-	unpinned.Close()
-	m := tok.open(t, &catalog)
-	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
-		h, err := c.handle(sh, Label(SetPIN, 1), classPublic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.p.DestroyObject(sh, h); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.loadVersions(); err != nil {
-			t.Fatal(err)
-		}
+	m, _, want := pinnedSetPIN(t, 1)
+	onPublicHalf(t, m, 1, func(p p11, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		return p.DestroyObject(sh, h)
 	})
 	if v, err := m.ActiveVersion(ctx, SetPIN); err != nil || v != 1 {
 		t.Fatalf("set_pin after its public object was destroyed: v%d, %v", v, err)
@@ -256,4 +217,44 @@ func TestSetPINNeedsNoPublicObject(t *testing.T) {
 	if err != nil || !pub.Equal(want) {
 		t.Fatalf("the published key after its public object was destroyed: %v", err)
 	}
+}
+
+// pinnedSetPIN makes set_pin versions 1 to n, records them, and opens
+// the token with the catalog pinned; it returns version 1's public key.
+func pinnedSetPIN(t *testing.T, n uint32) (*Module, *memCatalog, *rsa.PublicKey) {
+	t.Helper()
+	tok := openKeyedModuleToken(t)
+	unpinned := tok.open(t, nil)
+	ctx := context.Background()
+	for v := uint32(1); v <= n; v++ {
+		if err := unpinned.Generate(ctx, SetPIN, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := unpinned.PublicKey(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	catalog := &memCatalog{}
+	catalog.record(t, unpinned)
+	unpinned.Close()
+	return tok.open(t, catalog), catalog, pub
+}
+
+// onPublicHalf runs fn on a set_pin version's public object, as any
+// session may, and reloads the module's view.
+func onPublicHalf(t *testing.T, m *Module, version uint32, fn func(p p11, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error) {
+	t.Helper()
+	withRawSession(t, m, func(c *conn, sh pkcs11.SessionHandle) {
+		h, err := c.handle(sh, Label(SetPIN, version), classPublic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fn(c.p, sh, h); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.loadVersions(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -5,31 +5,9 @@ import (
 	"io"
 	"math/big"
 	"time"
+
+	"github.com/cardvault/cardvault/internal/luhn"
 )
-
-// luhnSum is the Luhn sum of digits (ASCII), doubling every second digit
-// from the right, starting with the rightmost when doubleRightmost.
-func luhnSum(digits []byte, doubleRightmost bool) int {
-	sum, double := 0, doubleRightmost
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if double {
-			if d *= 2; d > 9 {
-				d -= 9
-			}
-		}
-		sum, double = sum+d, !double
-	}
-	return sum
-}
-
-// luhnValid reports whether digits pass the Luhn check.
-func luhnValid(digits []byte) bool { return luhnSum(digits, false)%10 == 0 }
-
-// luhnCheckDigit returns the digit that makes payload‖digit Luhn-valid.
-func luhnCheckDigit(payload []byte) byte {
-	return byte('0' + (10-luhnSum(payload, true)%10)%10)
-}
 
 func allDigits(b []byte) bool {
 	for _, c := range b {
@@ -47,7 +25,7 @@ func validatePAN(pan []byte) *Error {
 		return Invalid("pan", "must be digits only")
 	case len(pan) < 13 || len(pan) > 19:
 		return Invalid("pan", "must be 13 to 19 digits")
-	case !luhnValid(pan):
+	case !luhn.Valid(pan):
 		return Invalid("pan", "fails the Luhn check")
 	}
 	return nil
@@ -81,7 +59,7 @@ func generatePAN(r io.Reader, bin string) ([]byte, error) {
 	if err := randomDigits(r, pan[len(bin):15]); err != nil {
 		return nil, err
 	}
-	pan[15] = luhnCheckDigit(pan[:15])
+	pan[15] = luhn.CheckDigit(pan[:15])
 	return pan, nil
 }
 

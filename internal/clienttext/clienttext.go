@@ -11,6 +11,8 @@ package clienttext
 import (
 	"net/http"
 	"strconv"
+
+	"github.com/cardvault/cardvault/internal/luhn"
 )
 
 // Withheld stands for client text that did not pass the rule.
@@ -45,27 +47,12 @@ func PANShaped(s string) bool {
 func luhnWindow(run []byte) bool {
 	for start := 0; start+13 <= len(run); start++ {
 		for n := 13; n <= 19 && start+n <= len(run); n++ {
-			if luhn(run[start : start+n]) {
+			if luhn.Valid(run[start : start+n]) {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-func luhn(digits []byte) bool {
-	sum, double := 0, false
-	for i := len(digits) - 1; i >= 0; i-- {
-		d := int(digits[i] - '0')
-		if double {
-			if d *= 2; d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-		double = !double
-	}
-	return sum%10 == 0
 }
 
 // IsID says whether s may stand as an id a client sent (a request id, an
