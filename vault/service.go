@@ -249,7 +249,7 @@ func (s *Service) audit(c Caller, action, cardID, ownerID, outcome string, detai
 
 // serverIDs are the detail keys whose values the vault made and its
 // callers read from the store, never from the request.
-var serverIDs = map[string]bool{"device_id": true, "challenge_id": true}
+var serverIDs = map[string]bool{"device_id": true, "challenge_id": true, "order_id": true}
 
 // auditableCardID is what a refusal records of the card id it was asked
 // for: the id if it passes the client-text rule or names a card the vault
