@@ -146,6 +146,11 @@ func (m *Module) Open(ctx context.Context, aad, sealed []byte) ([]byte, error) {
 	err = m.do(ctx, "open", func(c *conn) error {
 		var err error
 		pt, err = c.open(version, aad, sealed)
+		if errors.Is(err, ErrKeyNotFound) && c.lookAgain(Label(CardKEK, version)) {
+			// Sealed under a version newer than this view (a rewrap, or
+			// another replica after a rotation).
+			pt, err = c.open(version, aad, sealed)
+		}
 		return err
 	})
 	return pt, opaque(err)

@@ -162,6 +162,9 @@ type conn struct {
 	untrustedWrap bool          // the token wraps CKA_WRAP_WITH_TRUSTED keys under any key
 	log           *slog.Logger
 	refreshing    sync.Mutex // one caller lists the token; the rest use the view they have
+	// missed is when each label a caller named was last looked for
+	// outside the view and not found (lookAgain); guarded by refreshing.
+	missed map[string]time.Time
 
 	// inflight lets close wait for calls running on this generation.
 	inflight sync.RWMutex

@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"crypto/rsa"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -257,4 +258,49 @@ func onPublicHalf(t *testing.T, m *Module, version uint32, fn func(p p11, sh pkc
 			t.Fatal(err)
 		}
 	})
+}
+
+// Issue 28: a server whose view of the token predates a rotation met
+// records sealed under the new version (by a rewrap, or another replica)
+// and answered 500 for every one of them until its view aged out. A
+// record naming a version the view does not know makes the module look
+// at the token and the catalog again at once, and open it.
+func TestOpenRefreshesAStaleView(t *testing.T) {
+	tok := openKeyedModuleToken(t)
+	unpinned := tok.open(t, nil)
+	catalog := &memCatalog{}
+	catalog.record(t, unpinned)
+	unpinned.Close()
+	cfg := Config{Module: tok.module, TokenLabel: tok.label, PIN: tok.pin, Catalog: catalog, KeyRefresh: time.Hour}
+	stale, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stale.Close)
+	ctx := context.Background()
+	if v, err := stale.ActiveVersion(ctx, CardKEK); err != nil || v != 1 {
+		t.Fatalf("card KEK v%d, %v", v, err)
+	}
+	// Another process rotates and records the new version, and seals
+	// under it.
+	rotator := tok.open(t, nil)
+	if err := rotator.Generate(ctx, CardKEK, 2); err != nil {
+		t.Fatal(err)
+	}
+	*catalog = (*catalog)[:0]
+	catalog.record(t, rotator)
+	sealed, err := rotator.SealWithVersion(ctx, 2, []byte("card-1"), []byte("record"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := stale.Open(ctx, []byte("card-1"), sealed)
+	if err != nil || string(pt) != "record" {
+		t.Fatalf("a record under a version newer than the view: %q, %v", pt, err)
+	}
+	// A version that is truly absent still fails, as a key problem.
+	absent := append([]byte{}, sealed...)
+	binary.BigEndian.PutUint32(absent[1:5], 9)
+	if _, err := stale.Open(ctx, []byte("card-1"), absent); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("a record under an absent version: %v, want ErrKeyNotFound", err)
+	}
 }

@@ -104,6 +104,39 @@ func (c *conn) view() (*versionView, error) {
 	return c.versions.Load(), nil
 }
 
+// relookEvery bounds how often one label the view lacks is looked for in
+// the token again: records naming an absent version cannot make every
+// request list the token.
+const relookEvery = time.Second
+
+// lookAgain is for a caller that met a label its view does not hold: it
+// lists the token and catalog again at once, unless that label was
+// looked for within relookEvery, and says whether the label is usable
+// now. One caller lists; the others wait for its view.
+func (c *conn) lookAgain(label string) bool {
+	c.refreshing.Lock()
+	defer c.refreshing.Unlock()
+	if v := c.versions.Load(); v != nil && v.usable[label] {
+		return true // another caller's look found it
+	}
+	if time.Since(c.missed[label]) < relookEvery {
+		return false
+	}
+	if err := c.loadVersions(); err != nil {
+		c.log.Warn("looking for a key version outside the view failed", "label", label, "error", err)
+		return false
+	}
+	if c.versions.Load().usable[label] {
+		c.log.Info("key version found outside the view; the view is renewed", "label", label)
+		return true
+	}
+	if c.missed == nil {
+		c.missed = map[string]time.Time{}
+	}
+	c.missed[label] = time.Now()
+	return false
+}
+
 // versionsOf lists a purpose's usable versions, highest (the active one)
 // first.
 func (v *versionView) versionsOf(p Purpose) []uint32 {
