@@ -146,6 +146,20 @@ type txn struct {
 	head  *chainHead
 	seq   int64  // the chain's end as this transaction has extended it
 	hash  []byte // …and its hash
+	// group, in a group commit, is the group's context, which every
+	// statement runs under instead of its caller's: SQLite rolls the whole
+	// transaction back when a write statement is interrupted, which the
+	// driver does when the statement's context ends, so one caller who
+	// hangs up would fail every piece of the group.
+	group context.Context
+}
+
+// stmtContext is the context a statement of the transaction runs under.
+func (t *txn) stmtContext(ctx context.Context) context.Context {
+	if t.group != nil {
+		return t.group
+	}
+	return ctx
 }
 
 // inTx runs fn in a transaction and commits it, or rolls it back. The

@@ -16,7 +16,9 @@ import (
 // the fsync rate caps the whole service. Instead, a write queues its work;
 // whoever holds the writer slot runs everything queued in one database
 // transaction, each piece of work inside its own savepoint, and commits
-// once. A piece that fails is rolled back to its savepoint alone, so it
+// once. Every statement runs under the group's context, not its caller's:
+// a caller who hangs up is checked for before its piece starts, and never
+// interrupts a statement, which in SQLite would roll back the whole group. A piece that fails is rolled back to its savepoint alone, so it
 // answers exactly as it would have on its own; a commit that fails fails
 // every piece in it. The pieces run one after another in queue order, so
 // each sees the database as a serial execution would have left it.
@@ -147,7 +149,7 @@ func (s *Store) runPiece(ctx context.Context, tx *sql.Tx, p *piece) error {
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT piece"); err != nil {
 		return errors.Join(errGroupBroken, err)
 	}
-	p.t.Tx = tx
+	p.t.Tx, p.t.group = tx, ctx
 	if err := p.fn(p.t); err != nil {
 		if _, rerr := tx.ExecContext(ctx, "ROLLBACK TO piece"); rerr != nil {
 			return errors.Join(errGroupBroken, rerr)

@@ -58,6 +58,7 @@ func (c *stmtCache) close() {
 
 // ExecContext runs a write transaction's statement, prepared once.
 func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = t.stmtContext(ctx)
 	if st := t.stmts.get(ctx, query); st != nil {
 		return t.Tx.StmtContext(ctx, st).ExecContext(ctx, args...)
 	}
@@ -66,6 +67,7 @@ func (t *txn) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 
 // QueryRowContext runs a write transaction's query, prepared once.
 func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	ctx = t.stmtContext(ctx)
 	if st := t.stmts.get(ctx, query); st != nil {
 		return t.Tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
 	}
@@ -74,6 +76,7 @@ func (t *txn) QueryRowContext(ctx context.Context, query string, args ...any) *s
 
 // QueryContext runs a write transaction's query, prepared once.
 func (t *txn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	ctx = t.stmtContext(ctx)
 	if st := t.stmts.get(ctx, query); st != nil {
 		return t.Tx.StmtContext(ctx, st).QueryContext(ctx, args...)
 	}
