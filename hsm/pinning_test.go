@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -302,5 +303,87 @@ func TestOpenRefreshesAStaleView(t *testing.T) {
 	binary.BigEndian.PutUint32(absent[1:5], 9)
 	if _, err := stale.Open(ctx, []byte("card-1"), absent); !errors.Is(err, ErrKeyNotFound) {
 		t.Fatalf("a record under an absent version: %v, want ErrKeyNotFound", err)
+	}
+}
+
+// gatedCatalog is a catalog whose reads can be held or failed.
+type gatedCatalog struct {
+	memCatalog
+	mu      sync.Mutex
+	fail    error
+	hold    chan struct{} // reads wait on it while set
+	entered chan struct{} // a read signals here once it waits
+}
+
+func (c *gatedCatalog) KeyRecords(ctx context.Context) ([]vault.KeyRecord, error) {
+	c.mu.Lock()
+	hold, entered, fail := c.hold, c.entered, c.fail
+	c.mu.Unlock()
+	if hold != nil {
+		entered <- struct{}{}
+		<-hold
+	}
+	if fail != nil {
+		return nil, fail
+	}
+	return c.memCatalog, nil
+}
+
+// Issue 28: the refresh interval is a bound. While one caller refreshed
+// the view, the others went on with the old one however old it was (a
+// 7.8 s old view on a 5 s setting); and a catalog read that failed kept
+// the old view and marked it fresh.
+func TestStaleViewIsNeverServed(t *testing.T) {
+	tok := openKeyedModuleToken(t)
+	unpinned := tok.open(t, nil)
+	catalog := &gatedCatalog{}
+	catalog.record(t, unpinned)
+	const refresh = 50 * time.Millisecond
+	m, err := Open(Config{Module: tok.module, TokenLabel: tok.label, PIN: tok.pin, Catalog: catalog, KeyRefresh: refresh})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	ctx := context.Background()
+	// A rotation the view has not seen, then a refresh held in the
+	// catalog read while a second caller asks.
+	if err := unpinned.Generate(ctx, CardKEK, 2); err != nil {
+		t.Fatal(err)
+	}
+	catalog.memCatalog = catalog.memCatalog[:0]
+	catalog.record(t, unpinned)
+	time.Sleep(2 * refresh) // the view is now older than its interval
+	catalog.mu.Lock()
+	catalog.hold, catalog.entered = make(chan struct{}), make(chan struct{}, 1)
+	catalog.mu.Unlock()
+	first, second := make(chan uint32, 1), make(chan uint32, 1)
+	go func() { v, _ := m.ActiveVersion(ctx, CardKEK); first <- v }()
+	<-catalog.entered
+	go func() { v, _ := m.ActiveVersion(ctx, CardKEK); second <- v }()
+	time.Sleep(20 * time.Millisecond) // give the second caller its chance to answer from the old view
+	catalog.mu.Lock()
+	close(catalog.hold)
+	catalog.hold = nil
+	catalog.mu.Unlock()
+	if a, b := <-first, <-second; a != 2 || b != 2 {
+		t.Fatalf("the refreshing caller saw v%d and the one beside it v%d; want v2 for both", a, b)
+	}
+	// A catalog that cannot be read: once the view is older than its
+	// interval, nobody is served from it.
+	catalog.mu.Lock()
+	catalog.fail = errors.New("database is away")
+	catalog.mu.Unlock()
+	time.Sleep(2 * refresh)
+	if v, err := m.ActiveVersion(ctx, CardKEK); err == nil {
+		t.Fatalf("with the catalog unreadable and the view stale, v%d was served", v)
+	}
+	if v, err := m.ActiveVersion(ctx, CardKEK); err == nil {
+		t.Fatalf("a second call after the failed refresh was served v%d from a view marked fresh", v)
+	}
+	catalog.mu.Lock()
+	catalog.fail = nil
+	catalog.mu.Unlock()
+	if v, err := m.ActiveVersion(ctx, CardKEK); err != nil || v != 2 {
+		t.Fatalf("after the catalog came back: v%d, %v", v, err)
 	}
 }

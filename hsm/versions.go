@@ -42,18 +42,13 @@ func (c *conn) loadVersions() error {
 		ctx, cancel := context.WithTimeout(context.Background(), catalogReadTimeout)
 		records, err := c.catalog.KeyRecords(ctx)
 		cancel()
-		if prev := c.versions.Load(); err != nil && prev != nil {
-			// Records are only ever added, so the last view errs on the
-			// side of fewer usable keys: keep it until the database is
-			// back, and try again after the refresh interval.
-			c.log.Warn("key catalog unreadable; keeping the last view", "error", err)
-			kept := *prev
-			kept.at = time.Now()
-			c.versions.Store(&kept)
-			return nil
-		}
 		if err != nil {
-			return fmt.Errorf("hsm: read the key catalog: %w", err)
+			// The last view stays for what reads it without serving
+			// (rejections, metrics) but is not renewed: once older than
+			// its interval nobody is served from it, and every call
+			// tries the catalog again.
+			c.log.Warn("key catalog unreadable; the view is not renewed", "error", err)
+			return fmt.Errorf("%w: hsm: read the key catalog: %v", ErrUnavailable, err)
 		}
 		v.pinned = true
 		keys, v.rejected = pin(keys, records, c.serial)
@@ -90,14 +85,18 @@ func (c *conn) loadVersions() error {
 }
 
 // view returns the connection's version view, listing the token again when
-// the view is older than the refresh interval. While one caller lists, the
-// others go on with the view they have.
+// the view is older than the refresh interval: the interval is a bound,
+// so nobody is served from an older view. One caller lists; the others
+// wait for its view rather than go on with the old one.
 func (c *conn) view() (*versionView, error) {
-	v := c.versions.Load()
-	if time.Since(v.at) < c.refresh || !c.refreshing.TryLock() {
+	if v := c.versions.Load(); time.Since(v.at) < c.refresh {
 		return v, nil
 	}
+	c.refreshing.Lock()
 	defer c.refreshing.Unlock()
+	if v := c.versions.Load(); time.Since(v.at) < c.refresh {
+		return v, nil // the caller before us renewed it
+	}
 	if err := c.loadVersions(); err != nil {
 		return nil, err
 	}
