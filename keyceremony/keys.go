@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -138,4 +139,23 @@ func VersionInUse(ctx context.Context, keys KeyLister, store UseCounter, p hsm.P
 		}
 	}
 	return 0, "", nil
+}
+
+// SeenByServers is when every server can have seen the versions named by
+// labels, as recorded for token: the latest of their records plus two
+// key refresh intervals (a server trusts its view for one interval, and
+// its last refresh may have begun just before the record). A ceremony that
+// writes records under a new version waits for it, as retire waits before
+// it counts, so that no server is still sealing under the version before.
+func SeenByServers(records []vault.KeyRecord, token string, labels []string, refresh time.Duration) time.Time {
+	var latest time.Time
+	for _, r := range records {
+		if r.Token == token && slices.Contains(labels, r.Label) && r.RecordedAt.After(latest) {
+			latest = r.RecordedAt
+		}
+	}
+	if latest.IsZero() {
+		return latest
+	}
+	return latest.Add(2 * refresh)
 }

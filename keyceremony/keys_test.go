@@ -164,3 +164,19 @@ func TestVersionInUseIsTheRetireRule(t *testing.T) {
 		}
 	}
 }
+
+func TestSeenByServers(t *testing.T) {
+	t0 := time.Date(2031, 3, 1, 12, 0, 0, 0, time.UTC)
+	records := []vault.KeyRecord{
+		{Token: "a", Label: "card-kek/v1", RecordedAt: t0},
+		{Token: "a", Label: "card-kek/v2", RecordedAt: t0.Add(time.Hour)},
+		{Token: "a", Label: "pek/v1", RecordedAt: t0.Add(2 * time.Hour)},
+		{Token: "b", Label: "card-kek/v2", RecordedAt: t0.Add(3 * time.Hour)},
+	}
+	if got := SeenByServers(records, "a", []string{"card-kek/v2", "pek/v1"}, 5*time.Second); !got.Equal(t0.Add(2*time.Hour + 10*time.Second)) {
+		t.Errorf("seen at %v, want the latest record of the token plus two intervals", got)
+	}
+	if got := SeenByServers(records, "a", []string{"pan-hmac/v1"}, 5*time.Second); !got.IsZero() {
+		t.Errorf("no record: %v, want zero", got)
+	}
+}

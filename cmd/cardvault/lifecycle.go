@@ -47,6 +47,9 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 		return err
 	}
 	t.printf("\nstale records: %d; batches of %d\n", stale, batch)
+	if err := c.untilServersSee(ctx, t, target); err != nil {
+		return err
+	}
 	p, runErr := rw.Run(ctx, opts)
 	if err := printRewrapOutcome(ctx, t, rw, target, p); err != nil {
 		return err
@@ -60,6 +63,32 @@ func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *s
 	}
 	t.printf("\nresult: every open record is under the active versions\n")
 	return t.save(ctx)
+}
+
+// untilServersSee waits until every server can have seen the target
+// versions (keyceremony.SeenByServers): a server still on its view from
+// before a rotation would otherwise seal new records under the old
+// version after the rewrap had moved every record.
+func (c *ceremony) untilServersSee(ctx context.Context, t *transcript, target vault.KeyVersions) error {
+	records, err := c.store.KeyRecords(ctx)
+	if err != nil {
+		return err
+	}
+	labels := []string{hsm.Label(hsm.CardKEK, target.CardKEK), hsm.Label(hsm.PANHMAC, target.PANHMAC), hsm.Label(hsm.PEK, target.PEK)}
+	refresh := c.m.KeyRefresh()
+	seen := keyceremony.SeenByServers(records, c.tok.Serial, labels, refresh)
+	wait := time.Until(seen)
+	if wait <= 0 {
+		return nil
+	}
+	t.printf("waiting:  until %s, two key refresh intervals (%s) after the target versions were recorded (latest %s)\n",
+		seen.UTC().Format(time.RFC3339Nano), refresh, seen.Add(-2*refresh).UTC().Format(time.RFC3339Nano))
+	select {
+	case <-time.After(wait):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // parseRewrap parses rewrap's flags: a dry run, or the batch size.

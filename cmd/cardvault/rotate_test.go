@@ -127,3 +127,32 @@ func fetchSetPINKey(t *testing.T, jv *jikoVault) publishedKey {
 	pk.kid, _ = pk.jwk["kid"].(string)
 	return pk
 }
+
+// Issue 28: rewrap started at once after rotate, while a serving replica
+// could still be on its view from before the rotation and seal new cards
+// under the old version after the rewrap said every record was moved.
+// Rewrap now waits until every server can have seen the target versions:
+// their records plus two key refresh intervals, and says so.
+func TestRewrapWaitsForServersToSeeTheRotation(t *testing.T) {
+	v := newVaultEnv(t)
+	v.env = append(v.env, envKeyRefresh+"=1s")
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	if out, err := v.run(t, "ceremony", "rotate", "--purpose", "card-kek"); err != nil {
+		t.Fatalf("rotate: %v\n%s", err, out)
+	}
+	out, err := v.run(t, "ceremony", "rewrap")
+	if err != nil {
+		t.Fatalf("rewrap: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`waiting:  until (\S+), two key refresh intervals \(1s\) after the target versions were recorded \(latest (\S+)\)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("rewrap right after rotate did not wait for the servers:\n%s", out)
+	}
+	until, err1 := time.Parse(time.RFC3339Nano, m[1])
+	recorded, err2 := time.Parse(time.RFC3339Nano, m[2])
+	if err1 != nil || err2 != nil || !until.Equal(recorded.Add(2*time.Second)) {
+		t.Fatalf("waits until %s for versions recorded at %s, want two intervals later", m[1], m[2])
+	}
+}
