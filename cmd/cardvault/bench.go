@@ -209,7 +209,7 @@ func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr 
 		return "", "", nil, err
 	}
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
-	cfg.Reveals, cfg.PINAttempts, cfg.Lookups = unlimited, unlimited, unlimited
+	cfg.Reveals, cfg.PINAttempts, cfg.Lookups, cfg.Imports = unlimited, unlimited, unlimited, unlimited
 	store, err := openStore(ctx, dsn)
 	if err != nil {
 		return "", "", nil, err
