@@ -36,10 +36,10 @@ func TestGroupSurvivesACancelledPiece(t *testing.T) {
 	slowErr := make(chan error, 1)
 	go func() {
 		slowErr <- s.inTx(hungUp, func(tx *txn) error {
-			time.AfterFunc(10*time.Millisecond, cancel) // the client hangs up mid-statement
+			time.AfterFunc(5*time.Millisecond, cancel) // the client hangs up mid-statement
 			// A write whose subquery runs long enough to be interrupted.
 			_, err := tx.ExecContext(hungUp, `DELETE FROM budget_events WHERE id IN (
-				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300000) SELECT 'id-' || x FROM c)`)
+				WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 60000) SELECT 'id-' || x FROM c)`)
 			return err
 		})
 	}()
