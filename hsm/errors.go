@@ -33,15 +33,43 @@ var ErrKeyNotFound = &vault.Error{Kind: vault.KindUnavailable, Msg: "hsm: key no
 // serve there, and says why; every other route can.
 var ErrNoOAEPSHA256 = &vault.Error{Kind: vault.KindUnsupported, Msg: "the HSM offers neither CKM_RSA_PKCS_OAEP with SHA-256 nor CKM_RSA_X_509, which opening a PIN JWE (RSA-OAEP-256) needs"}
 
-// fault is how the adapter classifies a PKCS#11 return code.
+// fault is how the adapter classifies a PKCS#11 return code. Each
+// recoverable class has its own remedy (Module.recover), the smallest that
+// repairs it: a network HSM drops single sessions and caps their number far
+// more often than it loses the login or goes away.
 type fault int
 
 const (
 	faultNone    fault = iota
 	faultInput         // the input or the key: surfaces as ErrCrypto
-	faultSession       // the session or login is gone: reconnect and retry
+	faultSession       // this session is gone (dropped, closed): retry on another
+	faultLogin         // the login or the object handles are gone (the token restarted): log in again on a new generation
+	faultBusy          // the token has no session to give (CKR_SESSION_COUNT): wait for one
+	faultToken         // the library or the token is gone: drain, re-initialise, log in
 	faultDevice        // the device itself failed: fail closed
 )
+
+// recoverable reports the classes a retry can cure.
+func (f fault) recoverable() bool {
+	return f == faultSession || f == faultLogin || f == faultBusy || f == faultToken
+}
+
+// errRenew marks a failure that only a new generation repairs although
+// its code says less: crypto11 keeps dead sessions in its pool, so a lost
+// session under a crypto11 call needs a new crypto11 context.
+type errRenew struct{ err error }
+
+func (e errRenew) Error() string { return e.err.Error() }
+func (e errRenew) Unwrap() error { return e.err }
+
+// renewIfLost marks err, from a crypto11 call, as errRenew when its
+// session was lost.
+func renewIfLost(err error) error {
+	if classify(err) == faultSession {
+		return errRenew{err}
+	}
+	return err
+}
 
 // ckrPattern recovers a return code from an error that crypto11 flattened
 // to text with %v; its GCM and HMAC paths do that, and recovery depends on
@@ -75,22 +103,28 @@ func classify(err error) fault {
 	if err == nil {
 		return faultNone
 	}
+	if errors.As(err, new(errRenew)) {
+		return faultLogin
+	}
 	code, ok := returnCode(err)
 	if !ok {
 		return faultInput
 	}
 	switch code {
 	case pkcs11.CKR_SESSION_HANDLE_INVALID,
-		pkcs11.CKR_SESSION_CLOSED,
-		pkcs11.CKR_USER_NOT_LOGGED_IN,
-		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_SESSION_CLOSED:
+		return faultSession
+	case pkcs11.CKR_USER_NOT_LOGGED_IN,
 		pkcs11.CKR_OBJECT_HANDLE_INVALID,
-		pkcs11.CKR_KEY_HANDLE_INVALID,
+		pkcs11.CKR_KEY_HANDLE_INVALID:
+		return faultLogin
+	case pkcs11.CKR_SESSION_COUNT:
+		return faultBusy
+	case pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
 		pkcs11.CKR_DEVICE_REMOVED,
 		pkcs11.CKR_TOKEN_NOT_PRESENT,
-		pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
-		pkcs11.CKR_SESSION_COUNT:
-		return faultSession
+		pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
+		return faultToken
 	case pkcs11.CKR_DEVICE_ERROR,
 		pkcs11.CKR_DEVICE_MEMORY,
 		pkcs11.CKR_HOST_MEMORY,
@@ -126,7 +160,7 @@ func decryptFault(call string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if classify(err) == faultSession || deviceFailure(err) {
+	if classify(err).recoverable() || deviceFailure(err) {
 		return describe(call, err)
 	}
 	return ErrCrypto

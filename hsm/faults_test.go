@@ -80,8 +80,9 @@ func openFaultyModule(t *testing.T, cfg Config) (*Module, *faultyP11) {
 
 // TestFaultOutcomes injects each PKCS#11 failure a token can return into
 // C_Decrypt under a reveal's Open, and checks the documented outcome:
-// a lost session or login is reconnected (which logs in again) and
-// retried, so the caller sees nothing; a device fault fails closed as
+// a lost session is replaced alone and a lost login renewed (a new
+// generation logs in again), and the operation retried, so the caller
+// sees nothing; a device fault fails closed as
 // ErrUnavailable with no retry; a token that stays away fails closed after
 // one reconnect. After each, the next Open works.
 func TestFaultOutcomes(t *testing.T) {
@@ -98,8 +99,9 @@ func TestFaultOutcomes(t *testing.T) {
 		want       error // nil: the Open succeeds
 		reconnects int64
 	}{
-		{"session handle invalid: retried", pkcs11.CKR_SESSION_HANDLE_INVALID, 1, nil, 1},
-		{"session closed: retried", pkcs11.CKR_SESSION_CLOSED, 1, nil, 1},
+		{"session handle invalid: retried on another session", pkcs11.CKR_SESSION_HANDLE_INVALID, 1, nil, 0},
+		{"session closed: retried on another session", pkcs11.CKR_SESSION_CLOSED, 1, nil, 0},
+		{"sessions keep dying: fails closed", pkcs11.CKR_SESSION_HANDLE_INVALID, -1, ErrUnavailable, 0},
 		{"user not logged in: logged in again", pkcs11.CKR_USER_NOT_LOGGED_IN, 1, nil, 1},
 		{"device removed once: reconnected", pkcs11.CKR_DEVICE_REMOVED, 1, nil, 1},
 		{"token not present once: reconnected", pkcs11.CKR_TOKEN_NOT_PRESENT, 1, nil, 1},

@@ -145,7 +145,7 @@ func (c *conn) generateSecret(p Purpose, version uint32, extractable bool) error
 		cipher = crypto11.CipherGeneric
 	}
 	_, err := c.c11.GenerateSecretKeyWithAttributes(template, 256, cipher)
-	return err
+	return renewIfLost(err)
 }
 
 func (c *conn) generateRSA(label string, extractable bool) error {
@@ -178,7 +178,7 @@ func (c *conn) generateRSA(label string, extractable bool) error {
 		}
 	}
 	_, err = c.c11.GenerateRSAKeyPairWithAttributes(public, private, 4096)
-	return err
+	return renewIfLost(err)
 }
 
 // ImportSecret creates a purpose's secret key from a clear value, for

@@ -10,11 +10,17 @@
 // device error (cipher.AEAD.Seal, hash.Hash.Sum), or flattens the PKCS#11
 // return code the recovery logic needs.
 //
-// Recovery: crypto11's pool keeps dead sessions after a token restart. When
-// any call fails with a session-class code the adapter closes the whole
-// connection, configures a new one (which logs in again), and retries the
-// call once. Every operation the adapter retries is idempotent. Input faults
-// (a GCM tag mismatch, bad padding) never trigger a reconnect.
+// Recovery takes the smallest remedy that repairs a fault (errors.go), once
+// per operation, and then retries it; every operation the adapter retries
+// is idempotent, since nothing was returned. A lost session is replaced
+// alone; a token with no session to give is waited for; a lost login, or
+// object handles the token no longer knows, start a new generation of the
+// connection (a new crypto11 context logs in again) beside the old one,
+// which closes once its calls have returned; only a library or token that
+// is gone is re-initialised, and never while a call is inside it, because
+// PKCS#11 leaves a call concurrent with C_Finalize undefined (SoftHSM2
+// crashes). Input faults (a GCM tag mismatch, bad padding) never trigger
+// any of it.
 package hsm
 
 import (
@@ -45,7 +51,11 @@ type Config struct {
 	TokenSerial string
 	Slot        *uint
 	PIN         string // user PIN; from a file or the environment, never a flag
-	MaxSessions int    // sessions the adapter keeps open; 0 means 32
+	// MaxSessions caps the sessions the adapter keeps open for
+	// operations; 0 means 32. The token's own limit (ulMaxSessionCount)
+	// lowers it, less the sessions crypto11 keeps for the login and key
+	// generation.
+	MaxSessions int
 	// KeyRefresh is how long the adapter trusts its view of which versions
 	// exist before it lists the token again, so that a version another
 	// process created (a rotation ceremony) is picked up by a running
@@ -128,6 +138,8 @@ type Module struct {
 	oaepSHA256 atomic.Int32
 
 	reconnects atomic.Int64
+	// retiring counts old generations still closing in the background.
+	retiring sync.WaitGroup
 	// obs is told of every operation (observer.go).
 	obs atomic.Pointer[Observer]
 }
@@ -141,6 +153,9 @@ type conn struct {
 	label  string // the token's label
 	serial string // the token's serial number, which key records name
 	pool   *sessionPool
+	// sessions is how many operations may run at once: MaxSessions, or
+	// less where the token allows fewer sessions.
+	sessions int
 
 	handleMu sync.RWMutex
 	handles  map[handleKey]pkcs11.ObjectHandle
@@ -166,8 +181,11 @@ type conn struct {
 	// outside the view and not found (lookAgain); guarded by refreshing.
 	missed map[string]time.Time
 
-	// inflight lets close wait for calls running on this generation.
+	// inflight lets close wait for calls running on this generation;
+	// retired, set under its write lock, turns away a caller that took
+	// the generation before it was replaced.
 	inflight sync.RWMutex
+	retired  atomic.Bool
 }
 
 // Open loads the module, logs in to the token and probes its mechanisms.
@@ -183,7 +201,7 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	if raw == nil {
 		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s", cfg.Module)
 	}
-	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxSessions)}
+	m := &Module{cfg: cfg, raw: raw, p: raw, rand: rand.Reader, log: cfg.Logger}
 	m.forced, _ = parseForced(cfg.Profile) // validated above
 	var err error
 	if m.p, err = newClearingP11(raw); err != nil {
@@ -192,9 +210,14 @@ func openWith(cfg Config, wrap func(p11) p11) (*Module, error) {
 	if wrap != nil {
 		m.p = wrap(m.p)
 	}
-	if _, err := m.current(); err != nil {
+	c, err := m.current()
+	if err != nil {
 		raw.Destroy()
 		return nil, err
+	}
+	m.slots = make(chan struct{}, c.sessions)
+	if c.sessions < cfg.MaxSessions {
+		m.log.Info("the token allows fewer sessions than configured", "sessions", c.sessions, "configured", cfg.MaxSessions)
 	}
 	if err := m.Probe(context.Background()); err != nil {
 		m.Close()
@@ -218,6 +241,7 @@ func (m *Module) Close() {
 	if c := m.cur.Swap(nil); c != nil {
 		c.close()
 	}
+	m.retiring.Wait()
 	m.raw.Destroy()
 }
 
@@ -259,15 +283,28 @@ func (m *Module) current() (*conn, error) {
 	return c, nil
 }
 
+// crypto11Sessions is what crypto11 keeps open beside the adapter's pool:
+// the session that holds the login and one for key generation (crypto11
+// wants at least two).
+const crypto11Sessions = 2
+
 func (m *Module) connect() (*conn, error) {
 	c11cfg := &crypto11.Config{
 		Path:        m.cfg.Module,
 		Pin:         m.cfg.PIN,
-		MaxSessions: m.cfg.MaxSessions,
+		MaxSessions: crypto11Sessions,
 		GCMIVLength: 12, // crypto11 defaults to 16; the vault's format uses 12
 	}
 	m.cfg.crypto11Selector(c11cfg)
 	c11, err := crypto11.Configure(c11cfg)
+	if errors.Is(err, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)) {
+		// Another user of the library in this process still holds
+		// crypto11's reference to it, so crypto11 did not initialise it
+		// again after it was finalised.
+		if ierr := m.p.Initialize(); ierr == nil {
+			c11, err = crypto11.Configure(c11cfg)
+		}
+	}
 	if err != nil {
 		// crypto11's message names the token and the return code, not the PIN.
 		return nil, fmt.Errorf("hsm: open %s: %w", m.cfg.selector(), err)
@@ -282,13 +319,19 @@ func (m *Module) connect() (*conn, error) {
 		_ = c11.Close()
 		return nil, err
 	}
+	sessions, err := poolSize(m.cfg.MaxSessions, info.MaxSessionCount)
+	if err != nil {
+		_ = c11.Close()
+		return nil, err
+	}
 	c := &conn{
-		c11:     c11,
-		p:       m.p,
-		slot:    slot,
-		label:   strings.TrimRight(info.Label, " \x00"),
-		serial:  strings.TrimRight(info.SerialNumber, " \x00"),
-		pool:    newSessionPool(m.p, slot, m.cfg.MaxSessions),
+		c11:      c11,
+		p:        m.p,
+		slot:     slot,
+		label:    strings.TrimRight(info.Label, " \x00"),
+		serial:   strings.TrimRight(info.SerialNumber, " \x00"),
+		pool:     newSessionPool(m.p, slot, sessions, m.cfg.CallTimeout),
+		sessions: sessions,
 		handles: map[handleKey]pkcs11.ObjectHandle{},
 		pubKeys: map[string]*rsa.PublicKey{},
 		refresh: m.cfg.KeyRefresh,
@@ -313,23 +356,93 @@ func (m *Module) connect() (*conn, error) {
 	return c, nil
 }
 
+// poolSize is how many sessions the adapter's pool may hold: the
+// configured number, within what the token allows beside crypto11's.
+// tokenMax is ulMaxSessionCount, where 0 (CK_EFFECTIVELY_INFINITE) and
+// all ones (CK_UNAVAILABLE_INFORMATION) say nothing.
+func poolSize(configured int, tokenMax uint) (int, error) {
+	if tokenMax == 0 || tokenMax == ^uint(0) || tokenMax >= uint(configured+crypto11Sessions) {
+		return configured, nil
+	}
+	if tokenMax <= crypto11Sessions {
+		return 0, fmt.Errorf("hsm: the token allows %d sessions; cardvault needs at least %d", tokenMax, crypto11Sessions+1)
+	}
+	return int(tokenMax) - crypto11Sessions, nil
+}
+
+// close waits for the calls on this generation to return, then closes
+// its sessions and its crypto11 context.
 func (c *conn) close() {
-	c.inflight.Lock() // wait for calls on this generation to return
+	c.inflight.Lock()
+	c.closeDrained()
+}
+
+// drain waits, up to d, until no call runs on this generation, and then
+// keeps every later one out. It reports whether it got there.
+func (c *conn) drain(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for !c.inflight.TryLock() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// closeDrained is close for a generation whose write lock is held.
+func (c *conn) closeDrained() {
 	defer c.inflight.Unlock()
+	c.retired.Store(true)
 	c.pool.drain()
+	// The last crypto11 context on the library finalises it; an older or
+	// newer generation's keeps it alive.
 	_ = c.c11.Close()
 }
 
-// reconnect replaces the broken generation, unless another caller already
-// has.
+// renew replaces a generation whose login or object handles are gone with
+// a new one, which logs in again, unless another caller already has. The
+// library stays initialised throughout: the new generation is made first,
+// and the old one closes in the background once its calls have returned.
+func (m *Module) renew(broken *conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cur.Load() != broken || m.closed {
+		return
+	}
+	c, err := m.connect()
+	if err != nil {
+		m.log.Warn("hsm: logging in again failed", "error", err)
+		return
+	}
+	m.cur.Store(c)
+	m.retiring.Add(1)
+	go func() {
+		defer m.retiring.Done()
+		broken.close()
+	}()
+	m.reconnects.Add(1)
+	m.log.Info("hsm logged in again on a new generation of sessions", "reconnects", m.reconnects.Load())
+}
+
+// reconnect replaces a generation whose library or token went away: it
+// drains the calls inside the library, within the call timeout, closes
+// the generation (which finalises the library) and connects again, unless
+// another caller already has. A call that stays inside the library past
+// the bound leaves the broken generation in place: finalising under it is
+// undefined, and the next caller to find the token gone tries again.
 func (m *Module) reconnect(broken *conn) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.cur.Load() != broken {
+	if m.cur.Load() != broken || m.closed {
+		return
+	}
+	if !broken.drain(m.cfg.CallTimeout) {
+		m.log.Error("hsm: a call is still inside the token; not reconnecting under it", "timeout", m.cfg.CallTimeout)
 		return
 	}
 	m.cur.Store(nil)
-	broken.close()
+	broken.closeDrained()
 	m.reconnects.Add(1)
 	c, err := m.connect()
 	if err != nil {
@@ -388,9 +501,10 @@ var errClosed = errors.New("hsm: module closed")
 // failing token.
 var errBusy = fmt.Errorf("%w: no session slot free", ErrUnavailable)
 
-// attempt runs fn, reconnecting and retrying once on a session fault.
+// attempt runs fn, and again after each remedy recover applies.
 func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) error {
-	for attempt := 0; ; attempt++ {
+	var used remedies
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -400,6 +514,11 @@ func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) e
 			return ErrUnavailable
 		}
 		c.inflight.RLock()
+		if c.retired.Load() {
+			// Replaced between current and the lock.
+			c.inflight.RUnlock()
+			continue
+		}
 		// A stale view is refreshed first, so that a version another
 		// process made and recorded is usable by name within the refresh
 		// interval, as the active one is.
@@ -410,19 +529,64 @@ func (m *Module) attempt(ctx context.Context, op string, fn func(*conn) error) e
 		if code := returnCodeName(err); code != "" {
 			m.observer().PKCS11Error(code)
 		}
-		switch classify(err) {
-		case faultNone, faultInput:
+		f := classify(err)
+		switch {
+		case f == faultNone || f == faultInput:
 			return err
-		case faultSession:
-			if attempt == 0 {
-				m.log.Warn("hsm session lost; reconnecting", "op", op, "error", err)
-				m.reconnect(c)
-				continue
-			}
+		case m.recover(c, f, &used, op, err):
+			continue
 		}
 		m.log.Error("hsm operation failed", "op", op, "error", err)
+		if f == faultBusy {
+			return errBusy
+		}
 		return ErrUnavailable
 	}
+}
+
+// remedies counts what recover has done for one operation: each remedy
+// at most once (a lost session twice, the second time with every idle
+// session dropped), so a fault that outlives its remedy fails closed.
+type remedies struct {
+	sessions           int
+	renewed, reconnect bool
+}
+
+// recover applies the remedy for fault f of an operation on generation c
+// and reports whether the operation should run again.
+func (m *Module) recover(c *conn, f fault, used *remedies, op string, err error) bool {
+	switch f {
+	case faultSession:
+		if used.sessions == 2 {
+			return false
+		}
+		used.sessions++
+		if used.sessions == 2 {
+			// Two dead sessions in a row: the idle ones are likely dead
+			// too (the token restarted), so the next is a new one.
+			c.pool.drain()
+		}
+		m.log.Debug("hsm session lost; retrying on another", "op", op, "error", err)
+		return true
+	case faultLogin:
+		if used.renewed {
+			return false
+		}
+		used.renewed = true
+		m.log.Warn("hsm login or key handles lost; logging in again", "op", op, "error", err)
+		m.renew(c)
+		return true
+	case faultToken:
+		if used.reconnect {
+			return false
+		}
+		used.reconnect = true
+		m.log.Warn("hsm token or library gone; reconnecting", "op", op, "error", err)
+		m.reconnect(c)
+		return true
+	}
+	// faultBusy: the pool already waited the call timeout for a session.
+	return false
 }
 
 // withSession runs fn on one of the connection's own sessions.

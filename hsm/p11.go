@@ -1,6 +1,9 @@
 package hsm
 
 import (
+	"sync/atomic"
+	"time"
+
 	"github.com/miekg/pkcs11"
 )
 
@@ -37,38 +40,89 @@ type p11 interface {
 
 // sessionPool holds idle sessions on one slot. Unlike crypto11's pool it
 // evicts a session whose call failed with a session-class code, so a dead
-// session is never handed out twice.
+// session is never handed out twice, and it meets a token with no session
+// to give (CKR_SESSION_COUNT) by waiting for one.
 type sessionPool struct {
 	p    p11
 	slot uint
 	idle chan pkcs11.SessionHandle
+	// wait bounds how long get waits for a session the token refuses to
+	// open: the call timeout, after which the operation fails closed.
+	wait time.Duration
+	// open counts the sessions the pool has open, idle or in use; limit
+	// is how many were open when the token last refused one (0: never),
+	// so that callers past it wait for an idle session instead of asking
+	// the token again at once.
+	open, limit atomic.Int64
 }
 
-func newSessionPool(p p11, slot uint, size int) *sessionPool {
-	return &sessionPool{p: p, slot: slot, idle: make(chan pkcs11.SessionHandle, size)}
+func newSessionPool(p p11, slot uint, size int, wait time.Duration) *sessionPool {
+	return &sessionPool{p: p, slot: slot, idle: make(chan pkcs11.SessionHandle, size), wait: wait}
 }
 
+// get hands out an idle session or opens one. A token at its session
+// limit is back-pressure, not a fault: a partition's limit is shared with
+// other clients, so get waits for one of ours to come back, asking the
+// token again after a growing pause, up to sp.wait.
 func (sp *sessionPool) get() (pkcs11.SessionHandle, error) {
 	select {
 	case sh := <-sp.idle:
 		return sh, nil
 	default:
-		// Login state is per application, so a new session inherits it.
-		return sp.p.OpenSession(sp.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	}
+	deadline := time.Now().Add(sp.wait)
+	pause := time.Millisecond
+	if l := sp.limit.Load(); l > 0 && sp.open.Load() >= l {
+		pause = 20 * time.Millisecond // at the limit learnt: one of ours will come back first
+	} else if sh, err := sp.openSession(); classify(err) != faultBusy {
+		return sh, err
+	}
+	for {
+		t := time.NewTimer(pause)
+		select {
+		case sh := <-sp.idle:
+			t.Stop()
+			return sh, nil
+		case <-t.C:
+		}
+		sh, err := sp.openSession()
+		if classify(err) != faultBusy || time.Now().After(deadline) {
+			return sh, err
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
+// openSession opens a session and keeps the pool's counts.
+func (sp *sessionPool) openSession() (pkcs11.SessionHandle, error) {
+	// Login state is per application, so a new session inherits it.
+	sh, err := sp.p.OpenSession(sp.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	switch {
+	case err == nil:
+		sp.open.Add(1)
+	case classify(err) == faultBusy:
+		sp.limit.Store(sp.open.Load())
+	}
+	return sh, err
+}
+
+// closeSession closes a session of the pool's.
+func (sp *sessionPool) closeSession(sh pkcs11.SessionHandle) {
+	sp.open.Add(-1)
+	_ = sp.p.CloseSession(sh)
 }
 
 // put returns a session after use; callErr is the error of the call made on
 // it, which decides whether the session is still worth keeping.
 func (sp *sessionPool) put(sh pkcs11.SessionHandle, callErr error) {
-	if classify(callErr) >= faultSession {
-		_ = sp.p.CloseSession(sh)
+	if f := classify(callErr); f == faultSession || f == faultToken || f == faultDevice {
+		sp.closeSession(sh)
 		return
 	}
 	select {
 	case sp.idle <- sh:
 	default:
-		_ = sp.p.CloseSession(sh)
+		sp.closeSession(sh)
 	}
 }
 
@@ -77,7 +131,7 @@ func (sp *sessionPool) drain() {
 	for {
 		select {
 		case sh := <-sp.idle:
-			_ = sp.p.CloseSession(sh)
+			sp.closeSession(sh)
 		default:
 			return
 		}

@@ -6,7 +6,7 @@ export PATH="/usr/local/go/bin:$PATH"
 # Debian packages the vault, its tests and its independent clients need.
 CARDVAULT_PACKAGES=(
   softhsm2 opensc openssl jq gdb curl binutils
-  libnss3 libnss3-tools gcc libc6-dev libssl-dev
+  libnss3 libnss3-tools gcc libc6-dev libssl-dev libp11-kit-dev
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
   postgresql debootstrap docker-compose prometheus
