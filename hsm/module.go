@@ -332,11 +332,11 @@ func (m *Module) connect() (*conn, error) {
 		serial:   strings.TrimRight(info.SerialNumber, " \x00"),
 		pool:     newSessionPool(m.p, slot, sessions, m.cfg.CallTimeout),
 		sessions: sessions,
-		handles: map[handleKey]pkcs11.ObjectHandle{},
-		pubKeys: map[string]*rsa.PublicKey{},
-		refresh: m.cfg.KeyRefresh,
-		catalog: m.cfg.Catalog,
-		log:     m.log,
+		handles:  map[handleKey]pkcs11.ObjectHandle{},
+		pubKeys:  map[string]*rsa.PublicKey{},
+		refresh:  m.cfg.KeyRefresh,
+		catalog:  m.cfg.Catalog,
+		log:      m.log,
 	}
 	if err := m.adapt(c); err != nil {
 		c.close()
