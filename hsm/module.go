@@ -15,11 +15,10 @@
 // is idempotent, since nothing was returned. A lost session is replaced
 // alone; a token with no session to give is waited for; a lost login, or
 // object handles the token no longer knows, start a new generation of the
-// connection (a new crypto11 context logs in again) beside the old one,
-// which closes once its calls have returned; only a library or token that
-// is gone is re-initialised, and never while a call is inside it, because
-// PKCS#11 leaves a call concurrent with C_Finalize undefined (SoftHSM2
-// crashes). Input faults (a GCM tag mismatch, bad padding) never trigger
+// connection (a new crypto11 context logs in again) once the old one's
+// calls have returned; only a library or token that is gone is
+// re-initialised, never while a call is inside it either, because PKCS#11
+// leaves a call concurrent with C_Finalize undefined (SoftHSM2 crashes). Input faults (a GCM tag mismatch, bad padding) never trigger
 // any of it.
 package hsm
 
@@ -138,8 +137,6 @@ type Module struct {
 	oaepSHA256 atomic.Int32
 
 	reconnects atomic.Int64
-	// retiring counts old generations still closing in the background.
-	retiring sync.WaitGroup
 	// obs is told of every operation (observer.go).
 	obs atomic.Pointer[Observer]
 }
@@ -241,7 +238,6 @@ func (m *Module) Close() {
 	if c := m.cur.Swap(nil); c != nil {
 		c.close()
 	}
-	m.retiring.Wait()
 	m.raw.Destroy()
 }
 
@@ -400,57 +396,46 @@ func (c *conn) closeDrained() {
 	_ = c.c11.Close()
 }
 
-// renew replaces a generation whose login or object handles are gone with
-// a new one, which logs in again, unless another caller already has. The
-// library stays initialised throughout: the new generation is made first,
-// and the old one closes in the background once its calls have returned.
-func (m *Module) renew(broken *conn) {
+// replace puts a new generation of the connection in place of broken,
+// unless another caller already has. It first drains broken's calls,
+// within the call timeout, and keeps later ones out: the new generation
+// logs in, which makes the old generation's cached object handles usable
+// again, and after a token restart a handle may name another object
+// (measured on SoftHSM2: an HMAC key's handle reached an AES key,
+// CKR_KEY_FUNCTION_NOT_PERMITTED). A call that stays inside the token past
+// the bound leaves broken in place, and the next caller to meet the fault
+// tries again.
+//
+// With reinit, the library or the token went away: broken is closed
+// first, which finalises the library (its crypto11 context is the last),
+// and the new generation initialises it again. Without, the library stays
+// initialised: the new generation is made first.
+func (m *Module) replace(broken *conn, reinit bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cur.Load() != broken || m.closed {
 		return
 	}
-	c, err := m.connect()
-	if err != nil {
-		m.log.Warn("hsm: logging in again failed", "error", err)
-		return
-	}
-	m.cur.Store(c)
-	m.retiring.Add(1)
-	go func() {
-		defer m.retiring.Done()
-		broken.close()
-	}()
-	m.reconnects.Add(1)
-	m.log.Info("hsm logged in again on a new generation of sessions", "reconnects", m.reconnects.Load())
-}
-
-// reconnect replaces a generation whose library or token went away: it
-// drains the calls inside the library, within the call timeout, closes
-// the generation (which finalises the library) and connects again, unless
-// another caller already has. A call that stays inside the library past
-// the bound leaves the broken generation in place: finalising under it is
-// undefined, and the next caller to find the token gone tries again.
-func (m *Module) reconnect(broken *conn) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.cur.Load() != broken || m.closed {
-		return
-	}
+	m.cur.Store(nil) // new callers wait on m.mu
 	if !broken.drain(m.cfg.CallTimeout) {
-		m.log.Error("hsm: a call is still inside the token; not reconnecting under it", "timeout", m.cfg.CallTimeout)
+		m.cur.Store(broken)
+		m.log.Error("hsm: a call is still inside the token; not replacing the connection under it", "timeout", m.cfg.CallTimeout)
 		return
 	}
-	m.cur.Store(nil)
-	broken.closeDrained()
-	m.reconnects.Add(1)
+	if reinit {
+		broken.closeDrained()
+	}
 	c, err := m.connect()
+	if !reinit {
+		broken.closeDrained()
+	}
+	m.reconnects.Add(1)
 	if err != nil {
 		m.log.Warn("hsm reconnect failed", "error", err)
 		return
 	}
 	m.cur.Store(c)
-	m.log.Info("hsm reconnected", "reconnects", m.reconnects.Load())
+	m.log.Info("hsm reconnected", "reconnects", m.reconnects.Load(), "reinitialised", reinit)
 }
 
 // do runs an idempotent operation within the call timeout: it waits for
@@ -574,7 +559,7 @@ func (m *Module) recover(c *conn, f fault, used *remedies, op string, err error)
 		}
 		used.renewed = true
 		m.log.Warn("hsm login or key handles lost; logging in again", "op", op, "error", err)
-		m.renew(c)
+		m.replace(c, false)
 		return true
 	case faultToken:
 		if used.reconnect {
@@ -582,7 +567,7 @@ func (m *Module) recover(c *conn, f fault, used *remedies, op string, err error)
 		}
 		used.reconnect = true
 		m.log.Warn("hsm token or library gone; reconnecting", "op", op, "error", err)
-		m.reconnect(c)
+		m.replace(c, true)
 		return true
 	}
 	// faultBusy: the pool already waited the call timeout for a session.
