@@ -57,6 +57,9 @@ const (
 	// an owner with a bound device refuse the routes without a device.
 	envDeviceGate = "CARDVAULT_DEVICE_GATE"
 	envHSMTimeout = "CARDVAULT_HSM_CALL_TIMEOUT" // an HSM operation's bound, session wait included
+	// envHSMSessions caps the sessions the adapter keeps for operations;
+	// the token's own limit lowers it.
+	envHSMSessions = "CARDVAULT_HSM_SESSIONS"
 	// envHSMProfile forces settings of the token's profile, as
 	// `cardvault hsm probe` prints them (e.g. "gcm-iv=refused,raw-rsa=no").
 	envHSMProfile = "CARDVAULT_HSM_PROFILE"
@@ -209,6 +212,9 @@ func hsmConfig(log *slog.Logger, catalog hsm.KeyRecords) (hsm.Config, error) {
 		return cfg, err
 	}
 	if cfg.CallTimeout, err = durationEnv(envHSMTimeout, 10*time.Second); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxSessions, err = intEnv(envHSMSessions, 32); err != nil {
 		return cfg, err
 	}
 	if pinFile != "" {
