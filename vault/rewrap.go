@@ -58,7 +58,10 @@ type Rewrapped struct {
 
 // RewrapProgress is reported after every batch.
 type RewrapProgress struct {
-	Total     int // stale records when the run started
+	// Total is the stale records when the run started, plus those made
+	// stale since that the run met (sealed by a server whose key view
+	// predated the rotation).
+	Total     int
 	Done      int // records moved forward
 	Skipped   int // records changed under the run, left for the next pass
 	Failed    int // records that would not open: left as they are
@@ -196,6 +199,7 @@ func (r *Rewrapper) Run(ctx context.Context, opts RewrapOptions) (RewrapProgress
 			}
 			p.Done += n
 			p.Skipped += len(moves) - n
+			p.Total = max(p.Total, p.Done+p.Failed)
 			p.Remaining = max(p.Total-p.Done-p.Failed, 0)
 			p.Elapsed = r.now().Sub(start)
 			if opts.Progress != nil {
