@@ -36,7 +36,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	only := fs.String("ops", "", "comma-separated operations to run; all when empty")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of each operation's service phase to `PREFIX`.<operation>.prof")
 	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
-	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts: real RSA-2048 device keys to make, one per checked reveal")
+	hangUps := fs.Int("hang-ups", 0, "instead of the operations, run imports and checked secure views for --duration while this many bursts of 32 clients hang up mid-request (with --token-restarts too: the restarts come first)")
+	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts or --hang-ups: real RSA-2048 device keys to make, one per checked reveal")
 	scrape := fs.String("scrape", "", "after the run, write the server's /metrics, as the load left it, to this file")
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
 	if err := fs.Parse(args); err != nil {
@@ -50,6 +51,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	if *restarts < 0 || *restarts > 10 || *faultKeys < 0 || *faultKeys > 5000 {
 		return fmt.Errorf("--token-restarts %d --fault-keys %d: want 0 to 10 restarts and 0 to 5000 keys", *restarts, *faultKeys)
+	}
+	if *hangUps < 0 || *hangUps > 100 {
+		return fmt.Errorf("--hang-ups %d: want 0 to 100 bursts", *hangUps)
 	}
 	if *restarts > 0 && !faultInjection {
 		return fmt.Errorf("--token-restarts: %w", errNoFaultInjection)
@@ -81,8 +85,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	api := bench.NewClient(url, token, *clients)
 	defer api.Close()
 	env := &bench.Env{API: api, Keys: m}
-	if *restarts > 0 {
-		rep, err := bench.RunFaults(ctx, env, *clients, *duration, *restarts, *faultKeys, func() error { return restartUnderneath(m) }, stderr)
+	if *restarts > 0 || *hangUps > 0 {
+		faults := bench.Faults{Restarts: *restarts, Restart: func() error { return restartUnderneath(m) }, HangUps: *hangUps}
+		rep, err := bench.RunFaults(ctx, env, *clients, *duration, faults, *faultKeys, stderr)
 		if err != nil {
 			return err
 		}

@@ -157,3 +157,36 @@ func TestBenchOnANetworkHSM(t *testing.T) {
 		t.Errorf("dropped sessions re-initialised the module:\n%s", stderr.String())
 	}
 }
+
+// TestLoadUnderHangUps is scenario 6 of issue 28 with the real binary:
+// imports and checked secure views while bursts of 32 clients send imports
+// and hang up mid-request. The checked clients must not notice: no 5xx,
+// no other status, no wrong answer, no lost write. Before grouped SQLite
+// statements ran under the group's context, a hung-up piece rolled back
+// its whole group, and its neighbours got 503.
+func TestLoadUnderHangUps(t *testing.T) {
+	v := newVaultEnv(t)
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	cmd := exec.Command(binary, "bench", "--clients", "8", "--duration", "4s", "--hang-ups", "6", "--fault-keys", "24", "--json")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var r bench.FaultReport
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, stdout.String())
+	}
+	t.Logf("sent %d, ok %d, 503 %d, other %d, wrong %d, acknowledged %d, lost %d, reveals %d, hung up %d in %d bursts",
+		r.Sent, r.OK, r.Unavailable, r.Other, r.Wrong, r.Acknowledged, r.Lost, r.Reveals, r.HungUp, r.HangUps)
+	if r.Unavailable != 0 || r.Other != 0 || r.Wrong != 0 || r.Lost != 0 {
+		t.Fatalf("the checked clients noticed the hang-ups: 503 %d, other %d, wrong %d, lost %d: %s",
+			r.Unavailable, r.Other, r.Wrong, r.Lost, r.FirstProblem)
+	}
+	if r.HungUp == 0 || r.Acknowledged == 0 || r.Reveals == 0 {
+		t.Fatalf("implausible report %+v: no client hung up mid-request, or nothing was checked", r)
+	}
+}

@@ -25,6 +25,10 @@ type FaultReport struct {
 	Clients  int     `json:"clients"`
 	Seconds  float64 `json:"seconds"`
 	Restarts int     `json:"token_restarts"`
+	HangUps  int     `json:"hang_up_bursts"`
+	// HungUp counts the burst clients' requests that were cut off
+	// mid-request by their own hang-up; they are not in Sent.
+	HungUp int64 `json:"requests_hung_up"`
 	// Sent counts every HTTP request, retries included; Answered those
 	// that got any HTTP answer.
 	Sent     int64 `json:"requests_sent"`
@@ -47,7 +51,8 @@ type FaultReport struct {
 	Lost         int64 `json:"lost_writes"`
 	// Reveals is how many secure views were decrypted and checked.
 	Reveals int64 `json:"reveals_checked"`
-	// Recovery is, per restart, the time from the restart to the first
+	// Recovery is, per fault (restarts first, then hang-up bursts, in
+	// the order they ran), the time from the fault to the first
 	// successful answer to a request sent after it.
 	Recovery []float64 `json:"recovery_seconds"`
 	// FirstProblem describes the first unexpected answer, by status only.
@@ -83,13 +88,28 @@ type faultRun struct {
 
 type okAt struct{ sent, answered time.Time }
 
+// Faults is what a load-under-faults run injects, evenly spaced over it:
+// the restarts first, then the hang-up bursts.
+type Faults struct {
+	Restarts int          // token restarts, each made by Restart
+	Restart  func() error // restarts the token underneath the server
+	// HangUps is the number of bursts of hangUpClients clients that each
+	// send an import and hang up a few milliseconds later, mid-request.
+	HangUps int
+}
+
+// hangUpClients is the size of a hang-up burst: enough to land in every
+// group commit in flight.
+const hangUpClients = 32
+
 // RunFaults drives imports and secure views with clients clients for d,
-// calls restart evenly spaced restarts times during it, and checks every
-// answer: each reveal is decrypted with its real device key and compared,
-// and after the run every acknowledged import is looked up by its PAN.
-// jwkKeys real RSA-2048 device keys are made first, one per reveal.
-func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, restarts, jwkKeys int, restart func() error, progress io.Writer) (FaultReport, error) {
-	r := &faultRun{env: env, rep: FaultReport{Clients: clients, Restarts: restarts}, jwks: make(chan *rsa.PrivateKey, jwkKeys), d: d, keys: jwkKeys}
+// injects the faults f evenly spaced during it, and checks every answer
+// to the checked clients: each reveal is decrypted with its real device
+// key and compared, and after the run every acknowledged import is looked
+// up by its PAN. jwkKeys real RSA-2048 device keys are made first, one per
+// reveal.
+func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, f Faults, jwkKeys int, progress io.Writer) (FaultReport, error) {
+	r := &faultRun{env: env, rep: FaultReport{Clients: clients, Restarts: f.Restarts, HangUps: f.HangUps}, jwks: make(chan *rsa.PrivateKey, jwkKeys), d: d, keys: jwkKeys}
 	say(progress, "faults: making %d RSA-2048 device keys", jwkKeys)
 	if err := makeKeys(r.jwks, jwkKeys); err != nil {
 		return r.rep, err
@@ -104,27 +124,33 @@ func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, rest
 		fcs[c] = &faultClient{person: person, device: dev}
 	}
 
-	say(progress, "faults: %d clients for %s, restarting the token %d times", clients, d, restarts)
+	say(progress, "faults: %d clients for %s, restarting the token %d times, %d bursts of %d clients hanging up", clients, d, f.Restarts, f.HangUps, hangUpClients)
 	runCtx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	var restartTimes []time.Time
-	restartErr := make(chan error, 1)
+	var faultTimes []time.Time
+	faultErr := make(chan error, 1)
 	go func() {
-		defer close(restartErr)
-		for i := 1; i <= restarts; i++ {
+		defer close(faultErr)
+		n := f.Restarts + f.HangUps
+		for i := 1; i <= n; i++ {
 			select {
-			case <-time.After(d / time.Duration(restarts+1)):
+			case <-time.After(d / time.Duration(n+1)):
 			case <-runCtx.Done():
 				return
 			}
 			r.mu.Lock()
-			restartTimes = append(restartTimes, time.Now())
+			faultTimes = append(faultTimes, time.Now())
 			r.mu.Unlock()
-			say(progress, "faults: restarting the token (%d of %d)", i, restarts)
-			if err := restart(); err != nil {
-				restartErr <- err
-				return
+			if i <= f.Restarts {
+				say(progress, "faults: restarting the token (%d of %d)", i, f.Restarts)
+				if err := f.Restart(); err != nil {
+					faultErr <- err
+					return
+				}
+				continue
 			}
+			say(progress, "faults: %d clients hang up mid-request (%d of %d)", hangUpClients, i-f.Restarts, f.HangUps)
+			r.hangUpBurst(runCtx, fcs[0].person, i)
 		}
 	}()
 	start := time.Now()
@@ -143,7 +169,7 @@ func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, rest
 	wg.Wait()
 	r.rep.Seconds = time.Since(start).Seconds()
 	r.rep.CutOff = r.rep.Sent - r.rep.Answered
-	if err := <-restartErr; err != nil {
+	if err := <-faultErr; err != nil {
 		return r.rep, fmt.Errorf("restart: %w", err)
 	}
 	say(progress, "faults: looking up %d acknowledged imports", r.rep.Acknowledged)
@@ -154,7 +180,7 @@ func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, rest
 			}
 		}
 	}
-	r.rep.Recovery = recoveryTimes(restartTimes, r.oks)
+	r.rep.Recovery = recoveryTimes(faultTimes, r.oks)
 	if p := r.problem.Load(); p != nil {
 		r.rep.FirstProblem = *p
 	}
@@ -242,6 +268,30 @@ func (r *faultRun) importCard(ctx context.Context, fc *faultClient, c, i int) {
 		fc.cards = append(fc.cards, cardRecord{meta.ID, pan, cvv})
 		return
 	}
+}
+
+// hangUpBurst sends hangUpClients imports at once, each from a client
+// that hangs up 0.2 to 4 ms after sending, mostly while the server works
+// on it. Their outcomes are the clients' own; what is checked is that the
+// checked clients never notice.
+func (r *faultRun) hangUpBurst(ctx context.Context, owner string, burst int) {
+	var wg sync.WaitGroup
+	for c := range hangUpClients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pan := luhn(fmt.Sprintf("400001%02d%02d%05d", burst%100, c, time.Now().Nanosecond()%100000))
+			body, _ := json.Marshal(map[string]any{"owner_id": owner, "type": "VIRTUAL", "pan": pan, "cvv": "123",
+				"expiry_month": 12, "expiry_year": 2030, "name": "HANG UP"})
+			after := 200*time.Microsecond + time.Duration(c)*(4*time.Millisecond-200*time.Microsecond)/hangUpClients
+			hangUp, cancel := context.WithTimeout(ctx, after)
+			defer cancel()
+			if _, err := r.env.API.Do(hangUp, http.MethodPost, "/v1/cards", body, fmt.Sprintf("hang-up-%d-%d", burst, c)); err != nil && hangUp.Err() != nil {
+				atomic.AddInt64(&r.rep.HungUp, 1)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // reveal asks for one of the client's cards as a JWE to a fresh real
@@ -359,13 +409,14 @@ func luhn(digits string) string {
 
 // WriteFaultReport prints the report for a person.
 func WriteFaultReport(w io.Writer, r FaultReport) {
-	fmt.Fprintf(w, "load under faults: %d clients, %.1fs, token restarted %d times\n", r.Clients, r.Seconds, r.Restarts)
+	fmt.Fprintf(w, "load under faults: %d clients, %.1fs, token restarted %d times, %d bursts of clients hanging up (%d requests cut off)\n",
+		r.Clients, r.Seconds, r.Restarts, r.HangUps, r.HungUp)
 	fmt.Fprintf(w, "  requests sent       %d\n  answered            %d\n  cut off at the end  %d\n  ok                  %d\n  503 (failed closed) %d\n  other status        %d\n",
 		r.Sent, r.Answered, r.CutOff, r.OK, r.Unavailable, r.Other)
 	fmt.Fprintf(w, "  wrong answers       %d\n  writes acknowledged %d\n  lost writes         %d\n  reveals checked     %d\n",
 		r.Wrong, r.Acknowledged, r.Lost, r.Reveals)
 	for i, s := range r.Recovery {
-		fmt.Fprintf(w, "  recovery after restart %d: %.3fs\n", i+1, s)
+		fmt.Fprintf(w, "  recovery after fault %d: %.3fs\n", i+1, s)
 	}
 	if r.FirstProblem != "" {
 		fmt.Fprintf(w, "  first problem: %s\n", r.FirstProblem)
