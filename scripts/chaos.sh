@@ -35,10 +35,12 @@ if docker info >/dev/null 2>&1; then
   fi
   export TESTCONTAINERS_RYUK_DISABLED=true
   scenario 2 "SIGKILL of a replica mid-write (the compose stack)" ./internal/stacktest '^TestReplicaFailure$'
-  scenario 3 "PostgreSQL stopped and restarted under a serving replica" ./internal/stacktest '^TestPostgresOutage$'
+  scenario 3 "PostgreSQL stopped and restarted under a serving replica (compose stack)" ./internal/stacktest '^TestPostgresOutage$'
 else
   echo "== 2, 3: no Docker engine here; they need the compose stack's images"
 fi
+scenario 3 "PostgreSQL's primary crashes under load and its synchronous standby is promoted" \
+  ./cmd/cardvault '^TestPostgresFailoverUnderLoad$'
 scenario 4 "the HSM token restarted twice under load" ./cmd/cardvault '^TestLoadUnderTokenRestarts$'
 scenario 5 "SQLite's disk full, then room again" ./sqlstore '^TestSQLiteDiskFull$'
 scenario 6 "bursts of clients hanging up mid-request" ./cmd/cardvault '^TestLoadUnderHangUps$'
