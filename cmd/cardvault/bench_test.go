@@ -83,21 +83,11 @@ func TestLoadUnderTokenRestarts(t *testing.T) {
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	cmd := exec.Command(hookBinary, "bench", "--clients", "4", "--duration", "4s", "--token-restarts", "2", "--fault-keys", "24", "--json")
-	cmd.Env, cmd.Dir = v.env, v.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
-	}
-	var r bench.FaultReport
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		t.Fatalf("report: %v\n%s", err, stdout.String())
-	}
+	r, stderr := runFaultBench(t, v, hookBinary, "--clients", "4", "--duration", "4s", "--token-restarts", "2", "--fault-keys", "24")
 	t.Logf("sent %d, answered %d, ok %d, 503 %d, other %d, wrong %d, acknowledged %d, lost %d, reveals %d, recovery %v",
 		r.Sent, r.Answered, r.OK, r.Unavailable, r.Other, r.Wrong, r.Acknowledged, r.Lost, r.Reveals, r.Recovery)
 	if r.Wrong != 0 || r.Lost != 0 || r.Other != 0 {
-		t.Fatalf("wrong answers %d, lost writes %d, other statuses %d: %s\n%s", r.Wrong, r.Lost, r.Other, r.FirstProblem, stderr.String())
+		t.Fatalf("wrong answers %d, lost writes %d, other statuses %d: %s\n%s", r.Wrong, r.Lost, r.Other, r.FirstProblem, stderr)
 	}
 	if r.Acknowledged == 0 || r.Reveals == 0 || r.Answered != r.OK+r.Unavailable+r.Other {
 		t.Fatalf("implausible report %+v", r)
@@ -105,8 +95,8 @@ func TestLoadUnderTokenRestarts(t *testing.T) {
 	if len(r.Recovery) != 2 || r.Recovery[0] < 0 || r.Recovery[1] < 0 {
 		t.Fatalf("recovery %v: the service did not answer after each restart", r.Recovery)
 	}
-	if n := strings.Count(stderr.String(), `"msg":"hsm reconnected"`); n < 2 {
-		t.Fatalf("the adapter reconnected %d times over 2 restarts:\n%s", n, stderr.String())
+	if n := strings.Count(stderr, `"msg":"hsm reconnected"`); n < 2 {
+		t.Fatalf("the adapter reconnected %d times over 2 restarts:\n%s", n, stderr)
 	}
 }
 
@@ -169,7 +159,23 @@ func TestLoadUnderHangUps(t *testing.T) {
 	if out, err := v.run(t, "ceremony", "init"); err != nil {
 		t.Fatalf("init: %v\n%s", err, out)
 	}
-	cmd := exec.Command(binary, "bench", "--clients", "8", "--duration", "4s", "--hang-ups", "6", "--fault-keys", "24", "--json")
+	r, _ := runFaultBench(t, v, binary, "--clients", "8", "--duration", "4s", "--hang-ups", "6", "--fault-keys", "24")
+	t.Logf("sent %d, ok %d, 503 %d, other %d, wrong %d, acknowledged %d, lost %d, reveals %d, hung up %d in %d bursts",
+		r.Sent, r.OK, r.Unavailable, r.Other, r.Wrong, r.Acknowledged, r.Lost, r.Reveals, r.HungUp, r.HangUps)
+	if r.Unavailable != 0 || r.Other != 0 || r.Wrong != 0 || r.Lost != 0 {
+		t.Fatalf("the checked clients noticed the hang-ups: 503 %d, other %d, wrong %d, lost %d: %s",
+			r.Unavailable, r.Other, r.Wrong, r.Lost, r.FirstProblem)
+	}
+	if r.HungUp == 0 || r.Acknowledged == 0 || r.Reveals == 0 {
+		t.Fatalf("implausible report %+v: no client hung up mid-request, or nothing was checked", r)
+	}
+}
+
+// runFaultBench runs the bench's load under faults with bin and returns
+// its report and the server's log.
+func runFaultBench(t *testing.T, v *vaultEnv, bin string, args ...string) (bench.FaultReport, string) {
+	t.Helper()
+	cmd := exec.Command(bin, append(append([]string{"bench"}, args...), "--json")...)
 	cmd.Env, cmd.Dir = v.env, v.dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -180,13 +186,5 @@ func TestLoadUnderHangUps(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 		t.Fatalf("report: %v\n%s", err, stdout.String())
 	}
-	t.Logf("sent %d, ok %d, 503 %d, other %d, wrong %d, acknowledged %d, lost %d, reveals %d, hung up %d in %d bursts",
-		r.Sent, r.OK, r.Unavailable, r.Other, r.Wrong, r.Acknowledged, r.Lost, r.Reveals, r.HungUp, r.HangUps)
-	if r.Unavailable != 0 || r.Other != 0 || r.Wrong != 0 || r.Lost != 0 {
-		t.Fatalf("the checked clients noticed the hang-ups: 503 %d, other %d, wrong %d, lost %d: %s",
-			r.Unavailable, r.Other, r.Wrong, r.Lost, r.FirstProblem)
-	}
-	if r.HungUp == 0 || r.Acknowledged == 0 || r.Reveals == 0 {
-		t.Fatalf("implausible report %+v: no client hung up mid-request, or nothing was checked", r)
-	}
+	return r, stderr.String()
 }

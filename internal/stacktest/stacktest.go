@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -88,7 +87,7 @@ type Postgres struct {
 // Its host port is fixed for its life, so a restart keeps the DSN.
 func StartPostgres(t *testing.T, nw *testcontainers.DockerNetwork) *Postgres {
 	t.Helper()
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	c, err := testcontainers.Run(context.Background(), PostgresImage,
 		testcontainers.WithEnv(map[string]string{"POSTGRES_PASSWORD": postgresPassword}),
 		testcontainers.WithExposedPorts("5432/tcp"),
@@ -188,7 +187,7 @@ func (s *Stack) oneShot(name string, cmd []string) string {
 
 func (s *Stack) startReplica() *Replica {
 	s.t.Helper()
-	port := freePort(s.t)
+	port := testenv.FreePort(s.t)
 	c, err := testcontainers.Run(context.Background(), VaultImage,
 		testcontainers.WithEnv(s.env()),
 		testcontainers.WithFiles(secrets()...),
@@ -257,16 +256,6 @@ func fixedPort(containerPort string, hostPort int) testcontainers.CustomizeReque
 	return testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
 		hc.PortBindings = mobynet.PortMap{mobynet.MustParsePort(containerPort): {{HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: fmt.Sprint(hostPort)}}}
 	})
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func removeVolume(name string) {

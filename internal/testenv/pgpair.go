@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +44,7 @@ func StartPostgresPair(t testing.TB) *PostgresPair {
 		}
 	}
 	p.primaryData, p.standbyData = filepath.Join(p.dir, "primary"), filepath.Join(p.dir, "standby")
-	p.PrimaryPort, p.StandbyPort = freePort(t), freePort(t)
+	p.PrimaryPort, p.StandbyPort = FreePort(t), FreePort(t)
 	p.run("initdb", "-D", p.primaryData, "-A", "trust", "-U", "postgres", "--no-sync")
 	conf := fmt.Sprintf("listen_addresses = '127.0.0.1'\nunix_socket_directories = '%s'\nfsync = off\nmax_connections = 100\n"+
 		"wal_level = replica\nmax_wal_senders = 4\nsynchronous_standby_names = '*'\n", p.dir)
@@ -129,15 +128,4 @@ func (p *PostgresPair) appendFile(path, text string) {
 	if _, err := f.WriteString(text); err != nil {
 		p.t.Fatal(err)
 	}
-}
-
-// freePort finds a loopback port nobody listens on now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }

@@ -4,6 +4,7 @@
 package testenv
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"testing"
@@ -32,4 +33,15 @@ func RequireCommand(t testing.TB, name string) string {
 	path, err := exec.LookPath(name)
 	Require(t, name, err)
 	return path
+}
+
+// FreePort finds a loopback port nobody listens on now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
