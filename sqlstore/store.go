@@ -64,6 +64,7 @@ type Store struct {
 	group  groupQueue // write transactions waiting for the writer slot
 	stmts  *stmtCache // prepared statements of the write path and hot reads (SQLite)
 	obs    atomic.Pointer[Observer]
+	prune  *pruner
 }
 
 var _ vault.Store = (*Store)(nil)
@@ -93,12 +94,17 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	st := &Store{db: db, d: d, chains: chains}
+	st := &Store{db: db, d: d, chains: chains, prune: newPruner()}
 	if d.singleWriter {
 		// PostgreSQL's driver (pgx) caches prepared statements itself.
 		st.writer = make(chan struct{}, 1)
 		st.stmts = &stmtCache{db: db}
 	}
+	tick := time.NewTicker(pruneInterval)
+	go func() {
+		defer tick.Stop()
+		st.pruneOnTime(tick.C)
+	}()
 	return st, nil
 }
 
@@ -112,6 +118,7 @@ func (s *Store) Close() error {
 		s.chains.timer = nil
 	}
 	s.chains.mu.Unlock()
+	s.prune.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	s.checkpointAll(ctx)
@@ -170,17 +177,20 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 	}
 	if r := w.Idempotent; r != nil {
 		// Answers leave with their window, so a key may be used again
-		// after it and nothing about a request outlives it.
-		if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM idempotency WHERE created_at < ?`), micros(r.PruneBefore)); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO idempotency (scope, idem_key, request_hash, result, card_id, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
-			r.Scope, r.Key, r.RequestHash, r.Result, r.CardID, micros(r.CreatedAt))
-		if s.d.isUnique(err) {
-			return vault.ErrDuplicateRequest
-		}
+		// after it and nothing about a request outlives it: an expired
+		// answer is taken over in place (the pruner deletes the rest).
+		s.prune.idempotency(r.CreatedAt.Sub(r.PruneBefore))
+		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO idempotency (scope, idem_key, request_hash, result, card_id, created_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (scope, idem_key) DO UPDATE SET request_hash = excluded.request_hash, result = excluded.result, card_id = excluded.card_id, created_at = excluded.created_at
+			WHERE idempotency.created_at < ?`),
+			r.Scope, r.Key, r.RequestHash, r.Result, r.CardID, micros(r.CreatedAt), micros(r.PruneBefore))
 		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return vault.ErrDuplicateRequest // an answer within the window holds the key
 		}
 	}
 	if w.Slot != nil {
@@ -235,12 +245,7 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if err := s.serialize(ctx, tx, subjects...); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), r.Kind, micros(r.Since())); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_caller_cards WHERE kind = ? AND last_at <= ?`), r.Kind, micros(r.Since())); err != nil {
-		return err
-	}
+	s.prune.budget(r.Kind, r.Budget.Window) // rows out of the window go in the background
 	use, err := s.budgetUse(ctx, tx, r)
 	if err != nil {
 		return err
