@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/internal/bench"
+	"github.com/cardvault/cardvault/internal/delayproxy"
 	"github.com/cardvault/cardvault/vault"
 )
 
@@ -40,6 +42,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts or --hang-ups: real RSA-2048 device keys to make, one per checked reveal")
 	scrape := fs.String("scrape", "", "after the run, write the server's /metrics, as the load left it, to this file")
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
+	dbDelay := fs.Duration("db-delay", 0, "with --db: add this delay each way between the vault and PostgreSQL, through a TCP proxy, as a network would (0 to 50ms)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -51,6 +54,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	if *restarts < 0 || *restarts > 10 || *faultKeys < 0 || *faultKeys > 5000 {
 		return fmt.Errorf("--token-restarts %d --fault-keys %d: want 0 to 10 restarts and 0 to 5000 keys", *restarts, *faultKeys)
+	}
+	if *dbDelay < 0 || *dbDelay > 50*time.Millisecond || (*dbDelay > 0 && *db == "") {
+		return fmt.Errorf("--db-delay %s: want 0 to 50ms, with --db", *dbDelay)
 	}
 	if *hangUps < 0 || *hangUps > 100 {
 		return fmt.Errorf("--hang-ups %d: want 0 to 100 bursts", *hangUps)
@@ -75,6 +81,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 			return fmt.Errorf("--db: want a postgres:// URL")
 		}
 		dsn, dbName = *db, "PostgreSQL"
+		if *dbDelay > 0 {
+			proxied, stopProxy, err := delayDSN(dsn, *dbDelay)
+			if err != nil {
+				return err
+			}
+			defer stopProxy()
+			dsn, dbName = proxied, fmt.Sprintf("PostgreSQL, %s each way", *dbDelay)
+		}
 	}
 	url, token, stop, err := serveBench(ctx, m, dsn, dir, stderr)
 	if err != nil {
@@ -284,4 +298,23 @@ func selectOps(all []bench.Op, list string) ([]bench.Op, error) {
 		return nil, fmt.Errorf("--ops %q: want some of %s", list, strings.Join(names, ","))
 	}
 	return out, nil
+}
+
+// delayDSN starts a delaying proxy to the PostgreSQL server dsn names and
+// returns dsn pointed at it.
+func delayDSN(dsn string, delay time.Duration) (string, func(), error) {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Host == "" || strings.Contains(u.Host, ",") {
+		return "", nil, fmt.Errorf("--db-delay: want a postgres:// URL naming one host")
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "5432")
+	}
+	p, err := delayproxy.Start(host, delay)
+	if err != nil {
+		return "", nil, err
+	}
+	u.Host = p.Addr()
+	return u.String(), func() { p.Close() }, nil
 }

@@ -66,6 +66,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--clients", "0"},
 		{"--duration", "10ms"},
 		{"--ops", "jiko_read,nonsense"},
+		{"--db-delay", "1ms"}, // without --db
+		{"--db-delay", "1s", "--db", "postgres://127.0.0.1/x"},
 	} {
 		out, err := v.run(t, append([]string{"bench"}, args...)...)
 		if err == nil || !strings.Contains(out, args[0]) {
