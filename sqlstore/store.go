@@ -194,7 +194,7 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 		}
 	}
 	if w.Slot != nil {
-		if err := s.countSlot(ctx, tx, w.Slot); err != nil {
+		if err := s.countSubjects(ctx, tx, w.Slot); err != nil {
 			return err
 		}
 	}
@@ -203,7 +203,16 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 			return err
 		}
 	}
-	return s.insertAudit(ctx, tx, w.Audit)
+	if err := s.insertAudit(ctx, tx, w.Audit); err != nil {
+		return err
+	}
+	if w.Slot != nil {
+		// Last, so that the caller's lock, which every request of an API
+		// token shares, is held for the fewest round trips before the
+		// commit (issue 29).
+		return s.countCaller(ctx, tx, w.Slot)
+	}
+	return nil
 }
 
 // recheckReveal reads the card and, for a gated route, its owner's
@@ -230,23 +239,30 @@ func (s *Store) recheckReveal(ctx context.Context, tx *txn, r *vault.RevealCheck
 	return r.Check(vault.Status(status), sealed, devices > 0)
 }
 
-// countSlot checks an event against its budget and records it. Concurrent
-// events are serialised (SQLite takes its write lock at BEGIN IMMEDIATE;
-// PostgreSQL locks the card, then the device, then the caller), so two
-// cannot both take the last slot.
+// countSlot checks an event against its budget and records it, the
+// caller's distinct cards included.
 func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
+	if err := s.countSubjects(ctx, tx, r); err != nil {
+		return err
+	}
+	return s.countCaller(ctx, tx, r)
+}
+
+// countSubjects checks an event against its card's and its device's
+// budgets and records it. Concurrent events are serialised (SQLite takes
+// its write lock at BEGIN IMMEDIATE; PostgreSQL locks the card, then the
+// device, and last, in countCaller, the caller), so two cannot both take
+// the last slot.
+func (s *Store) countSubjects(ctx context.Context, tx *txn, r *vault.Slot) error {
 	subjects := []string{"budget:" + r.Kind + ":card:" + r.CardID}
 	if r.DeviceID != "" {
 		subjects = append(subjects, "budget:"+r.Kind+":device:"+r.DeviceID)
-	}
-	if r.Caller != "" {
-		subjects = append(subjects, "budget:"+r.Kind+":caller:"+r.Caller)
 	}
 	if err := s.serialize(ctx, tx, subjects...); err != nil {
 		return err
 	}
 	s.prune.budget(r.Kind, r.Budget.Window) // rows out of the window go in the background
-	use, err := s.budgetUse(ctx, tx, r)
+	use, err := s.subjectUse(ctx, tx, r)
 	if err != nil {
 		return err
 	}
@@ -257,11 +273,28 @@ func (s *Store) countSlot(ctx context.Context, tx *txn, r *vault.Slot) error {
 	if err != nil {
 		return err
 	}
-	if _, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id, caller) VALUES (?, ?, ?, ?, ?, ?)`),
-		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID, r.Caller); err != nil || r.Caller == "" {
+	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_events (id, kind, at, card_id, device_id, caller) VALUES (?, ?, ?, ?, ?, ?)`),
+		id.String(), r.Kind, micros(r.At), r.CardID, r.DeviceID, r.Caller)
+	return err
+}
+
+// countCaller checks an event against its caller's budget of distinct
+// cards and records the card as the caller's.
+func (s *Store) countCaller(ctx context.Context, tx *txn, r *vault.Slot) error {
+	if r.Caller == "" {
+		return nil
+	}
+	if err := s.serialize(ctx, tx, "budget:"+r.Kind+":caller:"+r.Caller); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, s.q(`INSERT INTO budget_caller_cards (kind, caller, card_id, last_at) VALUES (?, ?, ?, ?)
+	var use vault.BudgetUse
+	if err := s.callerUse(ctx, tx, r, &use); err != nil {
+		return err
+	}
+	if err := r.Check(use); err != nil {
+		return err
+	}
+	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO budget_caller_cards (kind, caller, card_id, last_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (kind, caller, card_id) DO UPDATE SET last_at = CASE WHEN excluded.last_at > budget_caller_cards.last_at THEN excluded.last_at ELSE budget_caller_cards.last_at END`),
 		r.Kind, r.Caller, r.CardID, micros(r.At))
 	return err
@@ -272,6 +305,15 @@ type querier interface {
 }
 
 func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.BudgetUse, error) {
+	u, err := s.subjectUse(ctx, q, r)
+	if err != nil {
+		return u, err
+	}
+	return u, s.callerUse(ctx, q, r, &u)
+}
+
+// subjectUse reads what the card's and the device's windows hold.
+func (s *Store) subjectUse(ctx context.Context, q querier, r *vault.Slot) (vault.BudgetUse, error) {
 	var u vault.BudgetUse
 	since := micros(r.Since())
 	count := func(column, value string, n *int, oldest *time.Time) error {
@@ -291,6 +333,12 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 			return u, err
 		}
 	}
+	return u, nil
+}
+
+// callerUse reads what the caller's window holds into u.
+func (s *Store) callerUse(ctx context.Context, q querier, r *vault.Slot, u *vault.BudgetUse) error {
+	since := micros(r.Since())
 	if r.Caller != "" {
 		// The caller's distinct cards, and whether this card is one of
 		// them (then it costs nothing more), in one read of at most the
@@ -302,14 +350,14 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(last_at), COUNT(CASE WHEN card_id = ? THEN 1 END) FROM budget_caller_cards WHERE kind = ? AND caller = ? AND last_at > ?`),
 			r.CardID, r.Kind, r.Caller, since).Scan(&u.Caller, &first, &mine)
 		if err != nil {
-			return u, err
+			return err
 		}
 		if first.Valid {
 			u.CallerOldest = fromMicros(first.Int64)
 		}
 		u.CallerHasCard = mine > 0
 	}
-	return u, nil
+	return nil
 }
 
 // BudgetUse reports what a slot's windows already hold.

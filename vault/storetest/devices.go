@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -230,6 +231,22 @@ func testRaceRevealBudget(t *testing.T, r replicas) {
 	}, func(err error) bool { return isRateLimited(err, "card_id") })
 	if wins != 2 || limited != 10 {
 		t.Fatalf("%d reveals and %d refusals under a budget of 2", wins, limited)
+	}
+}
+
+// testRaceCallerBudget races one caller's reveals of twelve distinct
+// cards across replicas: the caller's lock is taken last in the
+// transaction (issue 29), and still no two take its last slot.
+func testRaceCallerBudget(t *testing.T, r replicas) {
+	ctx := context.Background()
+	wins, limited := race(t, 12, func(i int) error {
+		card := fmt.Sprintf("raced-%d", i)
+		sl := slot(card, "", now)
+		sl.Caller, sl.Budget.PerCard, sl.Budget.PerCaller = "api", 100, 3
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.reveal", card), Slot: sl})
+	}, func(err error) bool { return isRateLimited(err, "Authorization") })
+	if wins != 3 || limited != 9 {
+		t.Fatalf("%d reveals and %d refusals under a caller budget of 3 distinct cards", wins, limited)
 	}
 }
 

@@ -56,6 +56,7 @@ func Run(t *testing.T, open Opener) {
 		"RaceOnUsedKey":        testRaceUsedKey,
 		"RaceOnIdempotencyKey": testRaceIdempotency,
 		"RaceOnRevealBudget":   testRaceRevealBudget,
+		"RaceOnCallerBudget":   testRaceCallerBudget,
 		"RaceOnOrderMove":      testRaceOrderMove,
 		"RaceOnDeviceLimit":    testRaceDeviceLimit,
 	}
