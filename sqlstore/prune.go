@@ -22,12 +22,37 @@ type pruner struct {
 	idem    time.Duration            // the idempotency window
 	stop    chan struct{}
 	done    chan struct{}
-	once    sync.Once
+	started bool // guarded by mu
+	closed  sync.Once
 }
 
-// close stops the pruner and waits for a prune in progress.
+// PruneInBackground starts deleting, every second, the rows that have left
+// their windows, as of the wall clock. Servers start it; a store whose
+// writes carry other clocks' times (the conformance suite's fixed "now")
+// must not, or it would delete their rows as long expired.
+func (s *Store) PruneInBackground() {
+	s.prune.mu.Lock()
+	defer s.prune.mu.Unlock()
+	if s.prune.started {
+		return
+	}
+	s.prune.started = true
+	tick := time.NewTicker(pruneInterval)
+	go func() {
+		defer tick.Stop()
+		s.pruneOnTime(tick.C)
+	}()
+}
+
+// close stops the pruner, if it runs, and waits for a prune in progress.
 func (p *pruner) close() {
-	p.once.Do(func() { close(p.stop) })
+	p.mu.Lock()
+	started := p.started
+	p.mu.Unlock()
+	if !started {
+		return
+	}
+	p.closed.Do(func() { close(p.stop) })
 	<-p.done
 }
 

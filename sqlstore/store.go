@@ -100,11 +100,6 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 		st.writer = make(chan struct{}, 1)
 		st.stmts = &stmtCache{db: db}
 	}
-	tick := time.NewTicker(pruneInterval)
-	go func() {
-		defer tick.Stop()
-		st.pruneOnTime(tick.C)
-	}()
 	return st, nil
 }
 

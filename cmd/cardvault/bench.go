@@ -234,6 +234,7 @@ func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr 
 		return "", "", nil, err
 	}
 	store.UseAuditKey(m, every)
+	store.PruneInBackground()
 	ms := instrument(m, store)
 	cfg.Observer = ms.Vault()
 	served := false // until then, every return closes the store

@@ -308,6 +308,7 @@ func openPinned(ctx context.Context, log *slog.Logger) (*hsm.Module, *sqlstore.S
 	}
 	store.UseAuditKey(m, every)
 	store.CheckpointEvery(interval)
+	store.PruneInBackground()
 	return m, store, nil
 }
 
