@@ -42,7 +42,8 @@ func (c *codeCounter) count(code string) int {
 
 // TestNetworkHSM runs the adapter on SoftHSM2 behind netshim, a
 // pass-through PKCS#11 module that behaves as a network HSM (issue 28):
-// 500 µs on every call, a partition capped at 8 sessions, and a session
+// 500 µs on every call, a partition capped at 8 sessions (3, when the cap
+// is hidden from the token info), and a session
 // dropped every 300 calls. Sixteen callers seal, open and MAC at once.
 // Every operation must succeed: a dropped session is replaced alone and
 // its operation retried on another, the pool stays within the cap, and
@@ -57,7 +58,9 @@ func TestNetworkHSM(t *testing.T) {
 		net  netshim.Network
 	}{
 		{"the cap in the token info", netshim.Network{Delay: 500 * time.Microsecond, MaxSessions: 8, DropEvery: 300}},
-		{"the cap learnt from CKR_SESSION_COUNT", netshim.Network{Delay: 500 * time.Microsecond, MaxSessions: 8, HideMax: true, DropEvery: 300}},
+		// Three sessions, two of them crypto11's: any two operations at
+		// once meet the hidden cap, however fast the machine runs them.
+		{"the cap learnt from CKR_SESSION_COUNT", netshim.Network{Delay: 500 * time.Microsecond, MaxSessions: 3, HideMax: true, DropEvery: 300}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := softhsm.TestToken(t)
