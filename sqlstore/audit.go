@@ -152,6 +152,9 @@ type txn struct {
 	// driver does when the statement's context ends, so one caller who
 	// hangs up would fail every piece of the group.
 	group context.Context
+	// callerCharged says the write's slot was charged to its caller
+	// before the transaction began (chargeCallerApart).
+	callerCharged bool
 }
 
 // stmtContext is the context a statement of the transaction runs under.

@@ -108,8 +108,10 @@ func (s *Store) pruneNow(ctx context.Context, now time.Time) error {
 			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_events WHERE kind = ? AND at <= ?`), kind, since); err != nil {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM budget_caller_cards WHERE kind = ? AND last_at <= ?`), kind, since); err != nil {
-				return err
+			for _, table := range []string{"budget_caller_cards", "budget_caller_buckets"} {
+				if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM `+table+` WHERE kind = ? AND bucket_end <= ?`), kind, since); err != nil {
+					return err
+				}
 			}
 		}
 		if idem > 0 {

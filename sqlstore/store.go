@@ -43,6 +43,13 @@ type dialect struct {
 	// of up to 100 ms, which under load turns a queue of a few
 	// milliseconds into a tail of hundreds.
 	singleWriter bool
+	// chargeCaller, where set, charges a slot to its caller's budget in
+	// a statement of its own before the write's transaction
+	// (chargeCallerApart); end is the bucket of now. It returns the
+	// caller's use when the budget refuses the slot.
+	chargeCaller func(ctx context.Context, db *sql.DB, r *vault.Slot, end int64) (*vault.BudgetUse, error)
+	// migrations are the dialect's own options to the migration provider.
+	migrations []goose.ProviderOption
 }
 
 // serialize takes the dialect's locks on subjects, in the order given.
@@ -80,7 +87,7 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := goose.NewProvider(d.name, db, sub)
+	p, err := goose.NewProvider(d.name, db, sub, d.migrations...)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrations: %w", err)
@@ -202,9 +209,9 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 		return err
 	}
 	if w.Slot != nil {
-		// Last, so that the caller's lock, which every request of an API
-		// token shares, is held for the fewest round trips before the
-		// commit (issue 29).
+		// Last, so that where the caller is counted in the transaction
+		// (SQLite; PostgreSQL charges it apart, callerbudget.go) its
+		// lock is held for the fewest statements before the commit.
 		return s.countCaller(ctx, tx, w.Slot)
 	}
 	return nil
@@ -273,28 +280,6 @@ func (s *Store) countSubjects(ctx context.Context, tx *txn, r *vault.Slot) error
 	return err
 }
 
-// countCaller checks an event against its caller's budget of distinct
-// cards and records the card as the caller's.
-func (s *Store) countCaller(ctx context.Context, tx *txn, r *vault.Slot) error {
-	if r.Caller == "" {
-		return nil
-	}
-	if err := s.serialize(ctx, tx, "budget:"+r.Kind+":caller:"+r.Caller); err != nil {
-		return err
-	}
-	var use vault.BudgetUse
-	if err := s.callerUse(ctx, tx, r, &use); err != nil {
-		return err
-	}
-	if err := r.Check(use); err != nil {
-		return err
-	}
-	_, err := tx.ExecContext(ctx, s.q(`INSERT INTO budget_caller_cards (kind, caller, card_id, last_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (kind, caller, card_id) DO UPDATE SET last_at = CASE WHEN excluded.last_at > budget_caller_cards.last_at THEN excluded.last_at ELSE budget_caller_cards.last_at END`),
-		r.Kind, r.Caller, r.CardID, micros(r.At))
-	return err
-}
-
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
@@ -304,7 +289,8 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 	if err != nil {
 		return u, err
 	}
-	return u, s.callerUse(ctx, q, r, &u)
+	_, err = s.callerUse(ctx, q, r, &u)
+	return u, err
 }
 
 // subjectUse reads what the card's and the device's windows hold.
@@ -329,30 +315,6 @@ func (s *Store) subjectUse(ctx context.Context, q querier, r *vault.Slot) (vault
 		}
 	}
 	return u, nil
-}
-
-// callerUse reads what the caller's window holds into u.
-func (s *Store) callerUse(ctx context.Context, q querier, r *vault.Slot, u *vault.BudgetUse) error {
-	since := micros(r.Since())
-	if r.Caller != "" {
-		// The caller's distinct cards, and whether this card is one of
-		// them (then it costs nothing more), in one read of at most the
-		// cards in the window. A card stops counting when its last event
-		// leaves the window, which is when the oldest of these frees a
-		// slot.
-		var first sql.NullInt64
-		var mine int
-		err := q.QueryRowContext(ctx, s.q(`SELECT COUNT(*), MIN(last_at), COUNT(CASE WHEN card_id = ? THEN 1 END) FROM budget_caller_cards WHERE kind = ? AND caller = ? AND last_at > ?`),
-			r.CardID, r.Kind, r.Caller, since).Scan(&u.Caller, &first, &mine)
-		if err != nil {
-			return err
-		}
-		if first.Valid {
-			u.CallerOldest = fromMicros(first.Int64)
-		}
-		u.CallerHasCard = mine > 0
-	}
-	return nil
 }
 
 // BudgetUse reports what a slot's windows already hold.
@@ -394,7 +356,12 @@ func scanCard(r scanner) (*vault.Card, error) {
 // before the insert: past a budget the answer is the budget's, whether or
 // not the card's PAN is already in the vault.
 func (s *Store) CreateCard(ctx context.Context, c *vault.Card, w vault.Write) error {
+	charged, err := s.chargeCallerApart(ctx, w.Slot)
+	if err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx *txn) error {
+		tx.callerCharged = charged
 		if w.Slot != nil {
 			if err := s.countSlot(ctx, tx, w.Slot); err != nil {
 				return err
@@ -480,7 +447,12 @@ func (s *Store) queryCards(ctx context.Context, where string, args ...any) ([]*v
 
 // Commit commits a Write on its own.
 func (s *Store) Commit(ctx context.Context, w vault.Write) error {
+	charged, err := s.chargeCallerApart(ctx, w.Slot)
+	if err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx *txn) error {
+		tx.callerCharged = charged
 		return s.applyWrite(ctx, tx, w.Audit.CardID, w)
 	})
 }

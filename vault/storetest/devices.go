@@ -210,18 +210,25 @@ func testCallerBudget(t *testing.T, s vault.Store) {
 	if !isRateLimited(err, "Authorization") {
 		t.Fatalf("a caller's third distinct card: %v", err)
 	}
-	// A card stops counting when its last event leaves the window: k2's
-	// (at 1m) goes first, at 61m, 58m from now. (Counting from the
-	// caller's oldest event said 57m, when k1, revealed again at 2m,
-	// still counted: a client retrying then was refused again.)
-	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 58*time.Minute {
-		t.Fatalf("retry after %s, want 58m", e.RetryAfter)
+	// A card counts until the bucket of its last event (a sixtieth of
+	// the window, here a minute) leaves the window: k2's (1m, in the
+	// bucket ending at 2m) goes first, at 62m, 59m from now. k1,
+	// revealed again at 2m, moved to the bucket ending at 3m.
+	if e := new(vault.Error); errors.As(err, &e) && e.RetryAfter != 59*time.Minute {
+		t.Fatalf("retry after %s, want 59m", e.RetryAfter)
 	}
 	must(t, reveal("other", "k3", now.Add(4*time.Minute)))
-	if err := reveal("api", "k3", now.Add(60*time.Minute)); !isRateLimited(err, "Authorization") {
-		t.Fatalf("a third distinct card while k1 and k2 are both in the window: %v", err)
+	for _, at := range []time.Duration{60 * time.Minute, 61 * time.Minute} {
+		if err := reveal("api", "k3", now.Add(at)); !isRateLimited(err, "Authorization") {
+			t.Fatalf("a third distinct card at %s, while k2's bucket is in the window: %v", at, err)
+		}
 	}
-	must(t, reveal("api", "k3", now.Add(61*time.Minute)))
+	must(t, reveal("api", "k3", now.Add(62*time.Minute)))
+	// k1's bucket ends at 3m: until 63m it still fills the second slot.
+	if err := reveal("api", "k4", now.Add(62*time.Minute+30*time.Second)); !isRateLimited(err, "Authorization") {
+		t.Fatalf("a new card while k1 and k3 count: %v", err)
+	}
+	must(t, reveal("api", "k4", now.Add(63*time.Minute)))
 }
 
 func testRaceRevealBudget(t *testing.T, r replicas) {
