@@ -43,6 +43,8 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	scrape := fs.String("scrape", "", "after the run, write the server's /metrics, as the load left it, to this file")
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
 	dbDelay := fs.Duration("db-delay", 0, "with --db: add this delay each way between the vault and PostgreSQL, through a TCP proxy, as a network would (0 to 50ms)")
+	target := fs.String("target", "", "instead of serving a vault of its own, drive running servers: comma-separated base URLs (replicas, taken in turn), served over the configured token (for the bounds) with budgets no bench reaches")
+	tokenFile := fs.String("token-file", "", "with --target: a file holding the bearer token of an API token with every scope")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,41 +66,44 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if *restarts > 0 && !faultInjection {
 		return fmt.Errorf("--token-restarts: %w", errNoFaultInjection)
 	}
+	if (*target == "") != (*tokenFile == "") || (*target != "" && (*db != "" || *restarts > 0)) {
+		return fmt.Errorf("--target and --token-file go together, without --db or --token-restarts")
+	}
 
-	m, err := openKeyedHSM(ctx, stderr, log)
-	if err != nil {
-		return err
-	}
-	defer m.Close()
-	dir, err := os.MkdirTemp("", "cardvault-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	dsn, dbName := "sqlite:"+filepath.Join(dir, "bench.db"), "SQLite"
-	if *db != "" {
-		if !strings.HasPrefix(*db, "postgres://") && !strings.HasPrefix(*db, "postgresql://") {
-			return fmt.Errorf("--db: want a postgres:// URL")
+	var (
+		m       *hsm.Module
+		targets []string
+		token   string
+		dbName  string
+		err     error
+	)
+	if *target != "" {
+		if targets, token, err = benchTargets(*target, *tokenFile); err != nil {
+			return err
 		}
-		dsn, dbName = *db, "PostgreSQL"
-		if *dbDelay > 0 {
-			proxied, stopProxy, err := delayDSN(dsn, *dbDelay)
-			if err != nil {
-				return err
-			}
-			defer stopProxy()
-			dsn, dbName = proxied, fmt.Sprintf("PostgreSQL, %s each way", *dbDelay)
+		// The servers' keys are theirs: the bench reads them for the
+		// bounds and never runs a ceremony on them.
+		if m, _, err = openHSM(log, nil); err != nil {
+			return err
 		}
+		defer m.Close()
+		dbName = fmt.Sprintf("%d running server(s)", len(targets))
+	} else {
+		if m, err = openKeyedHSM(ctx, stderr, log); err != nil {
+			return err
+		}
+		defer m.Close()
+		url, tok, name, stop, err := serveOwnVault(ctx, m, *db, *dbDelay, stderr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets, token, dbName = []string{url}, tok, name
 	}
-	url, token, stop, err := serveBench(ctx, m, dsn, dir, stderr)
-	if err != nil {
-		return err
-	}
-	defer stop()
 
-	api := bench.NewClient(url, token, *clients)
+	api := bench.NewClient(targets, token, *clients)
 	defer api.Close()
-	env := &bench.Env{API: api, Keys: m}
+	env := bench.NewEnv(api, m)
 	if *restarts > 0 || *hangUps > 0 {
 		faults := bench.Faults{Restarts: *restarts, Restart: func() error { return restartUnderneath(m) }, HangUps: *hangUps}
 		rep, err := bench.RunFaults(ctx, env, *clients, *duration, faults, *faultKeys, stderr)
@@ -128,7 +133,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	if *scrape != "" {
-		if err := saveScrape(ctx, url+"/metrics", *scrape); err != nil {
+		if err := saveScrape(ctx, targets[0]+"/metrics", *scrape); err != nil {
 			return fmt.Errorf("--scrape: %w", err)
 		}
 	}
@@ -140,6 +145,68 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	return bench.WriteLimits(stdout, limits)
+}
+
+// benchTargets parses --target's base URLs and reads --token-file.
+func benchTargets(list, tokenFile string) ([]string, string, error) {
+	var targets []string
+	for _, t := range strings.Split(list, ",") {
+		u, err := url.Parse(t)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return nil, "", fmt.Errorf("--target %q: want base URLs such as http://127.0.0.1:8080", t)
+		}
+		targets = append(targets, strings.TrimSuffix(t, "/"))
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return nil, "", fmt.Errorf("--token-file: %w", err)
+	}
+	token := strings.TrimSpace(string(b))
+	if token == "" {
+		return nil, "", fmt.Errorf("--token-file %s: empty; it holds what `cardvault token create` printed", tokenFile)
+	}
+	return targets, token, nil
+}
+
+// serveOwnVault serves the bench's own vault on a new SQLite file, or on
+// the PostgreSQL database db names (through a delaying proxy if delay is
+// set), and returns its URL, a token, the database's name for the report
+// and the function that stops it all.
+func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Duration, stderr io.Writer) (string, string, string, func(), error) {
+	dir, err := os.MkdirTemp("", "cardvault-bench-")
+	if err != nil {
+		return "", "", "", nil, err
+	}
+	stops := []func(){func() { os.RemoveAll(dir) }}
+	stopAll := func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	dsn, dbName := "sqlite:"+filepath.Join(dir, "bench.db"), "SQLite"
+	if db != "" {
+		if !strings.HasPrefix(db, "postgres://") && !strings.HasPrefix(db, "postgresql://") {
+			stopAll()
+			return "", "", "", nil, fmt.Errorf("--db: want a postgres:// URL")
+		}
+		dsn, dbName = db, "PostgreSQL"
+		if delay > 0 {
+			proxied, stopProxy, err := delayDSN(dsn, delay)
+			if err != nil {
+				stopAll()
+				return "", "", "", nil, err
+			}
+			stops = append(stops, stopProxy)
+			dsn, dbName = proxied, fmt.Sprintf("PostgreSQL, %s each way", delay)
+		}
+	}
+	url, token, stop, err := serveBench(ctx, m, dsn, dir, stderr)
+	if err != nil {
+		stopAll()
+		return "", "", "", nil, err
+	}
+	stops = append(stops, stop)
+	return url, token, dbName, stopAll, nil
 }
 
 // errNoFaultInjection refuses fault injection in a binary built without it.

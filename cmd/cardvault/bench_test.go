@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cardvault/cardvault/internal/bench"
 	"github.com/cardvault/cardvault/internal/netshim"
+	"github.com/cardvault/cardvault/internal/testenv"
 )
 
 // TestBenchReportsEveryOperation runs the real binary's bench, briefly, on
@@ -68,11 +70,71 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--ops", "jiko_read,nonsense"},
 		{"--db-delay", "1ms"}, // without --db
 		{"--db-delay", "1s", "--db", "postgres://127.0.0.1/x"},
+		{"--target", "http://127.0.0.1:1"}, // without --token-file
+		{"--token-file", "tokenfile"},      // without --target
+		{"--target", "ftp://127.0.0.1:1", "--token-file", "tokenfile"},
+		{"--target", "http://127.0.0.1:1/api", "--token-file", "tokenfile"},
+		{"--target", "http://127.0.0.1:1", "--token-file", "tokenfile", "--db", "postgres://127.0.0.1/x"},
 	} {
 		out, err := v.run(t, append([]string{"bench"}, args...)...)
 		if err == nil || !strings.Contains(out, args[0]) {
 			t.Errorf("bench %v = %v, want a refusal naming %s:\n%s", args, err, args[0], out)
 		}
+	}
+}
+
+// TestBenchDrivesReplicas is the production shape in miniature: two
+// `serve` processes on one PostgreSQL database and one token, driven by
+// `bench --target` in turn. Every request must succeed, and each replica
+// must have served some of them.
+func TestBenchDrivesReplicas(t *testing.T) {
+	v := newVaultEnv(t)
+	v.env = append(v.env, envDB+"="+testenv.PostgresDatabase(t))
+	if out, err := v.run(t, "ceremony", "init"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	tokenFile := filepath.Join(v.dir, "bench-token")
+	token := v.token(t, "bench", "cards:write", "cards:read", "cards:reveal", "pin:write", "devices:write")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	budgets := []string{envPerCard + "=1000000", envPerDevice + "=1000000", envRevealsPerCaller + "=1000000",
+		envPINPerCard + "=1000000", envPINCardsPerCaller + "=1000000", envWindow + "=1s", envPINWindow + "=1s"}
+	urlA, logsA, _ := startServerCmd(t, v, budgets...)
+	urlB, logsB, _ := startServerCmd(t, v, budgets...)
+	cmd := exec.Command(binary, "bench", "--target", urlA+","+urlB+"/", "--token-file", tokenFile,
+		"--clients", "2", "--duration", "1s", "--ops", "jiko_read,secure_view_2048,pin_set", "--json")
+	cmd.Env, cmd.Dir = v.env, v.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	dec := json.NewDecoder(&stdout)
+	ops := 0
+	for dec.More() {
+		var r bench.Result
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("bench --json: %v", err)
+		}
+		ops++
+		t.Logf("%s: %d requests, %.0f req/s, p50 %.1f ms", r.Op, r.Requests, r.Throughput, r.P50)
+		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 {
+			t.Errorf("%s: %d of %d requests failed (%s), bound %.0f", r.Op, r.Failures, r.Requests, r.FirstFailure, r.Bound)
+		}
+	}
+	if ops != 3 {
+		t.Fatalf("%d operations reported, want 3", ops)
+	}
+	for name, logs := range map[string]*syncBuffer{"first": logsA, "second": logsB} {
+		for _, route := range []string{"/virtual_card_requests", "/pin"} {
+			if !strings.Contains(logs.String(), route) {
+				t.Errorf("the %s replica served no %s request", name, route)
+			}
+		}
+	}
+	if strings.Contains(stderr.String(), "init ceremony") {
+		t.Errorf("bench --target ran a ceremony on the servers' token:\n%s", stderr.String())
 	}
 }
 

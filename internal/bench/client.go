@@ -6,25 +6,38 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
-// Client is one API caller: a base URL, a bearer token and a keep-alive
-// connection pool sized for the bench's clients.
+// Client is one API caller: the base URLs of one or more replicas, a
+// bearer token and a keep-alive connection pool sized for the bench's
+// clients.
 type Client struct {
-	base  string
+	bases []string
+	next  atomic.Uint64
 	token string
 	http  *http.Client
 }
 
-// NewClient returns a client of the service at base (http://host:port).
-func NewClient(base, token string, clients int) *Client {
+// NewClient returns a client of the service at bases (http://host:port
+// each). With several, requests take them in turn, as a round-robin load
+// balancer in front of replicas would.
+func NewClient(bases []string, token string, clients int) *Client {
 	tr := &http.Transport{
-		MaxIdleConns:        clients,
+		MaxIdleConns:        clients * len(bases),
 		MaxIdleConnsPerHost: clients,
 		IdleConnTimeout:     time.Minute,
 	}
-	return &Client{base: base, token: token, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	return &Client{bases: bases, token: token, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// base is the replica the next request goes to.
+func (c *Client) base() string {
+	if len(c.bases) == 1 {
+		return c.bases[0]
+	}
+	return c.bases[(c.next.Add(1)-1)%uint64(len(c.bases))]
 }
 
 // Close drops the idle connections.
@@ -38,7 +51,7 @@ type Answer struct {
 
 // Do sends one request with an optional Idempotency-Key.
 func (c *Client) Do(ctx context.Context, method, path string, body []byte, idemKey string) (Answer, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, c.base()+path, bytes.NewReader(body))
 	if err != nil {
 		return Answer{}, err
 	}

@@ -116,7 +116,7 @@ func RunFaults(ctx context.Context, env *Env, clients int, d time.Duration, f Fa
 	}
 	fcs := make([]*faultClient, clients)
 	for c := range fcs {
-		person := fmt.Sprintf("fault-%d", c)
+		person := env.owner("fault", c)
 		dev, err := env.bindDevice(ctx, person)
 		if err != nil {
 			return r.rep, err

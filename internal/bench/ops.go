@@ -53,6 +53,22 @@ type Referenced interface {
 type Env struct {
 	API  *Client
 	Keys *hsm.Module
+	// run sets this run's owners apart from an earlier run's on the same
+	// database (a target serves on): a person holds at most five devices.
+	run string
+}
+
+// NewEnv returns the environment of one bench run.
+func NewEnv(api *Client, keys *hsm.Module) *Env {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand does not fail on supported platforms
+	return &Env{API: api, Keys: keys, run: hex.EncodeToString(b[:])}
+}
+
+// owner names client c's owner of a kind ("jiko", "sv2048", "fault"): one
+// per client, so that no two clients contend for one card's budget row.
+func (e *Env) owner(kind string, c int) string {
+	return fmt.Sprintf("bench-%s-%s-%d", e.run, kind, c)
 }
 
 // fakeModulus is a distinct odd modulus of bits bits with the top bit
@@ -97,10 +113,6 @@ func prepareKeyBodies(clients, n, workers int) []queue {
 	return qs
 }
 
-// account is client c's Jiko account; one per client, so that no two
-// clients contend for one card's budget row.
-func account(c int) string { return fmt.Sprintf("bench-%d", c) }
-
 // issue creates a virtual card for an account and returns its id.
 func (e *Env) issue(ctx context.Context, acct string, body []byte) (string, error) {
 	a, err := e.API.Expect(ctx, http.MethodPost, "/api/v1/jiko-accounts/"+acct+"/virtual-cards", body, "", "create card", http.StatusCreated)
@@ -120,7 +132,7 @@ func (e *Env) issue(ctx context.Context, acct string, body []byte) (string, erro
 func (e *Env) issuePerClient(ctx context.Context, clients int) ([]string, error) {
 	cards := make([]string, clients)
 	for c := range cards {
-		id, err := e.issue(ctx, account(c), keyBody())
+		id, err := e.issue(ctx, e.owner("jiko", c), keyBody())
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +192,7 @@ func (o *jikoCreate) Step(ctx context.Context, c int) error {
 	if err != nil {
 		return err
 	}
-	_, err = o.env.issue(ctx, account(c), body)
+	_, err = o.env.issue(ctx, o.env.owner("jiko", c), body)
 	return err
 }
 
@@ -234,7 +246,7 @@ func (o *jikoRead) Step(ctx context.Context, c int) error {
 	if err != nil {
 		return err
 	}
-	path := "/api/v1/jiko-accounts/" + account(c) + "/virtual-cards/" + o.cards[c]
+	path := "/api/v1/jiko-accounts/" + o.env.owner("jiko", c) + "/virtual-cards/" + o.cards[c]
 	_, err = o.env.API.Expect(ctx, http.MethodPost, path, body, "", "read card", http.StatusOK)
 	return err
 }
@@ -318,7 +330,7 @@ func (o *secureView) Target() float64 {
 func (o *secureView) Setup(ctx context.Context, clients int) error {
 	o.devices = make([]device, clients)
 	for c := range o.devices {
-		person := fmt.Sprintf("bench-sv%d-%d", o.bits, c)
+		person := o.env.owner(fmt.Sprint("sv", o.bits), c)
 		card, err := o.env.issue(ctx, person, keyBody())
 		if err != nil {
 			return err
@@ -510,7 +522,7 @@ func (o *pinSet) Step(ctx context.Context, c int) error {
 	if err != nil {
 		return err
 	}
-	_, err = o.env.API.Expect(ctx, http.MethodPost, "/api/v1/jiko-accounts/"+account(c)+"/cards/"+o.cards[c]+"/pin", body, "", "set PIN", http.StatusOK)
+	_, err = o.env.API.Expect(ctx, http.MethodPost, "/api/v1/jiko-accounts/"+o.env.owner("jiko", c)+"/cards/"+o.cards[c]+"/pin", body, "", "set PIN", http.StatusOK)
 	return err
 }
 
