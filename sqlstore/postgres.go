@@ -53,6 +53,7 @@ func OpenPostgres(ctx context.Context, dsn, password string) (*Store, error) {
 		serialize:    postgresSerialize,
 		rowLock:      " FOR SHARE",
 		chargeCaller: postgresChargeCaller,
+		sizeQuery:    "SELECT pg_database_size(current_database())",
 		migrations:   []goose.ProviderOption{goose.WithGoMigrations(postgresFunctions), goose.WithSessionLocker(locker)},
 	})
 }

@@ -50,6 +50,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		rebind:   func(q string) string { return q },
 		isUnique: sqliteUnique,
 		txOpts:   func() *sql.TxOptions { return nil },
+		// Pages in use and free alike: the file's size, the WAL aside.
+		sizeQuery: "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
 		// Other processes (a ceremony) still meet busy_timeout.
 		singleWriter: true,
 	})

@@ -50,6 +50,8 @@ type dialect struct {
 	chargeCaller func(ctx context.Context, db *sql.DB, r *vault.Slot, end int64) (*vault.BudgetUse, error)
 	// migrations are the dialect's own options to the migration provider.
 	migrations []goose.ProviderOption
+	// sizeQuery answers the database's size in bytes.
+	sizeQuery string
 }
 
 // serialize takes the dialect's locks on subjects, in the order given.
@@ -135,6 +137,16 @@ func (s *Store) Ping(ctx context.Context) error {
 		return s.fail(err)
 	}
 	return nil
+}
+
+// Bytes is the database's size on disk, as its engine counts it (the
+// bench states the size per card with it).
+func (s *Store) Bytes(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, s.d.sizeQuery).Scan(&n); err != nil {
+		return 0, s.fail(err)
+	}
+	return n, nil
 }
 
 // fail maps an unexpected database error: the client gets 503, the log

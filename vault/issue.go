@@ -18,25 +18,45 @@ func (s *Service) IssueVirtual(ctx context.Context, c Caller, ownerID, publicKey
 		return nil, err
 	}
 	return idempotently(ctx, s, idem, func() (*RSAReveal, error) {
-		// A fresh PAN collides with an existing one about once in 10^9
-		// for a six-digit BIN; try a few times before calling it a
-		// conflict.
-		var out *RSAReveal
-		var err error
-		for attempt := 0; attempt < 5; attempt++ {
-			out, err = s.issueOnce(ctx, c, ownerID, key, idem)
-			var e *Error
-			if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
-				continue
-			}
-			break
-		}
+		out, err := retryPANCollision(func() (*RSAReveal, error) { return s.issueOnce(ctx, c, ownerID, key, idem) })
 		var e *Error
 		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "public_key" {
 			return nil, s.refuse(ctx, c, "card.issue", "", ownerID, err)
 		}
 		return out, err
 	})
+}
+
+// IssueUnseen issues a virtual card to ownerID as IssueVirtual does, but
+// reveals it to no one and returns its id. It is not an API route: the
+// bench seeds a database to a platform's size with it (`cardvault bench
+// --cards`), through the token and the store as issuing does, audited.
+func (s *Service) IssueUnseen(ctx context.Context, c Caller, ownerID string) (string, error) {
+	if err := ValidateOwnerID("account_id", ownerID); err != nil {
+		return "", err
+	}
+	out, err := retryPANCollision(func() (*RSAReveal, error) { return s.issueOnce(ctx, c, ownerID, nil, nil) })
+	if err != nil {
+		return "", err
+	}
+	return out.CardID, nil
+}
+
+// retryPANCollision runs issue again when the fresh PAN it made is already
+// a card's. A fresh PAN collides about once in 10^9 per card in the vault
+// for a six-digit BIN; a few tries before calling it a conflict.
+func retryPANCollision(issue func() (*RSAReveal, error)) (*RSAReveal, error) {
+	var out *RSAReveal
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err = issue()
+		var e *Error
+		if errors.As(err, &e) && e.Kind == KindConflict && e.Field == "pan" {
+			continue
+		}
+		break
+	}
+	return out, err
 }
 
 // newRecord makes a sandbox card's secrets: a PAN under the BIN, a CVV
@@ -65,13 +85,16 @@ func (s *Service) issueOnce(ctx context.Context, c Caller, ownerID string, key *
 	if err != nil {
 		return nil, err
 	}
-	reveal, err := encryptToClient(key, card.ID, rec)
-	if err != nil {
-		return nil, err
-	}
+	// Without a client key (IssueUnseen) the card is revealed to no one.
+	reveal := &RSAReveal{CardID: card.ID}
 	var w Write
+	if key != nil {
+		if reveal, err = encryptToClient(key, card.ID, rec); err != nil {
+			return nil, err
+		}
+		w.UsedKey = key.Fingerprint
+	}
 	w.Audit = s.audit(c, "card.issue", card.ID, ownerID, "ok", map[string]string{"type": string(TypeVirtual), "key_version": fmt.Sprint(card.KeyVersion)})
-	w.UsedKey = key.Fingerprint
 	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, reveal); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/cardvault/cardvault/httpapi"
 	"github.com/cardvault/cardvault/internal/bench"
 	"github.com/cardvault/cardvault/internal/delayproxy"
+	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
 )
 
@@ -44,6 +45,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
 	dbDelay := fs.Duration("db-delay", 0, "with --db: add this delay each way between the vault and PostgreSQL, through a TCP proxy, as a network would (0 to 50ms)")
 	target := fs.String("target", "", "instead of serving a vault of its own, drive running servers: comma-separated base URLs (replicas, taken in turn), served over the configured token (for the bounds) with budgets no bench reaches")
+	cards := fs.Int("cards", 0, "before the operations, issue this many cards into the bench's own vault through the token and the store (not HTTP), to measure the vault as it grows (0 to 5000000)")
 	tokenFile := fs.String("token-file", "", "with --target: a file holding the bearer token of an API token with every scope")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,12 +71,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if (*target == "") != (*tokenFile == "") || (*target != "" && (*db != "" || *restarts > 0)) {
 		return fmt.Errorf("--target and --token-file go together, without --db or --token-restarts")
 	}
+	if *cards < 0 || *cards > 5_000_000 || (*cards > 0 && *target != "") {
+		return fmt.Errorf("--cards %d: want 0 to 5000000, in the bench's own vault (not with --target)", *cards)
+	}
 
 	var (
 		m       *hsm.Module
 		targets []string
 		token   string
 		dbName  string
+		vaultOf *ownVault // the bench's own, when it serves one
 		err     error
 	)
 	if *target != "" {
@@ -93,17 +99,31 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 			return err
 		}
 		defer m.Close()
-		url, tok, name, stop, err := serveOwnVault(ctx, m, *db, *dbDelay, stderr)
+		own, err := serveOwnVault(ctx, m, *db, *dbDelay, stderr)
 		if err != nil {
 			return err
 		}
-		defer stop()
-		targets, token, dbName = []string{url}, tok, name
+		defer own.stop()
+		targets, token, dbName, vaultOf = []string{own.url}, own.token, own.dbName, own
 	}
 
 	api := bench.NewClient(targets, token, *clients)
 	defer api.Close()
 	env := bench.NewEnv(api, m)
+	var seeding *bench.Seeding
+	if *cards > 0 {
+		caller := vault.Caller{Name: "bench-seed"}
+		issue := func(ctx context.Context, i int) error {
+			_, err := vaultOf.svc.IssueUnseen(ctx, caller, env.SeedOwner(i))
+			return err
+		}
+		s, err := bench.Seed(ctx, *cards, 4*runtime.NumCPU(), issue, vaultOf.store.Bytes, stderr)
+		if err != nil {
+			return err
+		}
+		seeding = &s
+		fmt.Fprintf(stderr, "bench: seeded %d cards at %.0f/s; the database holds %d bytes, %.0f per card\n", s.Cards, s.Rate, s.DBBytes, s.DBBytesPerCard)
+	}
 	if *restarts > 0 || *hangUps > 0 {
 		faults := bench.Faults{Restarts: *restarts, Restart: func() error { return restartUnderneath(m) }, HangUps: *hangUps}
 		rep, err := bench.RunFaults(ctx, env, *clients, *duration, faults, *faultKeys, stderr)
@@ -132,6 +152,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	if err != nil {
 		return err
 	}
+	for i := range results {
+		results[i].Seeding = seeding
+	}
 	if *scrape != "" {
 		if err := saveScrape(ctx, targets[0]+"/metrics", *scrape); err != nil {
 			return fmt.Errorf("--scrape: %w", err)
@@ -139,6 +162,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	}
 	if *asJSON {
 		return bench.WriteJSON(stdout, results)
+	}
+	if seeding != nil {
+		dbName += fmt.Sprintf(", %d cards seeded (%.0f bytes of database each)", seeding.Cards, seeding.DBBytesPerCard)
 	}
 	fmt.Fprintf(stdout, "cardvault bench: %d clients, %s per phase, %s, token %q, %d CPUs\n\n", *clients, *duration, dbName, m.Label(), runtime.NumCPU())
 	if err := bench.WriteTable(stdout, results); err != nil {
@@ -168,14 +194,22 @@ func benchTargets(list, tokenFile string) ([]string, string, error) {
 	return targets, token, nil
 }
 
+// ownVault is the vault the bench serves itself: its URL and token, the
+// service and store behind it (for seeding), and how to stop it all.
+type ownVault struct {
+	url, token, dbName string
+	svc                *vault.Service
+	store              *sqlstore.Store
+	stop               func()
+}
+
 // serveOwnVault serves the bench's own vault on a new SQLite file, or on
 // the PostgreSQL database db names (through a delaying proxy if delay is
-// set), and returns its URL, a token, the database's name for the report
-// and the function that stops it all.
-func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Duration, stderr io.Writer) (string, string, string, func(), error) {
+// set).
+func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Duration, stderr io.Writer) (*ownVault, error) {
 	dir, err := os.MkdirTemp("", "cardvault-bench-")
 	if err != nil {
-		return "", "", "", nil, err
+		return nil, err
 	}
 	stops := []func(){func() { os.RemoveAll(dir) }}
 	stopAll := func() {
@@ -187,26 +221,27 @@ func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Dur
 	if db != "" {
 		if !strings.HasPrefix(db, "postgres://") && !strings.HasPrefix(db, "postgresql://") {
 			stopAll()
-			return "", "", "", nil, fmt.Errorf("--db: want a postgres:// URL")
+			return nil, fmt.Errorf("--db: want a postgres:// URL")
 		}
 		dsn, dbName = db, "PostgreSQL"
 		if delay > 0 {
 			proxied, stopProxy, err := delayDSN(dsn, delay)
 			if err != nil {
 				stopAll()
-				return "", "", "", nil, err
+				return nil, err
 			}
 			stops = append(stops, stopProxy)
 			dsn, dbName = proxied, fmt.Sprintf("PostgreSQL, %s each way", delay)
 		}
 	}
-	url, token, stop, err := serveBench(ctx, m, dsn, dir, stderr)
+	v, err := serveBench(ctx, m, dsn, dir, stderr)
 	if err != nil {
 		stopAll()
-		return "", "", "", nil, err
+		return nil, err
 	}
-	stops = append(stops, stop)
-	return url, token, dbName, stopAll, nil
+	stops = append(stops, v.stop)
+	v.dbName, v.stop = dbName, stopAll
+	return v, nil
 }
 
 // errNoFaultInjection refuses fault injection in a binary built without it.
@@ -281,24 +316,22 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 // serveBench serves the vault on a loopback port, over the request path's
 // handle on the bench's module and the database
 // dsn names (a new SQLite file by default), with tokens in dir, with budgets no bench reaches (the bench reveals one
-// card per client many times over). It returns the base URL, a bearer
-// token with every scope, and a function that stops the server and closes
-// the store.
-func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr io.Writer) (string, string, func(), error) {
+// card per client many times over), with a bearer token of every scope.
+func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr io.Writer) (*ownVault, error) {
 	m := hsm.ServingOf(admin)
 	every, err := intEnv(envAuditEvery, 100)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	cfg, err := vaultConfig()
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
 	cfg.Reveals, cfg.PINAttempts, cfg.Lookups, cfg.Imports = unlimited, unlimited, unlimited, unlimited
 	store, err := openStore(ctx, dsn)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	store.UseAuditKey(m, every)
 	store.PruneInBackground()
@@ -312,23 +345,23 @@ func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr 
 	}()
 	svc, err := vault.NewService(m, store, cfg)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	token, line, err := httpapi.NewToken("bench", httpapi.Scopes)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	tokensFile := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokensFile, []byte(line+"\n"), 0o600); err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	tokens, err := httpapi.LoadTokens(tokensFile, nil)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	// The service logs as serve does, one JSON line per request, so that
 	// the bench pays for logging; the lines are dropped, but errors (a
@@ -344,7 +377,7 @@ func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr 
 		_ = hs.Shutdown(shutdownCtx)
 		store.Close()
 	}
-	return "http://" + ln.Addr().String(), token, stop, nil
+	return &ownVault{url: "http://" + ln.Addr().String(), token: token, svc: svc, store: store, stop: stop}, nil
 }
 
 // selectOps keeps the operations named in a comma-separated list, in the

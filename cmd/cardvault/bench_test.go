@@ -22,7 +22,7 @@ import (
 // are shared, so rates and ratios belong in benchmarks, not in tests.
 func TestBenchReportsEveryOperation(t *testing.T) {
 	v := newVaultEnv(t)
-	cmd := exec.Command(binary, "bench", "--clients", "2", "--duration", "1s", "--json")
+	cmd := exec.Command(binary, "bench", "--clients", "2", "--duration", "1s", "--cards", "300", "--json")
 	cmd.Env, cmd.Dir = v.env, v.dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -46,6 +46,11 @@ func TestBenchReportsEveryOperation(t *testing.T) {
 		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 || r.Ratio <= 0 || r.P50 <= 0 || r.P99 < r.P50 || r.Clients != 2 ||
 			r.Limit <= 0 || r.RatioLimit <= 0 || r.PeakRSSMiB <= 0 {
 			t.Errorf("%s: implausible result %+v", r.Op, r)
+		}
+		// The 300 cards were issued through the service before the run,
+		// and every operation's figures say so, with the database's size.
+		if r.Seeding == nil || r.Cards != 300 || r.Seeding.Rate <= 0 || r.DBBytesPerCard <= 0 {
+			t.Errorf("%s: seeding %+v, want 300 cards and their size", r.Op, r.Seeding)
 		}
 		if (r.Op == "pin_set") != (r.Reference == "hsm_rsa4096_decrypt" && r.ReferenceRatio > 0) {
 			t.Errorf("%s: reference %q ratio %.2f", r.Op, r.Reference, r.ReferenceRatio)
@@ -75,6 +80,8 @@ func TestBenchRefusesBadFlags(t *testing.T) {
 		{"--target", "ftp://127.0.0.1:1", "--token-file", "tokenfile"},
 		{"--target", "http://127.0.0.1:1/api", "--token-file", "tokenfile"},
 		{"--target", "http://127.0.0.1:1", "--token-file", "tokenfile", "--db", "postgres://127.0.0.1/x"},
+		{"--cards", "-1"},
+		{"--cards", "10", "--target", "http://127.0.0.1:1", "--token-file", "tokenfile"},
 	} {
 		out, err := v.run(t, append([]string{"bench"}, args...)...)
 		if err == nil || !strings.Contains(out, args[0]) {

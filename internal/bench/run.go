@@ -45,6 +45,8 @@ type Result struct {
 	Met       bool    `json:"met"`
 	// FirstFailure says why a request failed, by status only.
 	FirstFailure string `json:"first_failure,omitempty"`
+	// Seeding, with --cards, is how the vault was filled before the run.
+	*Seeding `json:",omitempty"`
 }
 
 // MaxTailRatio is the most p99 may be of p50.
