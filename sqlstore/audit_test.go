@@ -178,6 +178,10 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 			exec(t, s, `DELETE FROM audit WHERE id = ?`, last.id)
 			return AuditBreak{Chain: last.chain, Seq: last.seq}
 		}, "entries were removed"},
+		"delete every row of a chain": {func(t *testing.T, s *Store, c []row) AuditBreak {
+			exec(t, s, `DELETE FROM audit WHERE chain = ?`, c[0].chain)
+			return AuditBreak{Chain: c[0].chain, Seq: firstCheckpointFrom(t, s, c[0].chain, 1)}
+		}, "entries were removed"},
 		"rewrite a row and rehash the rest of the chain": {func(t *testing.T, s *Store, c []row) AuditBreak {
 			// An attacker who knows the hash can relink the chain; only
 			// a checkpoint's MAC, made in the HSM, catches it.
