@@ -123,6 +123,16 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		}
 		seeding = &s
 		fmt.Fprintf(stderr, "bench: seeded %d cards at %.0f/s; the database holds %d bytes, %.0f per card\n", s.Cards, s.Rate, s.DBBytes, s.DBBytesPerCard)
+		start := time.Now()
+		rep, err := vaultOf.store.VerifyAudit(ctx, m)
+		if err != nil {
+			return fmt.Errorf("audit verify: %w", err)
+		}
+		if len(rep.Breaks) > 0 {
+			return fmt.Errorf("audit verify: the seeded trail is broken: %v", rep.Breaks[0])
+		}
+		s.AuditEntries, s.AuditVerifyRate = rep.Entries, float64(rep.Entries)/time.Since(start).Seconds()
+		fmt.Fprintf(stderr, "bench: audit verify: %d entries in %d chains at %.0f/s\n", rep.Entries, rep.Chains, s.AuditVerifyRate)
 	}
 	if *restarts > 0 || *hangUps > 0 {
 		faults := bench.Faults{Restarts: *restarts, Restart: func() error { return restartUnderneath(m) }, HangUps: *hangUps}

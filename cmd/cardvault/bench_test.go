@@ -49,7 +49,7 @@ func TestBenchReportsEveryOperation(t *testing.T) {
 		}
 		// The 300 cards were issued through the service before the run,
 		// and every operation's figures say so, with the database's size.
-		if r.Seeding == nil || r.Cards != 300 || r.Seeding.Rate <= 0 || r.DBBytesPerCard <= 0 {
+		if r.Seeding == nil || r.Cards != 300 || r.Seeding.Rate <= 0 || r.DBBytesPerCard <= 0 || r.AuditEntries < 300 || r.AuditVerifyRate <= 0 {
 			t.Errorf("%s: seeding %+v, want 300 cards and their size", r.Op, r.Seeding)
 		}
 		if (r.Op == "pin_set") != (r.Reference == "hsm_rsa4096_decrypt" && r.ReferenceRatio > 0) {

@@ -17,6 +17,10 @@ type Seeding struct {
 	Rate           float64 `json:"seed_rate"`
 	DBBytes        int64   `json:"db_bytes"`
 	DBBytesPerCard float64 `json:"db_bytes_per_card"`
+	// AuditEntries were verified, chains and checkpoints, at
+	// AuditVerifyRate entries a second, once the cards were in.
+	AuditEntries    int     `json:"audit_entries"`
+	AuditVerifyRate float64 `json:"audit_verify_rate"`
 }
 
 // SeedOwner names the owner of seeded card i: two cards an owner, as a
