@@ -87,10 +87,17 @@ func postgresUnique(err error) bool {
 // either inserts. Callers name subjects in a fixed order (card before
 // device), so two transactions never wait on each other.
 func postgresSerialize(ctx context.Context, tx *sql.Tx, subjects ...string) error {
-	for _, subject := range subjects {
-		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, subject); err != nil {
-			return fmt.Errorf("lock: %w", err)
-		}
+	// One statement takes every lock, a round trip for all: a select
+	// list is evaluated left to right, so the locks are taken in the
+	// order given, and every caller gives its subjects in one order.
+	locks := make([]string, len(subjects))
+	args := make([]any, len(subjects))
+	for i, subject := range subjects {
+		locks[i] = fmt.Sprintf("pg_advisory_xact_lock(hashtextextended($%d, 0))", i+1)
+		args[i] = subject
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT "+strings.Join(locks, ", "), args...); err != nil {
+		return fmt.Errorf("lock: %w", err)
 	}
 	return nil
 }
