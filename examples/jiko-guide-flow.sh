@@ -10,7 +10,8 @@
 #   5. fetch the set_pin key with plain curl (no credentials) and set a PIN.
 #
 # Usage: examples/jiko-guide-flow.sh
-#   BASE     the vault (default http://127.0.0.1:8080, as scripts/dev.sh serves)
+#   BASE     the vault (default $CARDVAULT_URL, which `. .dev/env` sets, else
+#            http://127.0.0.1:8080, as scripts/dev.sh serves)
 #   TOKEN    an API token with cards:write, cards:read, cards:reveal, pin:write
 #            and sandbox (cardvault token create --name guide --scopes ...)
 #   ACCOUNT  the Jiko account id (default jiko-guide-account)
@@ -18,7 +19,7 @@
 # Needs openssl, curl, jq and base64. Prints what each step answered; the
 # decrypted card details are printed as the guide's loop prints them.
 set -euo pipefail
-BASE=${BASE:-http://127.0.0.1:8080}
+BASE=${BASE:-${CARDVAULT_URL:-http://127.0.0.1:8080}}
 account_id=${ACCOUNT:-jiko-guide-account}
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT

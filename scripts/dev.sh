@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-install_missing
+echo "dev.sh: checking the Debian packages serving needs"
+install_missing "${CARDVAULT_SERVE_PACKAGES[@]}"
 
-DEV="$PWD/.dev"
+# CARDVAULT_DEV_DIR moves it all (the documentation test runs dev.sh so).
+DEV="${CARDVAULT_DEV_DIR:-$PWD/.dev}"
 mkdir -p "$DEV/softhsm/tokens" "$DEV/bin" "$DEV/transcripts"
 chmod 700 "$DEV"
 
@@ -43,7 +45,9 @@ if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKE
   echo "made dev token '$CARDVAULT_TOKEN_LABEL' in $DEV/softhsm"
 fi
 
-go build -o "$DEV/bin/cardvault" ./cmd/cardvault
+echo "dev.sh: building cardvault into $DEV/bin (a first build compiles every dependency, a few minutes; each package is named as it compiles)"
+go build -v -o "$DEV/bin/cardvault" ./cmd/cardvault 2>&1 | sed -u 's/^/  compiling /'
+echo "dev.sh: the key ceremony (keys already on the token are kept)"
 "$DEV/bin/cardvault" ceremony init
 
 # One dev API token with every scope; only its hash is in the tokens file.
@@ -64,11 +68,38 @@ if [ ! -s "$DEV/web-password" ]; then
   (umask 077; head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/web-password")
 fi
 
+# A second shell reaches this vault with `. .dev/env`: the same variables,
+# the dev API token as $TOKEN and the binary on PATH.
+(umask 077; cat > "$DEV/env" <<ENV
+# Made by scripts/dev.sh. In another shell, from the repository: . .dev/env
+export SOFTHSM2_CONF="$SOFTHSM2_CONF"
+export CARDVAULT_TOKEN_LABEL="$CARDVAULT_TOKEN_LABEL"
+export CARDVAULT_PKCS11_MODULE="$CARDVAULT_PKCS11_MODULE"
+export CARDVAULT_PKCS11_PIN_FILE="$CARDVAULT_PKCS11_PIN_FILE"
+export CARDVAULT_TRANSCRIPT_DIR="$CARDVAULT_TRANSCRIPT_DIR"
+export CARDVAULT_DB="$CARDVAULT_DB"
+export CARDVAULT_LISTEN="$CARDVAULT_LISTEN"
+export CARDVAULT_API_TOKENS_FILE="$CARDVAULT_API_TOKENS_FILE"
+export CARDVAULT_URL="http://$CARDVAULT_LISTEN"
+export TOKEN="\$(cat "$DEV/api-token")"
+export PATH="$DEV/bin:\$PATH"
+ENV
+)
+
+# A taken port would fail after the banner; say so before it.
+if (exec 3<>"/dev/tcp/${CARDVAULT_LISTEN%:*}/${CARDVAULT_LISTEN##*:}") 2>/dev/null; then
+  echo "dev.sh: $CARDVAULT_LISTEN is taken (another vault, or scripts/dev.sh already running?);" >&2
+  echo "        serve elsewhere with: CARDVAULT_LISTEN=127.0.0.1:8090 scripts/dev.sh" >&2
+  exit 1
+fi
+
 cat <<MSG
 
 cardvault on http://$CARDVAULT_LISTEN  (health: /healthz, readiness: /readyz, metrics: /metrics)
-dev API token (also in .dev/api-token):
-  export CARDVAULT_URL=http://$CARDVAULT_LISTEN TOKEN=$(cat "$DEV/api-token")
+In another shell, from the repository, reach it with
+  . .dev/env
+which sets CARDVAULT_URL, TOKEN (the dev API token, also in .dev/api-token),
+the token and database variables, and puts cardvault on PATH.
 The README's "Try it" section walks the Jiko card flow with openssl and curl.
 
 The browser reveal demo (examples/web-reveal): in another shell, import a

@@ -3,19 +3,29 @@
 
 export PATH="/usr/local/go/bin:$PATH"
 
-# Debian packages the vault, its tests and its independent clients need.
-CARDVAULT_PACKAGES=(
-  softhsm2 opensc openssl jq gdb curl binutils
-  libnss3 libnss3-tools gcc libc6-dev libssl-dev libp11-kit-dev
+# Debian packages serving needs (dev.sh), with the README's and the
+# examples' clients: the build's C toolchain and libcrypto, the token, and
+# openssl, curl, jq, jwcrypto and node-jose.
+CARDVAULT_SERVE_PACKAGES=(
+  softhsm2 openssl jq curl gcc libc6-dev libssl-dev
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
+)
+# What only the tests need besides (test.sh, bench.sh): the second PKCS#11
+# implementation, PostgreSQL, the container stack, Prometheus's rule
+# checker, the browser, and the memory scans' debugger.
+CARDVAULT_TEST_PACKAGES=(
+  opensc gdb binutils libnss3 libnss3-tools libp11-kit-dev
   postgresql debootstrap docker-compose prometheus
   chromium fonts-dejavu-core
 )
 
+# install_missing installs the packages named, or without arguments every
+# package serving and the tests need.
 install_missing() {
-  local missing=()
-  for p in "${CARDVAULT_PACKAGES[@]}"; do
+  local want=("$@") missing=()
+  [ $# -gt 0 ] || want=("${CARDVAULT_SERVE_PACKAGES[@]}" "${CARDVAULT_TEST_PACKAGES[@]}")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then

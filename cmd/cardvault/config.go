@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/miekg/pkcs11"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/sqlstore"
@@ -321,5 +324,27 @@ func openHSM(log *slog.Logger, catalog hsm.KeyRecords) (*hsm.Module, string, err
 		return nil, "", err
 	}
 	m, err := hsm.Open(cfg)
+	// crypto11 says only "could not find PKCS#11 token" (its error value
+	// is unexported): say where the vault looked and what chooses it.
+	switch {
+	case err == nil:
+	case strings.Contains(err.Error(), "could not find PKCS#11 token"):
+		err = fmt.Errorf("%w: the module %s shows no such token; check %s, %s, %s or %s, and for SoftHSM2 %s (beside scripts/dev.sh, `. .dev/env` sets them)",
+			err, cfg.Module, envTokenLabel, envTokenSerial, envTokenSlot, envPKCS11URI, "SOFTHSM2_CONF")
+	case errors.Is(err, pkcs11.Error(pkcs11.CKR_PIN_INCORRECT)):
+		err = fmt.Errorf("%w: the token refused the PIN from %s", err, pinSource())
+	}
 	return m, cfg.TokenLabel, err
+}
+
+// pinSource names where hsmConfig took the user PIN from, for a message
+// that must not show the PIN itself.
+func pinSource() string {
+	if strings.Contains(os.Getenv(envPKCS11URI), "pin-source") {
+		return "the pin-source of " + envPKCS11URI
+	}
+	if f := os.Getenv(envPINFile); f != "" {
+		return fmt.Sprintf("%s (%s)", envPINFile, f)
+	}
+	return envPIN
 }

@@ -218,6 +218,57 @@ func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
 	}
 }
 
+// TestOperatorMessagesNameTheFix: a second shell beside the dev vault, or
+// a misconfigured one, is told which variable is wrong and how to fix it,
+// never shown the PIN (issue 30, item 9).
+func TestOperatorMessagesNameTheFix(t *testing.T) {
+	v := newVaultEnv(t)
+	without := func(names ...string) *vaultEnv {
+		w := *v
+		w.env = nil
+		for _, e := range v.env {
+			keep := true
+			for _, n := range names {
+				keep = keep && !strings.HasPrefix(e, n+"=")
+			}
+			if keep {
+				w.env = append(w.env, e)
+			}
+		}
+		return &w
+	}
+	wrongPIN := filepath.Join(v.dir, "wrong-pin")
+	if err := os.WriteFile(wrongPIN, []byte("98765432\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		v    *vaultEnv
+		args []string
+		want []string
+	}{
+		{"token create without the tokens file", without(envTokensFile), []string{"token", "create", "--name", "x", "--scopes", "cards:read"}, []string{envTokensFile, ".dev/env"}},
+		{"serve with a tokens file not made yet", v, []string{"serve"}, []string{envTokensFile, "no such file", "cardvault token create"}},
+		{"a token label the module does not show", &vaultEnv{dir: v.dir, env: append(without(envTokenLabel).env, envTokenLabel+"=no-such-token")}, []string{"ceremony", "list"}, []string{envTokenLabel, "SOFTHSM2_CONF", ".dev/env"}},
+		{"a wrong PIN", &vaultEnv{dir: v.dir, env: append(without(envPINFile).env, envPINFile+"="+wrongPIN)}, []string{"ceremony", "list"}, []string{"CKR_PIN_INCORRECT", envPINFile, wrongPIN}},
+	}
+	for _, tc := range cases {
+		out, err := tc.v.run(t, tc.args...)
+		if err == nil {
+			t.Errorf("%s: succeeded:\n%s", tc.name, out)
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: the message does not name %q:\n%s", tc.name, w, out)
+			}
+		}
+		if strings.Contains(out, "98765432") {
+			t.Errorf("%s: the message shows the PIN:\n%s", tc.name, out)
+		}
+	}
+}
+
 // startServer runs `cardvault serve` on a free loopback port and returns
 // its base URL and its log.
 func startServer(t *testing.T, v *vaultEnv, extraEnv ...string) (string, *syncBuffer) {

@@ -34,9 +34,12 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 	}
 	tokensPath := os.Getenv(envTokensFile)
 	if tokensPath == "" {
-		return errors.New(envTokensFile + " is not set; make a token with `cardvault token create`")
+		return errors.New(envTokensFile + " is not set: it names the file of API token hashes; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates the file")
 	}
 	tokens, err := httpapi.LoadTokens(tokensPath, log)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s=%s: no such file; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates it", envTokensFile, tokensPath)
+	}
 	if err != nil {
 		return err
 	}

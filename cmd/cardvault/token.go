@@ -23,7 +23,7 @@ func tokenCmd(args []string, stdout io.Writer) error {
 	}
 	path := os.Getenv(envTokensFile)
 	if path == "" {
-		return errors.New(envTokensFile + " is not set")
+		return errors.New(envTokensFile + " is not set: it names the file of API token hashes that serve reads (scripts/dev.sh uses .dev/api-tokens; `. .dev/env` sets it in another shell)")
 	}
 	switch args[0] {
 	case "create":
