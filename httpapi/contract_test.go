@@ -219,6 +219,37 @@ func TestTheEdgeRefusesMalformedRequestsBeforeTheDomain(t *testing.T) {
 	}
 }
 
+// Issue 30, item 11: the API takes JSON only (api/openapi.yaml); a form or
+// text/plain body, which a cross-site form can send without a preflight,
+// is refused with 415 before it is read, on every surface.
+func TestBodiesMustBeJSON(t *testing.T) {
+	e := newEdge(t)
+	body := `{"public_key":"x"}`
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", "", "application/jsonx"} {
+		for _, path := range []string{e.jikoCreate, e.sv} {
+			rec := e.do("POST", path, e.full, body, "Content-Type", ct)
+			if ct == "" {
+				req := httptest.NewRequest("POST", "http://vault"+path, strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+e.full)
+				rec = httptest.NewRecorder()
+				e.handler.ServeHTTP(rec, req)
+			}
+			if rec.Code != http.StatusUnsupportedMediaType || !strings.Contains(rec.Body.String(), "application/json") {
+				t.Errorf("POST %s with Content-Type %q: %d %s, want 415 naming application/json", path, ct, rec.Code, rec.Body)
+			}
+		}
+	}
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON"} {
+		rec := e.do("POST", e.jikoCreate, e.full, `{}`, "Content-Type", ct)
+		if rec.Code != 422 {
+			t.Errorf("Content-Type %q: %d %s, want the JSON body decoded (422: public_key is required)", ct, rec.Code, rec.Body)
+		}
+	}
+	if e.fake.calls != 0 {
+		t.Fatalf("refused bodies reached the domain %d times", e.fake.calls)
+	}
+}
+
 func TestDomainErrorsTakeEachSurfacesShape(t *testing.T) {
 	const secretCause = "cause 4000001234567899 from deep inside"
 	for _, tc := range []struct {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"mime"
+	"net/http"
 	"reflect"
 	"regexp"
 	"slices"
@@ -18,8 +20,14 @@ import (
 )
 
 // readBody reads the request body, which the body-limit middleware caps.
-// Callers clear it once decoded when it may hold card data.
+// Callers clear it once decoded when it may hold card data. The body must
+// be declared JSON, as api/openapi.yaml says: a form or text/plain body
+// is what a cross-site form sends without a preflight, and is refused
+// with 415 before it is read.
 func readBody(c echo.Context) ([]byte, error) {
+	if media, _, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType)); err != nil || media != echo.MIMEApplicationJSON {
+		return nil, echo.NewHTTPError(http.StatusUnsupportedMediaType) // errors.go names the header
+	}
 	b, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var he *echo.HTTPError

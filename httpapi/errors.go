@@ -48,6 +48,8 @@ func fromHTTPError(he *echo.HTTPError) (*vault.Error, int) {
 		return &vault.Error{Kind: vault.KindUnauthorized, Field: "Authorization", Msg: "a bearer token is required"}, he.Code
 	case http.StatusRequestEntityTooLarge:
 		return &vault.Error{Kind: vault.KindInvalid, Field: "body", Msg: "request body is too large"}, he.Code
+	case http.StatusUnsupportedMediaType:
+		return &vault.Error{Kind: vault.KindInvalid, Field: "Content-Type", Msg: "must be application/json"}, he.Code
 	}
 	if he.Code >= 400 && he.Code < 500 {
 		return &vault.Error{Kind: vault.KindInvalid, Msg: strings.ToLower(http.StatusText(he.Code))}, he.Code
