@@ -50,6 +50,9 @@ export CARDVAULT_REVEALS_PER_CARD=1000000000 CARDVAULT_REVEALS_PER_DEVICE=100000
   CARDVAULT_LOOKUP_WINDOW=1s CARDVAULT_IMPORT_WINDOW=1s
 export CARDVAULT_TOKEN_LABEL=cardvault-replicas CARDVAULT_PKCS11_PIN_FILE="$WORK/pin"
 
+# cpu_ticks prints the machine's busy and idle ticks (/proc/stat).
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6}' /proc/stat; }
+
 n=0
 for round in $(seq "$rounds"); do
 for delay in $delays; do
@@ -89,11 +92,16 @@ for count in $replicas; do
   done
   echo "round $round: $count replica(s), delay $delay" >&2
   target=$(IFS=,; echo "${urls[*]}")
-  "$WORK/cardvault" bench --target "$target" --token-file "$run/api-token" --json "${args[@]}" 2>"$run/bench.log" |
-    while read -r line; do
-      echo "{\"round\":$round,\"replicas\":$count,\"db_delay\":\"$delay\",\"result\":$line}"
-    done
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { cat "$run/bench.log" >&2; exit 1; }
+  before=($(cpu_ticks))
+  "$WORK/cardvault" bench --target "$target" --token-file "$run/api-token" --json "${args[@]}" > "$run/bench.json" 2>"$run/bench.log" ||
+    { cat "$run/bench.log" >&2; exit 1; }
+  after=($(cpu_ticks))
+  # How busy the machine's cores were over the whole bench run (bounds
+  # included): replicas add throughput only where cores are left.
+  busy=$(( (after[0] - before[0]) * 100 / (after[0] - before[0] + after[1] - before[1]) ))
+  while read -r line; do
+    echo "{\"round\":$round,\"replicas\":$count,\"db_delay\":\"$delay\",\"cpu_busy_pct\":$busy,\"result\":$line}"
+  done < "$run/bench.json"
   stop_replicas
 done
 done

@@ -228,7 +228,23 @@ func (b *backend) demoRoutes() http.Handler {
 	})
 	mux.Handle("GET /demo.js", staticFile("static/demo.js"))
 	mux.Handle("GET /demo.css", staticFile("static/demo.css"))
-	return mux
+	return b.canonicalHost(mux)
+}
+
+// canonicalHost sends a request made to another name of the demo's address
+// (http://localhost:8081 for 127.0.0.1:8081) to the demo's origin: the
+// component lets that origin alone frame it, and a page under another name
+// would show an empty frame with the reason only in DevTools. A Host the
+// demo does not answer to (DNS rebinding) gets nothing else either.
+func (b *backend) canonicalHost(next http.Handler) http.Handler {
+	host := strings.TrimPrefix(b.demoOrigin, "http://")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != host {
+			http.Redirect(w, r, b.demoOrigin+r.URL.RequestURI(), http.StatusPermanentRedirect)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // componentRoutes is the component's origin: its page and module, which

@@ -236,3 +236,24 @@ func TestSignInSessionAndCSRF(t *testing.T) {
 		t.Fatalf("sign-out: %d; the ticket still works: %v", out.Code, b.sessions.fromTicket(m[1]) != nil)
 	}
 }
+
+// Issue 30, item 4: the demo opened as http://localhost:8081/ framed a
+// component that lets only http://127.0.0.1:8081 frame it, and broke
+// silently. Every other name of the demo's origin is sent to the one the
+// component trusts.
+func TestDemoSendsOtherNamesToItsOrigin(t *testing.T) {
+	b, _ := newTestBackend(t)
+	h := b.demoRoutes()
+	req := httptest.NewRequest(http.MethodGet, "http://localhost:8081/?card=c1", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusPermanentRedirect || rec.Header().Get("Location") != "http://demo.test/?card=c1" {
+		t.Fatalf("GET via localhost: %d, Location %q; want 308 to http://demo.test/?card=c1", rec.Code, rec.Header().Get("Location"))
+	}
+	req = httptest.NewRequest(http.MethodGet, "http://demo.test/", nil)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET via the demo's own origin: %d", rec.Code)
+	}
+}
