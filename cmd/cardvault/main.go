@@ -4,11 +4,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 )
 
@@ -28,8 +32,11 @@ commands:
   ceremony list         print the key catalog, and what the server rejects
   hsm probe             how the token behaves where PKCS#11 tokens differ (GCM IV, trusted wrap, mechanisms)
   audit verify          check the audit trail's hash chains and checkpoints; exit 1 at a broken link
-  bench [--clients N] [--duration D] [--json] [--ops a,b]
-                        drive a loopback server on this token and report each operation against its crypto bound
+                        (--file F: an export's, offline)
+  audit export          write the trail, signed, for a SIEM or an assessor (--since T --until T --out F)
+  bench [--clients N] [--duration D] [--json] [--ops a,b] [--cards N] [--target URL,URL --token-file F]
+                        drive a loopback server on this token (or running servers) and report each
+                        operation against its crypto bound
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
   token revoke NAME     remove a token; servers stop accepting it within a second
@@ -47,6 +54,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if help := helpRequest(args); help != nil {
+		fmt.Fprint(stdout, help.usage)
+		if !help.flags {
+			return 0
+		}
+		// The command's own flag set prints its flags, then ErrHelp.
+		args = append(args[:help.at:help.at], "--help")
 	}
 	var err error
 	switch args[0] {
@@ -69,9 +84,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "cardvault: unknown command %q\n%s", args[0], usage)
 		return 2
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "cardvault %s: %v\n", args[0], err)
 		return 1
 	}
 	return 0
+}
+
+// help is what `cardvault CMD [SUB] --help` prints: the usage lines of
+// the command path, and whether the command has flags of its own to
+// print after them.
+type help struct {
+	usage string
+	flags bool
+	at    int // the command path's length in args
+}
+
+// leavesWithoutFlags are the commands whose --help is their usage lines
+// alone; every other leaf prints its flag set too.
+var leavesWithoutFlags = map[string]bool{"ceremony list": true, "hsm probe": true, "token revoke": true}
+
+// helpRequest recognises -h, -help, --help or help anywhere after the
+// command, and answers before any command reads its configuration or
+// opens the token.
+func helpRequest(args []string) *help {
+	at := slices.IndexFunc(args, func(a string) bool { return a == "-h" || a == "-help" || a == "--help" })
+	if len(args) > 1 && args[1] == "help" {
+		at = 1
+	}
+	if at < 1 {
+		return nil
+	}
+	path := args[0]
+	if at >= 2 && !strings.HasPrefix(args[1], "-") {
+		path += " " + args[1]
+	}
+	var lines strings.Builder
+	printing := false
+	for _, line := range strings.Split(usage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  "+path+" ") || line == "  "+path:
+			printing = true
+		case !strings.HasPrefix(line, "                        "):
+			printing = false
+		}
+		if printing {
+			lines.WriteString(line + "\n")
+		}
+	}
+	if lines.Len() == 0 {
+		return nil // an unknown command: the dispatch says so
+	}
+	leaf := strings.Contains(path, " ") || path == "serve" || path == "bench"
+	return &help{usage: "usage:\n" + lines.String(), flags: leaf && !leavesWithoutFlags[path], at: min(at, strings.Count(path, " ")+1)}
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -404,5 +405,32 @@ func TestProductLinksNoTestCode(t *testing.T) {
 	}
 	if out, err := v.run(t, "bench", "--token-restarts", "1", "--duration", "1s"); err == nil || !strings.Contains(out, "-tags faultinject") {
 		t.Fatalf("the product's bench offered fault injection: %v\n%s", err, out)
+	}
+}
+
+// Issue 30, item 8: --help answers on every command, with the command's
+// usage on stdout and exit 0, before it reads any configuration or opens
+// the token (the environment here has none of the vault's variables).
+func TestEveryHelpExitsZero(t *testing.T) {
+	env := newcomerEnv()
+	for _, args := range [][]string{
+		{"--help"}, {"help"}, {"serve", "--help"}, {"ceremony", "--help"}, {"ceremony", "init", "--help"},
+		{"ceremony", "list", "--help"}, {"ceremony", "rotate", "-h"}, {"audit", "--help"}, {"audit", "verify", "--help"},
+		{"audit", "export", "--help"}, {"token", "--help"}, {"token", "create", "--help"}, {"hsm", "probe", "--help"},
+		{"bench", "--help"},
+	} {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		want := strings.Join(slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "-") || a == "help" }), " ")
+		if err != nil || !strings.HasPrefix(stdout.String(), "usage") || !strings.Contains(stdout.String(), want) {
+			t.Errorf("cardvault %v: %v; stdout does not start with usage naming %q:\n%s%s", args, err, want, stdout.String(), stderr.String())
+		}
+	}
+	out, err := exec.Command(binary, "nonsense", "--help").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `unknown command "nonsense"`) {
+		t.Errorf("an unknown command's --help: %v\n%s", err, out)
 	}
 }

@@ -22,7 +22,7 @@ func tokenCmd(args []string, stdout io.Writer) error {
 		return errors.New(tokenUsage)
 	}
 	path := os.Getenv(envTokensFile)
-	if path == "" {
+	if path == "" && !slices.Contains(args, "--help") { // help needs no file
 		return errors.New(envTokensFile + " is not set: it names the file of API token hashes that serve reads (scripts/dev.sh uses .dev/api-tokens; `. .dev/env` sets it in another shell)")
 	}
 	switch args[0] {
