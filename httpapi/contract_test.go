@@ -286,6 +286,12 @@ func TestDomainErrorsTakeEachSurfacesShape(t *testing.T) {
 			if rec.Code != tc.sol || item.Status != tc.sol || item.Code != tc.solarisCode || item.ID != "req-43" || !strings.Contains(item.Detail, tc.text) {
 				t.Errorf("Solaris: %d %s", rec.Code, rec.Body)
 			}
+			// Issue 30, item 9: the field is set apart from the message
+			// ("expiry_year card has expired" read as one phrase).
+			var ve *vault.Error
+			if errors.As(tc.err, &ve) && ve.Field != "" && item.Detail != ve.Field+": "+tc.text {
+				t.Errorf("Solaris detail %q, want %q", item.Detail, ve.Field+": "+tc.text)
+			}
 			if strings.Contains(rec.Body.String(), "4000001234567899") {
 				t.Errorf("the cause reached the client: %s", rec.Body)
 			}

@@ -206,7 +206,7 @@ func solarisError(e *vault.Error, code int, reqID string) any {
 	cd := codes[e.Kind]
 	detail := publicMessage(e)
 	if e.Field != "" && detail == e.Msg {
-		detail = e.Field + " " + e.Msg
+		detail = e.Field + ": " + e.Msg
 	}
 	item := solarisErrorItem{ID: reqID, Status: code, Code: cd[0], Title: cd[1], Detail: detail}
 	if e.Field != "" {

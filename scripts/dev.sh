@@ -70,20 +70,17 @@ fi
 
 # A second shell reaches this vault with `. .dev/env`: the same variables,
 # the dev API token as $TOKEN and the binary on PATH.
-(umask 077; cat > "$DEV/env" <<ENV
-# Made by scripts/dev.sh. In another shell, from the repository: . .dev/env
-export SOFTHSM2_CONF="$SOFTHSM2_CONF"
-export CARDVAULT_TOKEN_LABEL="$CARDVAULT_TOKEN_LABEL"
-export CARDVAULT_PKCS11_MODULE="$CARDVAULT_PKCS11_MODULE"
-export CARDVAULT_PKCS11_PIN_FILE="$CARDVAULT_PKCS11_PIN_FILE"
-export CARDVAULT_TRANSCRIPT_DIR="$CARDVAULT_TRANSCRIPT_DIR"
-export CARDVAULT_DB="$CARDVAULT_DB"
-export CARDVAULT_LISTEN="$CARDVAULT_LISTEN"
-export CARDVAULT_API_TOKENS_FILE="$CARDVAULT_API_TOKENS_FILE"
-export CARDVAULT_URL="http://$CARDVAULT_LISTEN"
-export TOKEN="\$(cat "$DEV/api-token")"
-export PATH="$DEV/bin:\$PATH"
-ENV
+(umask 077
+  {
+    echo "# Made by scripts/dev.sh. In another shell, from the repository: . .dev/env"
+    for v in SOFTHSM2_CONF CARDVAULT_TOKEN_LABEL CARDVAULT_PKCS11_MODULE CARDVAULT_PKCS11_PIN_FILE \
+      CARDVAULT_TRANSCRIPT_DIR CARDVAULT_DB CARDVAULT_LISTEN CARDVAULT_API_TOKENS_FILE; do
+      printf 'export %s=%q\n' "$v" "${!v}"
+    done
+    printf 'export CARDVAULT_URL=%q\n' "http://$CARDVAULT_LISTEN"
+    printf 'export TOKEN="$(cat %q)"\n' "$DEV/api-token"
+    printf 'export PATH=%q:"$PATH"\n' "$DEV/bin"
+  } > "$DEV/env"
 )
 
 # A taken port would fail after the banner; say so before it.

@@ -22,24 +22,13 @@ import (
 // are shared, so rates and ratios belong in benchmarks, not in tests.
 func TestBenchReportsEveryOperation(t *testing.T) {
 	v := newVaultEnv(t)
-	cmd := exec.Command(binary, "bench", "--clients", "2", "--duration", "1s", "--cards", "300", "--json")
-	cmd.Env, cmd.Dir = v.env, v.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "running the init ceremony") {
-		t.Errorf("bench did not say it ran the init ceremony:\n%s", stderr.String())
+	results, stderr := runBench(t, v.env, v.dir, "--clients", "2", "--duration", "1s", "--cards", "300")
+	if !strings.Contains(stderr, "running the init ceremony") {
+		t.Errorf("bench did not say it ran the init ceremony:\n%s", stderr)
 	}
 	want := []string{"jiko_create", "jiko_read", "secure_view_2048", "secure_view_4096", "pin_set"}
 	var got []string
-	dec := json.NewDecoder(&stdout)
-	for dec.More() {
-		var r bench.Result
-		if err := dec.Decode(&r); err != nil {
-			t.Fatalf("bench --json: %v", err)
-		}
+	for _, r := range results {
 		got = append(got, r.Op)
 		t.Logf("%s: %.0f req/s, bound %.0f/s, ratio %.2f, limit %.0f/s, ratio_limit %.2f, peak %.0f MiB, p50 %.1f ms, p99 %.1f ms",
 			r.Op, r.Throughput, r.Bound, r.Ratio, r.Limit, r.RatioLimit, r.PeakRSSMiB, r.P50, r.P99)
@@ -109,29 +98,16 @@ func TestBenchDrivesReplicas(t *testing.T) {
 		envPINPerCard + "=1000000", envPINCardsPerCaller + "=1000000", envWindow + "=1s", envPINWindow + "=1s"}
 	urlA, logsA, _ := startServerCmd(t, v, budgets...)
 	urlB, logsB, _ := startServerCmd(t, v, budgets...)
-	cmd := exec.Command(binary, "bench", "--target", urlA+","+urlB+"/", "--token-file", tokenFile,
-		"--clients", "2", "--duration", "1s", "--ops", "jiko_read,secure_view_2048,pin_set", "--json")
-	cmd.Env, cmd.Dir = v.env, v.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
-	}
-	dec := json.NewDecoder(&stdout)
-	ops := 0
-	for dec.More() {
-		var r bench.Result
-		if err := dec.Decode(&r); err != nil {
-			t.Fatalf("bench --json: %v", err)
-		}
-		ops++
+	results, stderr := runBench(t, v.env, v.dir, "--target", urlA+","+urlB+"/", "--token-file", tokenFile,
+		"--clients", "2", "--duration", "1s", "--ops", "jiko_read,secure_view_2048,pin_set")
+	for _, r := range results {
 		t.Logf("%s: %d requests, %.0f req/s, p50 %.1f ms", r.Op, r.Requests, r.Throughput, r.P50)
 		if r.Requests == 0 || r.Failures != 0 || r.Bound <= 0 {
 			t.Errorf("%s: %d of %d requests failed (%s), bound %.0f", r.Op, r.Failures, r.Requests, r.FirstFailure, r.Bound)
 		}
 	}
-	if ops != 3 {
-		t.Fatalf("%d operations reported, want 3", ops)
+	if len(results) != 3 {
+		t.Fatalf("%d operations reported, want 3", len(results))
 	}
 	for name, logs := range map[string]*syncBuffer{"first": logsA, "second": logsB} {
 		for _, route := range []string{"/virtual_card_requests", "/pin"} {
@@ -140,8 +116,8 @@ func TestBenchDrivesReplicas(t *testing.T) {
 			}
 		}
 	}
-	if strings.Contains(stderr.String(), "init ceremony") {
-		t.Errorf("bench --target ran a ceremony on the servers' token:\n%s", stderr.String())
+	if strings.Contains(stderr, "init ceremony") {
+		t.Errorf("bench --target ran a ceremony on the servers' token:\n%s", stderr)
 	}
 }
 
@@ -191,31 +167,18 @@ func TestBenchOnANetworkHSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "bench", "--clients", "16", "--duration", "2s", "--ops", "jiko_create,jiko_read", "--json")
-	cmd.Env, cmd.Dir = append(v.env, envModule+"="+shim), v.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("bench: %v\n%s", err, stderr.String())
-	}
-	dec := json.NewDecoder(&stdout)
-	ops := 0
-	for dec.More() {
-		var r bench.Result
-		if err := dec.Decode(&r); err != nil {
-			t.Fatalf("bench --json: %v", err)
-		}
-		ops++
+	results, stderr := runBench(t, append(v.env, envModule+"="+shim), v.dir, "--clients", "16", "--duration", "2s", "--ops", "jiko_create,jiko_read")
+	for _, r := range results {
 		t.Logf("%s: %d requests, %d failed, %.0f req/s, p99 %.1f ms", r.Op, r.Requests, r.Failures, r.Throughput, r.P99)
 		if r.Requests == 0 || r.Failures != 0 {
 			t.Errorf("%s: %d of %d requests failed on the network HSM: %s", r.Op, r.Failures, r.Requests, r.FirstFailure)
 		}
 	}
-	if ops != 2 {
-		t.Fatalf("%d operations reported, want 2", ops)
+	if len(results) != 2 {
+		t.Fatalf("%d operations reported, want 2", len(results))
 	}
-	if strings.Contains(stderr.String(), "hsm reconnected") {
-		t.Errorf("dropped sessions re-initialised the module:\n%s", stderr.String())
+	if strings.Contains(stderr, "hsm reconnected") {
+		t.Errorf("dropped sessions re-initialised the module:\n%s", stderr)
 	}
 }
 
@@ -258,4 +221,27 @@ func runFaultBench(t *testing.T, v *vaultEnv, bin string, args ...string) (bench
 		t.Fatalf("report: %v\n%s", err, stdout.String())
 	}
 	return r, stderr.String()
+}
+
+// runBench runs the real binary's bench with --json in env and dir, and
+// returns its results and its stderr (the server's log).
+func runBench(t *testing.T, env []string, dir string, args ...string) ([]bench.Result, string) {
+	t.Helper()
+	cmd := exec.Command(binary, append(append([]string{"bench"}, args...), "--json")...)
+	cmd.Env, cmd.Dir = env, dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var results []bench.Result
+	dec := json.NewDecoder(&stdout)
+	for dec.More() {
+		var r bench.Result
+		if err := dec.Decode(&r); err != nil {
+			t.Fatalf("bench --json: %v", err)
+		}
+		results = append(results, r)
+	}
+	return results, stderr.String()
 }
