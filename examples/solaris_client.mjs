@@ -14,8 +14,14 @@ import crypto from 'node:crypto';
 const require = createRequire(import.meta.url);
 const jose = require('/usr/share/nodejs/jose');
 
+const usage = `usage: solaris_client.mjs BASE PERSON_ID CARD_ID PAIRS_JSON   (TOKEN in the environment)
+  e.g. solaris_client.mjs "$CARDVAULT_URL" person-1 "$card" '[["RSA_OAEP_256","A256GCM"]]'`;
 const [base, person, card, pairsJSON] = process.argv.slice(2);
 const token = process.env.TOKEN;
+if (process.argv.length !== 6 || !token) {
+  console.error(usage);
+  process.exit(2);
+}
 const deviceData = 'Web;node-jose;test';
 
 async function call(method, path, body, want = 200) {

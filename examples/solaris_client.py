@@ -28,8 +28,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwcrypto import jwe, jwk
 
+USAGE = """usage: solaris_client.py BASE PERSON_ID CARD_ID PAIRS_JSON   (TOKEN in the environment)
+  e.g. solaris_client.py "$CARDVAULT_URL" person-1 "$card" '[["RSA_OAEP_256","A256GCM"]]'"""
+if len(sys.argv) != 5 or not os.environ.get("TOKEN"):
+    sys.exit(USAGE)
 BASE, PERSON, CARD = sys.argv[1], sys.argv[2], sys.argv[3]
-PAIRS = json.loads(sys.argv[4])
+try:
+    PAIRS = json.loads(sys.argv[4])
+except json.JSONDecodeError:
+    sys.exit("PAIRS_JSON is not JSON\n" + USAGE)
 TOKEN = os.environ["TOKEN"]
 
 

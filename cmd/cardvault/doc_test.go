@@ -191,3 +191,17 @@ func newcomerEnv() []string {
 	}
 	return env
 }
+
+// Issue 30, item 11: the example clients run without their arguments
+// print their usage, not a traceback.
+func TestExampleClientsPrintUsage(t *testing.T) {
+	for _, c := range [][]string{{"/usr/bin/python3", "../../examples/solaris_client.py"}, {"node", "../../examples/solaris_client.mjs"}} {
+		testenv.RequireCommand(t, c[0])
+		cmd := exec.Command(c[0], c[1:]...)
+		cmd.Env = newcomerEnv()
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.HasPrefix(string(out), "usage: ") || strings.Contains(string(out), "Traceback") || strings.Contains(string(out), "    at ") {
+			t.Errorf("%v without arguments: %v\n%s", c, err, out)
+		}
+	}
+}
