@@ -377,56 +377,53 @@ type AuditReport struct {
 }
 
 // VerifyAudit walks every chain and checks every checkpoint's MAC with
-// key, reporting each chain's first broken link.
+// key, reporting each chain's first broken link. It reads the checkpoints
+// first and the entries after: a checkpoint is written only once its
+// entries are committed, so the walk sees every entry a checkpoint it read
+// vouches for, while the vault goes on appending and checkpointing (those
+// later checkpoints wait for the next verify).
 func (s *Store) VerifyAudit(ctx context.Context, key auditchain.Key) (*AuditReport, error) {
 	rep := &AuditReport{}
-	vouched, err := s.checkpointedSeqs(ctx)
+	checkpoints, err := s.readCheckpoints(ctx)
 	if err != nil {
 		return nil, s.fail(err)
+	}
+	vouched := map[string]map[int64]bool{}
+	for _, cp := range checkpoints {
+		if vouched[cp.chain] == nil {
+			vouched[cp.chain] = map[int64]bool{}
+		}
+		vouched[cp.chain][cp.seq] = true
 	}
 	ends, firstBreak, err := s.walkChains(ctx, rep, vouched)
 	if err != nil {
 		return nil, s.fail(err)
 	}
 	lastCheckpoint := map[string]int64{}
-	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq, hash, key_version, mac, format FROM audit_checkpoints ORDER BY chain, seq`)
-	if err != nil {
-		return nil, s.fail(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var chain string
-		var seq, version, format int64
-		var hash, mac []byte
-		if err := rows.Scan(&chain, &seq, &hash, &version, &mac, &format); err != nil {
-			return nil, s.fail(err)
-		}
+	for _, cp := range checkpoints {
 		rep.Checkpoints++
-		lastCheckpoint[chain] = max(lastCheckpoint[chain], seq)
-		want, err := auditchain.CheckpointMAC(ctx, key, uint32(version), format, chain, seq, hash)
+		lastCheckpoint[cp.chain] = max(lastCheckpoint[cp.chain], cp.seq)
+		want, err := auditchain.CheckpointMAC(ctx, key, uint32(cp.version), cp.format, cp.chain, cp.seq, cp.hash)
 		if err != nil {
 			return nil, err
 		}
 		broken := func(reason string) {
-			if b, ok := firstBreak[chain]; !ok || seq < b.Seq {
-				firstBreak[chain] = auditchain.Break{Chain: chain, Seq: seq, Reason: reason}
+			if b, ok := firstBreak[cp.chain]; !ok || cp.seq < b.Seq {
+				firstBreak[cp.chain] = auditchain.Break{Chain: cp.chain, Seq: cp.seq, Reason: reason}
 			}
 		}
-		end := ends[chain]
+		end := ends[cp.chain]
 		if end == nil {
 			end = &chainEnd{} // every entry of the chain is gone
 		}
 		switch {
-		case want == nil || subtle.ConstantTimeCompare(want, mac) != 1:
-			broken(fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", version))
-		case seq > end.seq:
-			broken(fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d: entries were removed", seq, end.seq))
-		case !bytes.Equal(end.hashes[seq], hash):
+		case want == nil || subtle.ConstantTimeCompare(want, cp.mac) != 1:
+			broken(fmt.Sprintf("checkpoint MAC does not verify under audit key v%d", cp.version))
+		case cp.seq > end.seq:
+			broken(fmt.Sprintf("checkpoint vouches for seq %d but the chain ends at seq %d: entries were removed", cp.seq, end.seq))
+		case !bytes.Equal(end.hashes[cp.seq], cp.hash):
 			broken("entry differs from the one its checkpoint vouches for")
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(err)
 	}
 	for chain, end := range ends {
 		rep.Unsealed += int(end.seq - lastCheckpoint[chain])
@@ -438,35 +435,38 @@ func (s *Store) VerifyAudit(ctx context.Context, key auditchain.Key) (*AuditRepo
 	return rep, nil
 }
 
+// checkpointRow is one row of audit_checkpoints.
+type checkpointRow struct {
+	chain        string
+	seq, version int64
+	format       int64
+	hash, mac    []byte
+}
+
+// readCheckpoints reads every checkpoint, in chain and seq order: one
+// hash and MAC per checkpoint, a hundredth of the entries by default.
+func (s *Store) readCheckpoints(ctx context.Context) ([]checkpointRow, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq, hash, key_version, mac, format FROM audit_checkpoints ORDER BY chain, seq`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []checkpointRow
+	for rows.Next() {
+		var cp checkpointRow
+		if err := rows.Scan(&cp.chain, &cp.seq, &cp.hash, &cp.version, &cp.mac, &cp.format); err != nil {
+			return nil, err
+		}
+		out = append(out, cp)
+	}
+	return out, rows.Err()
+}
+
 // chainEnd is how far a chain verified, and its hash at each position a
 // checkpoint vouches for.
 type chainEnd struct {
 	seq    int64
 	hashes map[int64][]byte
-}
-
-// checkpointedSeqs are the positions of each chain that a checkpoint
-// vouches for: the only hashes the walk must keep, so that verifying
-// holds one hash per checkpoint in memory, not one per entry.
-func (s *Store) checkpointedSeqs(ctx context.Context) (map[string]map[int64]bool, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT chain, seq FROM audit_checkpoints`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	out := map[string]map[int64]bool{}
-	for rows.Next() {
-		var chain string
-		var seq int64
-		if err := rows.Scan(&chain, &seq); err != nil {
-			return nil, err
-		}
-		if out[chain] == nil {
-			out[chain] = map[int64]bool{}
-		}
-		out[chain][seq] = true
-	}
-	return out, rows.Err()
 }
 
 // walkChains recomputes every chain in order, and returns where each one
