@@ -139,5 +139,12 @@ func helpRequest(args []string) *help {
 		return nil // an unknown command: the dispatch says so
 	}
 	leaf := strings.Contains(path, " ") || path == "serve" || path == "bench"
-	return &help{usage: "usage:\n" + lines.String(), flags: leaf && !leavesWithoutFlags[path], at: min(at, strings.Count(path, " ")+1)}
+	text := "usage:\n" + lines.String()
+	switch {
+	case path == "serve":
+		text += configurationHelp()
+	case leaf && !strings.HasPrefix(path, "token"):
+		text += "\nreads the token and database variables `cardvault serve --help` lists\n"
+	}
+	return &help{usage: text, flags: leaf && !leavesWithoutFlags[path], at: min(at, strings.Count(path, " ")+1)}
 }

@@ -434,3 +434,61 @@ func TestEveryHelpExitsZero(t *testing.T) {
 		t.Errorf("an unknown command's --help: %v\n%s", err, out)
 	}
 }
+
+// Issue 30, item 8: the configuration `serve --help` prints is README.md's
+// table, row for row, and names every CARDVAULT_ variable the binary reads.
+func TestConfigurationTableIsTheBinarys(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := bytes.Index(readme, []byte("| variable | default | meaning |"))
+	if start < 0 {
+		t.Fatal("README.md has no configuration table")
+	}
+	table := strings.Split(strings.SplitN(string(readme[start:]), "\n\n", 2)[0], "\n")[2:]
+	if len(table) != len(configuration) {
+		t.Errorf("README.md's table has %d rows, the binary's configuration %d", len(table), len(configuration))
+	}
+	for i, row := range table {
+		cells := strings.Split(strings.TrimSpace(row), "|")
+		if len(cells) != 5 || i >= len(configuration) {
+			t.Errorf("README.md row %q", row)
+			continue
+		}
+		var names []string
+		for _, n := range strings.Split(cells[1], ",") {
+			names = append(names, strings.Trim(strings.TrimSpace(n), "`"))
+		}
+		v := configuration[i]
+		if strings.Join(names, ",") != strings.Join(v.names, ",") || strings.Trim(strings.TrimSpace(cells[2]), "`") != v.def || strings.TrimSpace(cells[3]) != v.meaning {
+			t.Errorf("README.md row %d differs from the binary's:\n  %s\n  %v | %s | %s", i+1, row, v.names, v.def, v.meaning)
+		}
+	}
+	known := map[string]bool{}
+	for _, v := range configuration {
+		for _, n := range v.names {
+			known[n] = true
+		}
+	}
+	sources, _ := filepath.Glob("*.go")
+	read := regexp.MustCompile(`"(CARDVAULT_[A-Z0-9_]+)"`)
+	for _, f := range sources {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range read.FindAllStringSubmatch(string(src), -1) {
+			if !known[m[1]] && !strings.HasPrefix(m[1], "CARDVAULT_TEST_") {
+				t.Errorf("%s reads %s, which the configuration table does not name", f, m[1])
+			}
+		}
+	}
+	out, err := exec.Command(binary, "serve", "--help").Output()
+	if err != nil || !strings.Contains(string(out), "CARDVAULT_REVEALS_PER_CARD (default 10)") {
+		t.Errorf("serve --help does not list the configuration: %v\n%s", err, out)
+	}
+}
