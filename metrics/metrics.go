@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cardvault/cardvault/vault"
 )
 
 // Set is the registry and every family cardvault exports.
@@ -151,8 +153,17 @@ func (o StoreObserver) Checkpoint(err error) {
 	o.s.checkpoints.WithLabelValues(o.kind, result).Inc()
 }
 
-// Vault is the vault package's observer.
-func (s *Set) Vault() VaultObserver { return VaultObserver{s} }
+// Vault is the vault package's observer. Its refusal series start at
+// zero for every budget rule, so that an alert on their increase sees the
+// first refusal.
+func (s *Set) Vault() VaultObserver {
+	for surface, rules := range vault.BudgetRules {
+		for _, rule := range rules {
+			s.refusals.WithLabelValues(surface, rule)
+		}
+	}
+	return VaultObserver{s}
+}
 
 // VaultObserver implements vault.Observer.
 type VaultObserver struct{ s *Set }

@@ -80,6 +80,17 @@ func (b Budget) withDefaults(d Budget) Budget {
 	return b
 }
 
+// BudgetRules are the surfaces (audited actions) a budget refuses on, and
+// the rules each has (the field a refusal names): the metrics start every
+// pair's series at zero, so that the first refusal is an increase.
+var BudgetRules = map[string][]string{
+	"card.reveal":      {"card_id", "Authorization"},
+	"card.secure_view": {"card_id", "device_id", "Authorization"},
+	"card.pin":         {"card_id", "device_id", "Authorization"},
+	"card.import":      {"Authorization"},
+	"card.lookup":      {"Authorization"},
+}
+
 // Slot is one event to be counted against a budget. The store counts and
 // inserts it in the transaction that records the event, so concurrent
 // requests cannot overspend.
