@@ -105,7 +105,7 @@ card for person-1 (examples/README.md shows how), then
   CARDVAULT_DEVICES_TOKEN_FILE=$DEV/web-devices-token CARDVAULT_REVEAL_TOKEN_FILE=$DEV/web-reveal-token \
   WEB_REVEAL_PASSWORD_FILE=$DEV/web-password \
     go run ./examples/web-reveal --person person-1 --card CARD_ID
-open the demo page it prints (http://127.0.0.1:8081/) in Chromium and sign
+open the demo page it prints (http://127.0.0.1:8091/) in Chromium and sign
 in as person-1 with the password in $DEV/web-password.
 
 MSG

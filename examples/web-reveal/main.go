@@ -85,8 +85,8 @@ type config struct {
 func parseConfig(args []string) (*config, error) {
 	fs := flag.NewFlagSet("web-reveal", flag.ContinueOnError)
 	c := &config{}
-	fs.StringVar(&c.demoAddr, "demo-listen", "127.0.0.1:8081", "address of the demo page's origin")
-	fs.StringVar(&c.componentAddr, "component-listen", "127.0.0.1:8082", "address of the reveal component's origin (must differ from the demo's)")
+	fs.StringVar(&c.demoAddr, "demo-listen", "127.0.0.1:8091", "address of the demo page's origin")
+	fs.StringVar(&c.componentAddr, "component-listen", "127.0.0.1:8092", "address of the reveal component's origin (must differ from the demo's)")
 	fs.StringVar(&c.person, "person", "person-1", "the signed-in cardholder (a real backend takes it from its session)")
 	fs.StringVar(&c.card, "card", "", "the card the demo page shows")
 	fs.IntVar(&c.hideAfter, "hide-after", 30, "seconds the details stay shown (1 to 300)")
@@ -232,7 +232,7 @@ func (b *backend) demoRoutes() http.Handler {
 }
 
 // canonicalHost sends a request made to another name of the demo's address
-// (http://localhost:8081 for 127.0.0.1:8081) to the demo's origin: the
+// (http://localhost:8091 for 127.0.0.1:8091) to the demo's origin: the
 // component lets that origin alone frame it, and a page under another name
 // would show an empty frame with the reason only in DevTools. A Host the
 // demo does not answer to (DNS rebinding) gets nothing else either.
