@@ -46,7 +46,8 @@ if ! softhsm2-util --show-slots 2>/dev/null | grep -q "Label:.*\b$CARDVAULT_TOKE
 fi
 
 echo "dev.sh: building cardvault into $DEV/bin (a first build compiles every dependency, a few minutes; each package is named as it compiles)"
-go build -v -o "$DEV/bin/cardvault" ./cmd/cardvault 2>&1 | sed -u 's/^/  compiling /'
+go build -v -ldflags "-X main.commit=$(git rev-parse HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo -modified)" \
+  -o "$DEV/bin/cardvault" ./cmd/cardvault 2>&1 | sed -u 's/^/  compiling /'
 echo "dev.sh: the key ceremony (keys already on the token are kept)"
 "$DEV/bin/cardvault" ceremony init
 

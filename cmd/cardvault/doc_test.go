@@ -136,6 +136,16 @@ func TestDocumentedCommandsRunAsWritten(t *testing.T) {
 		t.Errorf("dev.sh's banner does not say how a second shell reaches the vault:\n%s", serveLog.String())
 	}
 
+	// dev.sh's binary, on the second shell's PATH, names its commit.
+	version := exec.Command("bash", "-c", ". .dev/env && cardvault version")
+	version.Dir, version.Env = t.TempDir(), newcomer
+	if err := os.Symlink(dev, filepath.Join(version.Dir, ".dev")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := version.CombinedOutput(); err != nil || !strings.Contains(string(out), " commit ") {
+		t.Errorf("cardvault version after . .dev/env: %v\n%s", err, out)
+	}
+
 	// The second shell works in a directory of its own that holds the
 	// repository's examples and dev.sh's .dev, as the repository would.
 	work := t.TempDir()

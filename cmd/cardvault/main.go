@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ commands:
   token create --name NAME --scopes a,b
                         print a new API token once; append its hash to $CARDVAULT_API_TOKENS_FILE
   token revoke NAME     remove a token; servers stop accepting it within a second
+  version               print the build: the commit, its time, whether the tree was modified, and Go's version
 `
 
 func main() {
@@ -77,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = tokenCmd(args[1:], stdout)
 	case "hsm":
 		err = hsmCmd(ctx, args[1:], stdout, log)
+	case "version":
+		fmt.Fprintln(stdout, buildVersion())
+		return 0
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -92,6 +97,38 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// commit is the build's commit where the build names it
+// (-ldflags "-X main.commit=…", as scripts/dev.sh does): Go records none
+// when VCS stamping is off (GOFLAGS=-buildvcs=false) or the tree has no .git.
+var commit string
+
+// buildVersion describes the binary from the build information Go
+// records: the VCS commit and time where the build had them.
+func buildVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "cardvault (no build information)"
+	}
+	settings := map[string]string{}
+	for _, s := range info.Settings {
+		settings[s.Key] = s.Value
+	}
+	v := "cardvault " + info.Main.Version
+	if settings["vcs.revision"] == "" && commit != "" {
+		settings["vcs.revision"] = commit
+	}
+	if rev := settings["vcs.revision"]; rev != "" {
+		v += " commit " + rev
+		if settings["vcs.modified"] == "true" {
+			v += " (modified)"
+		}
+		if at := settings["vcs.time"]; at != "" {
+			v += " of " + at
+		}
+	}
+	return v + ", " + info.GoVersion + " " + settings["GOOS"] + "/" + settings["GOARCH"]
 }
 
 // help is what `cardvault CMD [SUB] --help` prints: the usage lines of

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -417,7 +418,7 @@ func TestEveryHelpExitsZero(t *testing.T) {
 		{"--help"}, {"help"}, {"serve", "--help"}, {"ceremony", "--help"}, {"ceremony", "init", "--help"},
 		{"ceremony", "list", "--help"}, {"ceremony", "rotate", "-h"}, {"audit", "--help"}, {"audit", "verify", "--help"},
 		{"audit", "export", "--help"}, {"token", "--help"}, {"token", "create", "--help"}, {"hsm", "probe", "--help"},
-		{"bench", "--help"},
+		{"bench", "--help"}, {"version", "--help"},
 	} {
 		cmd := exec.Command(binary, args...)
 		cmd.Env = env
@@ -432,6 +433,10 @@ func TestEveryHelpExitsZero(t *testing.T) {
 	out, err := exec.Command(binary, "nonsense", "--help").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), `unknown command "nonsense"`) {
 		t.Errorf("an unknown command's --help: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "cardvault ") || !strings.Contains(string(out), runtime.Version()) {
+		t.Errorf("cardvault version: %v %q, want the build and %s", err, out, runtime.Version())
 	}
 }
 
