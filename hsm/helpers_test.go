@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/nsstoken"
+	"github.com/cardvault/cardvault/internal/testsupport/nsstoken"
 	"github.com/cardvault/cardvault/softhsm"
 )
 

@@ -17,7 +17,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/softhsm"
 	"github.com/miekg/pkcs11"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/netshim"
+	"github.com/cardvault/cardvault/internal/testsupport/netshim"
 	"github.com/cardvault/cardvault/softhsm"
 )
 

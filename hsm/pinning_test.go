@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/p11test"
+	"github.com/cardvault/cardvault/internal/testsupport/p11test"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/miekg/pkcs11"
 )

@@ -12,7 +12,7 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/cardvault/cardvault/internal/signalflood"
+	"github.com/cardvault/cardvault/internal/testsupport/signalflood"
 )
 
 // A signal that arrives while the token's code runs, or after it with

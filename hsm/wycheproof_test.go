@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/vectors"
+	"github.com/cardvault/cardvault/internal/testsupport/vectors"
 	"github.com/miekg/pkcs11"
 )
 

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
 )

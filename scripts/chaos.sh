@@ -34,8 +34,8 @@ if docker info >/dev/null 2>&1; then
     bash scripts/images.sh >/dev/null
   fi
   export TESTCONTAINERS_RYUK_DISABLED=true
-  scenario 2 "SIGKILL of a replica mid-write (the compose stack)" ./internal/stacktest '^TestReplicaFailure$'
-  scenario 3 "PostgreSQL stopped and restarted under a serving replica (compose stack)" ./internal/stacktest '^TestPostgresOutage$'
+  scenario 2 "SIGKILL of a replica mid-write (the compose stack)" ./internal/testsupport/stacktest '^TestReplicaFailure$'
+  scenario 3 "PostgreSQL stopped and restarted under a serving replica (compose stack)" ./internal/testsupport/stacktest '^TestPostgresOutage$'
 else
   echo "== 2, 3: no Docker engine here; they need the compose stack's images"
 fi

@@ -77,7 +77,7 @@ for impl in softhsm nss; do
 done
 
 echo "== container tests (testcontainers-go)"
-go test -race -count=1 -timeout 20m -v -run "$containers" ./sqlstore ./internal/stacktest \
+go test -race -count=1 -timeout 20m -v -run "$containers" ./sqlstore ./internal/testsupport/stacktest \
   | grep -E '^(--- |ok |FAIL|PASS|panic)|^\s+[a-z_]+\.go:[0-9]+:'
 
 # Every fuzz target, each for a bounded time (FUZZTIME, default 10s), from

@@ -3,7 +3,7 @@ package softhsm
 import (
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // TestToken makes a fresh token in t.TempDir() and points SOFTHSM2_CONF at

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/auditchain"
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/vault"
 )
 

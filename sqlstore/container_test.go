@@ -3,8 +3,8 @@ package sqlstore
 import (
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/stacktest"
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/stacktest"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/cardvault/cardvault/vault/storetest"
 )

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/vault"
 	"github.com/cardvault/cardvault/vault/storetest"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/vault"
 )
 

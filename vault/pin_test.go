@@ -7,7 +7,7 @@ import (
 	"math/big"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/vectors"
+	"github.com/cardvault/cardvault/internal/testsupport/vectors"
 )
 
 // ANSI X9.24-3:2017 supplement test vectors (Calculation of AES PIN Block

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/cardvault/cardvault/internal/bench"
-	"github.com/cardvault/cardvault/internal/netshim"
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/netshim"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // TestBenchReportsEveryOperation runs the real binary's bench, briefly, on

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // docBlock is one ```sh block of a Markdown file.

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // TestPostgresFailoverUnderLoad is scenario 3 of issue 28: a server on a

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/p11test"
+	"github.com/cardvault/cardvault/internal/testsupport/p11test"
 	"github.com/miekg/pkcs11"
 	_ "modernc.org/sqlite"
 )

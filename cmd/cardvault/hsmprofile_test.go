@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/p11test"
+	"github.com/cardvault/cardvault/internal/testsupport/p11test"
 )
 
 // A token without raw RSA, whose OAEP does not take SHA-256 (SoftHSM2

@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/sqlstore"
 )
 

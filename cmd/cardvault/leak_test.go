@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // randomPAN is a Luhn-valid 16-digit PAN with 14 random digits, so that

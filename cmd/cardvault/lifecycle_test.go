@@ -26,7 +26,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/cardvault/cardvault/auditchain"
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // lifecycleEnv serves a vault whose reveal budgets allow every reveal the

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/nsstoken"
+	"github.com/cardvault/cardvault/internal/testsupport/nsstoken"
 )
 
 // newNSSVaultEnv is newVaultEnv on a fresh NSS softokn database: the same

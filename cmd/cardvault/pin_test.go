@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 var pinScopes = []string{"cards:write", "cards:read", "cards:reveal", "pin:write", "sandbox", "devices:write"}

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/p11test"
-	"github.com/cardvault/cardvault/internal/vectors"
+	"github.com/cardvault/cardvault/internal/testsupport/p11test"
+	"github.com/cardvault/cardvault/internal/testsupport/vectors"
 	"github.com/miekg/pkcs11"
 )
 

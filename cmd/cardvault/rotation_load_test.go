@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // TestRotationUnderLoadWithTwoReplicas is scenario 1 of issue 28: two

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 // pki makes a test CA, a server certificate for 127.0.0.1 and client

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/google/uuid"
 	"github.com/moby/moby/api/types/container"
 	mobynet "github.com/moby/moby/api/types/network"

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/stacktest"
-	"github.com/cardvault/cardvault/internal/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/stacktest"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/google/uuid"
 	_ "github.com/jackc/pgx/v5/stdlib" // the pgx database/sql driver
 )
@@ -38,7 +38,7 @@ func TestStackServesJikoAndSolaris(t *testing.T) {
 	stack := stacktest.StartStack(t, nw, inner, 1, scopes...)
 	base := stack.Replicas[0].Base
 
-	script, _ := filepath.Abs("../../cmd/cardvault/testdata/jiko-card-flow.sh")
+	script, _ := filepath.Abs("../../../cmd/cardvault/testdata/jiko-card-flow.sh")
 	cmd := exec.Command("bash", script, base+"/api/v1/jiko-accounts/person-1/virtual-cards")
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "TOKEN="+stack.Token)
@@ -55,7 +55,7 @@ func TestStackServesJikoAndSolaris(t *testing.T) {
 		t.Fatalf("guide flow output: %v", issued)
 	}
 
-	client, _ := filepath.Abs("../../examples/solaris_client.py")
+	client, _ := filepath.Abs("../../../examples/solaris_client.py")
 	cmd = exec.Command(python, client, base, "person-1", issued["card_id"], `[["RSA_OAEP_256","A256GCM"],["RSA1_5","A256CBC_HS512"]]`)
 	cmd.Env = append(os.Environ(), "TOKEN="+stack.Token)
 	out, err = cmd.Output()
@@ -330,7 +330,7 @@ func TestPostgresOutage(t *testing.T) {
 // TestComposeFileValidates checks compose.yaml with the Compose tool.
 func TestComposeFileValidates(t *testing.T) {
 	compose := testenv.RequireCommand(t, "docker-compose")
-	if out, err := exec.Command(compose, "-f", "../../compose.yaml", "config", "-q").CombinedOutput(); err != nil {
+	if out, err := exec.Command(compose, "-f", "../../../compose.yaml", "config", "-q").CombinedOutput(); err != nil {
 		t.Fatalf("docker-compose config: %v\n%s", err, out)
 	}
 }
