@@ -21,7 +21,7 @@ import (
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
-	"github.com/cardvault/cardvault/internal/bench"
+	"github.com/cardvault/cardvault/bench"
 	"github.com/cardvault/cardvault/internal/delayproxy"
 	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"

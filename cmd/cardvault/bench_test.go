@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cardvault/cardvault/internal/bench"
+	"github.com/cardvault/cardvault/bench"
 	"github.com/cardvault/cardvault/internal/testsupport/netshim"
 	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
