@@ -19,9 +19,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardvault/cardvault/bench"
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/httpapi"
-	"github.com/cardvault/cardvault/bench"
 	"github.com/cardvault/cardvault/internal/delayproxy"
 	"github.com/cardvault/cardvault/sqlstore"
 	"github.com/cardvault/cardvault/vault"
