@@ -245,6 +245,13 @@ func TestBodiesMustBeJSON(t *testing.T) {
 			t.Errorf("Content-Type %q: %d %s, want the JSON body decoded (422: public_key is required)", ct, rec.Code, rec.Body)
 		}
 	}
+	req := httptest.NewRequest("POST", "http://vault"+e.jikoCreate, nil)
+	req.Header.Set("Authorization", "Bearer "+e.full)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if loc, msg := jikoDetail(t, rec); rec.Code != 422 || strings.Join(loc, ",") != "body" || msg != "is required" {
+		t.Errorf("no body and no Content-Type: %d %s, want 422 body is required", rec.Code, rec.Body)
+	}
 	if e.fake.calls != 0 {
 		t.Fatalf("refused bodies reached the domain %d times", e.fake.calls)
 	}

@@ -25,7 +25,9 @@ import (
 // is what a cross-site form sends without a preflight, and is refused
 // with 415 before it is read.
 func readBody(c echo.Context) ([]byte, error) {
-	if media, _, err := mime.ParseMediaType(c.Request().Header.Get(echo.HeaderContentType)); err != nil || media != echo.MIMEApplicationJSON {
+	// A request with no body and no type is told the body is required.
+	ct, r := c.Request().Header.Get(echo.HeaderContentType), c.Request()
+	if media, _, err := mime.ParseMediaType(ct); (ct != "" || r.ContentLength != 0) && (err != nil || media != echo.MIMEApplicationJSON) {
 		return nil, echo.NewHTTPError(http.StatusUnsupportedMediaType) // errors.go names the header
 	}
 	b, err := io.ReadAll(c.Request().Body)
