@@ -107,6 +107,14 @@ type Tokens struct {
 	mu      sync.RWMutex
 	tokens  []apiToken
 	checked time.Time
+	read    fileStamp // the file as it was when tokens were read from it
+}
+
+// fileStamp tells a changed file from the one read: a new token written by
+// `cardvault token create` is accepted at once, not at the next reload.
+type fileStamp struct {
+	mod  time.Time
+	size int64
 }
 
 // tokenReload is how often the file is read again.
@@ -119,11 +127,11 @@ func LoadTokens(path string, log *slog.Logger) (*Tokens, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	t := &Tokens{path: path, log: log}
-	tokens, err := t.read()
+	tokens, stamp, err := t.load()
 	if err != nil {
 		return nil, err
 	}
-	t.tokens, t.checked = tokens, time.Now()
+	t.tokens, t.checked, t.read = tokens, time.Now(), stamp
 	return t, nil
 }
 
@@ -145,27 +153,28 @@ func ReadTokenNames(path string) ([]string, error) {
 
 // read opens and parses the file, refusing one that is not a regular
 // file or that its group or others may write.
-func (t *Tokens) read() ([]apiToken, error) {
+func (t *Tokens) load() ([]apiToken, fileStamp, error) {
 	f, err := os.Open(t.path)
 	if err != nil {
-		return nil, fmt.Errorf("tokens file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("tokens file: %w", err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("tokens file: %w", err)
+		return nil, fileStamp{}, fmt.Errorf("tokens file: %w", err)
 	}
+	stamp := fileStamp{mod: st.ModTime(), size: st.Size()}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("tokens file %s is not a regular file", t.path)
+		return nil, stamp, fmt.Errorf("tokens file %s is not a regular file", t.path)
 	}
 	if err := safeFile(t.path, st); err != nil {
-		return nil, fmt.Errorf("tokens file %s: %w; refusing it", t.path, err)
+		return nil, stamp, fmt.Errorf("tokens file %s: %w; refusing it", t.path, err)
 	}
 	tokens, problems := parseTokens(f)
 	for _, p := range problems {
 		t.log.Error("tokens file line refused", "file", t.path, "problem", p)
 	}
-	return tokens, nil
+	return tokens, stamp, nil
 }
 
 // safeFile judges a file as OpenSSH's StrictModes judges
@@ -258,37 +267,53 @@ func parseTokens(r io.Reader) ([]apiToken, []string) {
 	return kept, problems
 }
 
-// refresh re-reads the file at most once per tokenReload. A file that is
-// gone, unreadable or unsafe leaves no tokens.
-func (t *Tokens) refresh() {
+// refresh re-reads the file at most once per tokenReload, or at once when
+// changed is set and the file is not the one read. A file that is gone,
+// unreadable or unsafe leaves no tokens.
+func (t *Tokens) refresh(changed bool) {
 	t.mu.Lock()
-	if time.Since(t.checked) < tokenReload {
+	due := time.Since(t.checked) >= tokenReload
+	if !due && changed {
+		st, err := os.Stat(t.path)
+		// A missing file waits for the periodic reload, which logs it.
+		due = err == nil && (fileStamp{mod: st.ModTime(), size: st.Size()}) != t.read
+	}
+	if !due {
 		t.mu.Unlock()
 		return
 	}
 	t.checked = time.Now()
 	t.mu.Unlock()
-	tokens, err := t.read()
+	tokens, stamp, err := t.load()
 	if err != nil {
 		t.log.Error("tokens file refused; no token is accepted until it is fixed", "error", err)
 	}
 	t.mu.Lock()
-	t.tokens = tokens
+	t.tokens, t.read = tokens, stamp
 	t.mu.Unlock()
 }
 
 // verify returns the token entry a presented token matches. Every entry is
 // compared in constant time and the loop never stops early, so timing says
-// nothing about which entry or how much of it matched.
+// nothing about which entry or how much of it matched. A token that
+// matches none is looked for again if the file changed since it was read.
 func (t *Tokens) verify(presented string) (apiToken, bool) {
-	t.refresh()
+	t.refresh(false)
 	sum := sha256.Sum256([]byte(presented))
+	if tok, ok := t.match(sum[:]); ok {
+		return tok, true
+	}
+	t.refresh(true)
+	return t.match(sum[:])
+}
+
+func (t *Tokens) match(sum []byte) (apiToken, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	var found apiToken
 	match := 0
 	for _, tok := range t.tokens {
-		eq := subtle.ConstantTimeCompare(sum[:], tok.hash)
+		eq := subtle.ConstantTimeCompare(sum, tok.hash)
 		if eq == 1 {
 			found = tok
 		}

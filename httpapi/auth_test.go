@@ -62,6 +62,30 @@ func TestTokensVerifyAndReload(t *testing.T) {
 	}
 }
 
+// A token made with `cardvault token create` works at once, not within a
+// second: examples/README.md makes one and uses it on the next line, and
+// the documentation test met 401 there. An unknown token re-reads a file
+// that changed since it was read; one that did not change is not re-read.
+func TestANewTokenWorksAtOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	_, lineA, _ := NewToken("alpha", []string{ScopeCardsRead})
+	b, lineB, _ := NewToken("beta", []string{ScopeCardsWrite})
+	os.WriteFile(path, []byte(lineA+"\n"), 0o600)
+	tokens, err := LoadTokens(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := tokens.verify(b); ok {
+		t.Fatal("beta accepted before it was written")
+	}
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString(lineB + "\n")
+	f.Close()
+	if tok, ok := tokens.verify(b); !ok || tok.name != "beta" {
+		t.Fatal("a token appended to the file is refused until the next periodic reload")
+	}
+}
+
 // Finding 7: a malformed line kept the old set (a revoked token still
 // worked), a deleted file kept every token, a world-writable file was
 // accepted, and two tokens could share a name (and so their idempotent

@@ -16,6 +16,7 @@ const $ = (id) => document.getElementById(id);
 
 let hideTimer = 0;
 let shownPAN = null; // kept only while shown, for the copy button
+let copied = false; // whether this page put the number on the clipboard
 
 // tell posts the component's state to the host page, if the host named
 // is the one that framed it.
@@ -66,7 +67,7 @@ function show(d) {
   copy.type = 'button';
   copy.addEventListener('click', () => {
     navigator.clipboard.writeText(shownPAN || '').then(
-      () => message('Card number copied.'),
+      () => { copied = true; message('Card number copied. It leaves the clipboard when the details hide.'); },
       () => message('This page may not copy.'),
     );
   });
@@ -87,16 +88,31 @@ function show(d) {
 function hide() {
   clearTimeout(hideTimer);
   shownPAN = null;
+  if (copied) {
+    // The number leaves the clipboard with the details, if nothing else
+    // was copied since (best effort: the page may have lost focus).
+    copied = false;
+    navigator.clipboard.writeText('').catch(() => {});
+  }
   $('details').replaceChildren(masked());
   setBound(true);
   message('');
   tell('hidden');
 }
 
-function fail(err) {
+// fail says, in the cardholder's words, what went wrong while doing what
+// ("setting up this browser" or "showing the card"), and tells the page
+// the code and status.
+function fail(doing, err) {
   const code = err instanceof RevealError ? err.code : 'failed';
   const status = err instanceof RevealError && err.status ? err.status : 0;
-  message(`The card details could not be shown (${code}${status ? ' ' + status : ''}).`);
+  let text = `Something went wrong while ${doing} (${code}${status ? ' ' + status : ''}). Try again later.`;
+  if (doing === 'showing the card' && status === 404) {
+    text = 'This card cannot be shown here: it is not yours, or it no longer exists.';
+  } else if (status === 429) {
+    text = 'This card has been shown too often for now. Try again later.';
+  }
+  message(text);
   tell('error', { code, status });
 }
 
@@ -104,10 +120,10 @@ $('bind').addEventListener('click', async () => {
   try {
     await bindDevice();
     setBound(true);
-    message('This browser is now a bound device.');
+    message('This browser can now show your card details.');
     tell('bound');
   } catch (err) {
-    fail(err);
+    fail('setting up this browser', err);
   }
 });
 
@@ -116,7 +132,7 @@ $('show').addEventListener('click', async () => {
   try {
     show(await reveal(card));
   } catch (err) {
-    fail(err);
+    fail('showing the card', err);
   } finally {
     $('show').disabled = false;
   }
