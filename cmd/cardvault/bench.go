@@ -112,27 +112,9 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	env := bench.NewEnv(api, m)
 	var seeding *bench.Seeding
 	if *cards > 0 {
-		caller := vault.Caller{Name: "bench-seed"}
-		issue := func(ctx context.Context, i int) error {
-			_, err := vaultOf.svc.IssueUnseen(ctx, caller, env.SeedOwner(i))
+		if seeding, err = seedOwnVault(ctx, vaultOf, env, m, *cards, stderr); err != nil {
 			return err
 		}
-		s, err := bench.Seed(ctx, *cards, 4*runtime.NumCPU(), issue, vaultOf.store.Bytes, stderr)
-		if err != nil {
-			return err
-		}
-		seeding = &s
-		fmt.Fprintf(stderr, "bench: seeded %d cards at %.0f/s; the database holds %d bytes, %.0f per card\n", s.Cards, s.Rate, s.DBBytes, s.DBBytesPerCard)
-		start := time.Now()
-		rep, err := vaultOf.store.VerifyAudit(ctx, m)
-		if err != nil {
-			return fmt.Errorf("audit verify: %w", err)
-		}
-		if len(rep.Breaks) > 0 {
-			return fmt.Errorf("audit verify: the seeded trail is broken: %v", rep.Breaks[0])
-		}
-		s.AuditEntries, s.AuditVerifyRate = rep.Entries, float64(rep.Entries)/time.Since(start).Seconds()
-		fmt.Fprintf(stderr, "bench: audit verify: %d entries in %d chains at %.0f/s\n", rep.Entries, rep.Chains, s.AuditVerifyRate)
 	}
 	if *restarts > 0 || *hangUps > 0 {
 		faults := bench.Faults{Restarts: *restarts, Restart: func() error { return restartUnderneath(m) }, HangUps: *hangUps}
@@ -181,6 +163,32 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return err
 	}
 	return bench.WriteLimits(stdout, limits)
+}
+
+// seedOwnVault issues n cards into the bench's own vault through its
+// service, then verifies the audit trail they left, and reports both.
+func seedOwnVault(ctx context.Context, own *ownVault, env *bench.Env, key *hsm.Module, n int, stderr io.Writer) (*bench.Seeding, error) {
+	caller := vault.Caller{Name: "bench-seed"}
+	issue := func(ctx context.Context, i int) error {
+		_, err := own.svc.IssueUnseen(ctx, caller, env.SeedOwner(i))
+		return err
+	}
+	s, err := bench.Seed(ctx, n, 4*runtime.NumCPU(), issue, own.store.Bytes, stderr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "bench: seeded %d cards at %.0f/s; the database holds %d bytes, %.0f per card\n", s.Cards, s.Rate, s.DBBytes, s.DBBytesPerCard)
+	start := time.Now()
+	rep, err := own.store.VerifyAudit(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("audit verify: %w", err)
+	}
+	if len(rep.Breaks) > 0 {
+		return nil, fmt.Errorf("audit verify: the seeded trail is broken: %v", rep.Breaks[0])
+	}
+	s.AuditEntries, s.AuditVerifyRate = rep.Entries, float64(rep.Entries)/time.Since(start).Seconds()
+	fmt.Fprintf(stderr, "bench: audit verify: %d entries in %d chains at %.0f/s\n", rep.Entries, rep.Chains, s.AuditVerifyRate)
+	return &s, nil
 }
 
 // benchTargets parses --target's base URLs and reads --token-file.
