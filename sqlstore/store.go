@@ -309,14 +309,9 @@ func (s *Store) budgetUse(ctx context.Context, q querier, r *vault.Slot) (vault.
 func (s *Store) subjectUse(ctx context.Context, q querier, r *vault.Slot) (vault.BudgetUse, error) {
 	var u vault.BudgetUse
 	since := micros(r.Since())
-	// One statement counts the card's window and the device's: a round
-	// trip fewer to PostgreSQL on every device's reveal.
-	const window = `(SELECT COUNT(*) AS n, MIN(at) AS first FROM budget_events WHERE kind = ? AND at > ? AND %s = ?) AS %s`
-	query := `SELECT c.n, c.first, 0, NULL FROM ` + fmt.Sprintf(window, "card_id", "c")
-	args := []any{r.Kind, since, r.CardID}
+	query, args := cardWindowQuery, []any{r.Kind, since, r.CardID}
 	if r.DeviceID != "" {
-		query = `SELECT c.n, c.first, d.n, d.first FROM ` + fmt.Sprintf(window, "card_id", "c") + `, ` + fmt.Sprintf(window, "device_id", "d")
-		args = append(args, r.Kind, since, r.DeviceID)
+		query, args = cardAndDeviceWindowQuery, append(args, r.Kind, since, r.DeviceID)
 	}
 	var cardFirst, deviceFirst sql.NullInt64
 	if err := q.QueryRowContext(ctx, s.q(query), args...).Scan(&u.Card, &cardFirst, &u.Device, &deviceFirst); err != nil {
@@ -330,6 +325,15 @@ func (s *Store) subjectUse(ctx context.Context, q querier, r *vault.Slot) (vault
 	}
 	return u, nil
 }
+
+// The windows of a card, and of a card and a device in one statement: a
+// round trip fewer to PostgreSQL on every device's reveal.
+const (
+	cardWindow               = `(SELECT COUNT(*) AS n, MIN(at) AS first FROM budget_events WHERE kind = ? AND at > ? AND card_id = ?) AS c`
+	deviceWindow             = `(SELECT COUNT(*) AS n, MIN(at) AS first FROM budget_events WHERE kind = ? AND at > ? AND device_id = ?) AS d`
+	cardWindowQuery          = `SELECT c.n, c.first, 0, NULL FROM ` + cardWindow
+	cardAndDeviceWindowQuery = `SELECT c.n, c.first, d.n, d.first FROM ` + cardWindow + `, ` + deviceWindow
+)
 
 // BudgetUse reports what a slot's windows already hold.
 func (s *Store) BudgetUse(ctx context.Context, r *vault.Slot) (vault.BudgetUse, error) {
