@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,31 +16,25 @@ import (
 // breaks.
 var errAuditBroken = errors.New("audit trail verification failed")
 
-func auditCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	if len(args) == 0 {
-		return errors.New("want a subcommand: verify or export")
-	}
-	switch args[0] {
-	case "verify":
-		return auditVerify(ctx, args[1:], stdout, log)
-	case "export":
-		return auditExport(ctx, args[1:], stdout, log)
-	}
-	return fmt.Errorf("unknown audit subcommand %q (want verify or export)", args[0])
+// auditCmd is `cardvault audit`.
+type auditCmd struct {
+	Verify auditVerifyCmd `cmd:"" help:"check the audit trail's hash chains and checkpoints; exit 1 at a broken link (--file F: an export's, offline)"`
+	Export auditExportCmd `cmd:"" help:"write the trail, signed, for a SIEM or an assessor"`
 }
 
 // auditVerify checks the database's chains and checkpoints, or with
 // --file an export's, offline and then with the token if it answers.
-func auditVerify(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	file := fs.String("file", "", "verify this export (cardvault audit export) instead of the database")
-	if err := fs.Parse(args); err != nil {
-		return err
+type auditVerifyCmd struct {
+	vaultRecords `embed:""`
+	File         string `placeholder:"FILE" help:"verify this export (cardvault audit export) instead of the database"`
+}
+
+func (a *auditVerifyCmd) Run(in *invocation) error {
+	ctx, stdout, log := in.ctx, in.stdout, in.log
+	if a.File != "" {
+		return auditVerifyFile(ctx, a.tokenSettings, a.File, stdout, log)
 	}
-	if *file != "" {
-		return auditVerifyFile(ctx, *file, stdout, log)
-	}
-	m, store, err := openVault(ctx, log)
+	m, store, err := a.openServing(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -73,13 +66,13 @@ func reportBreaks(stdout io.Writer, breaks []auditchain.Break, ok string) error 
 // auditVerifyFile verifies an export with the token's audit key: every
 // segment's trailer MAC over all of its lines, every hash, link and
 // checkpoint. Without the token nothing is vouched for, so it fails.
-func auditVerifyFile(ctx context.Context, path string, stdout io.Writer, log *slog.Logger) error {
+func auditVerifyFile(ctx context.Context, token tokenSettings, path string, stdout io.Writer, log *slog.Logger) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	m, _, err := openHSM(log, nil)
+	m, err := token.open(log, nil)
 	if err != nil {
 		return fmt.Errorf("%w: an export verifies only with the token's audit key, which is not reachable: %v", errAuditBroken, err)
 	}
@@ -103,14 +96,15 @@ func auditVerifyFile(ctx context.Context, path string, stdout io.Writer, log *sl
 }
 
 // auditExport writes the trail as JSON lines, for a SIEM or an assessor.
-func auditExport(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
-	since := fs.String("since", "", "first instant to export, RFC 3339 (default: the beginning)")
-	until := fs.String("until", "", "instant to stop before, RFC 3339 (default: now); the next export's --since")
-	out := fs.String("out", "", "write to this file, which must not exist (default: standard output)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+type auditExportCmd struct {
+	vaultRecords `embed:""`
+	Since        string `placeholder:"TIME" help:"first instant to export, RFC 3339 (default: the beginning)"`
+	Until        string `placeholder:"TIME" help:"instant to stop before, RFC 3339 (default: now); the next export's --since"`
+	Out          string `placeholder:"FILE" help:"write to this file, which must not exist (default: standard output)"`
+}
+
+func (a *auditExportCmd) Run(in *invocation) error {
+	ctx, stdout, log, since, until, out := in.ctx, in.stdout, in.log, &a.Since, &a.Until, &a.Out
 	from, err := parseInstant("--since", *since, time.Unix(0, 0))
 	if err != nil {
 		return err
@@ -133,7 +127,7 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer, log *slog
 	}
 	// The trailer is MACed in the token, so an export needs it as a
 	// verification does.
-	m, store, err := openVault(ctx, log)
+	m, store, err := a.openServing(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -151,7 +145,7 @@ func auditExport(ctx context.Context, args []string, stdout io.Writer, log *slog
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "exported %d entries and %d checkpoints written before %s; continue with --since %s\n",
+	fmt.Fprintf(in.stderr, "exported %d entries and %d checkpoints written before %s; continue with --since %s\n",
 		entries, checkpoints, to.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
 	return nil
 }

@@ -16,36 +16,29 @@ import (
 	"github.com/cardvault/cardvault/keyceremony"
 )
 
-// parseBackupFlags parses a backup ceremony's flags: the backup file (flag
-// fileFlag, required) and the components of the wrapping key.
-func parseBackupFlags(name, fileFlag, help string, args []string) (ceremonyFlags, *string, *componentFlags, error) {
-	fs, cf := newCeremonyFlags(name)
-	file := fs.String(fileFlag, "", help)
-	comps := addComponentFlags(fs)
-	if err := cf.parse(fs, args); err != nil {
-		return cf, nil, nil, err
-	}
-	if *file == "" {
-		return cf, nil, nil, fmt.Errorf("--%s: name the backup file", fileFlag)
-	}
-	return cf, file, comps, comps.validate()
-}
-
 // ceremonyExport wraps every key in the token under a key-encryption key
 // formed from custodian components and writes the backup file.
-func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	cf, out, comps, err := parseBackupFlags("export", "out", "the backup file to write (refuses to overwrite)", args)
-	if err != nil {
+type ceremonyExportCmd struct {
+	ceremonyFlags  `embed:""`
+	Out            string `required:"" placeholder:"FILE" help:"the backup file to write (refuses to overwrite)"`
+	componentFlags `embed:""`
+}
+
+func (c *ceremonyExportCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (ce *ceremonyExportCmd) run(in *invocation) error {
+	ctx, stdin, stdout, log, out, comps := in.ctx, in.stdin, in.stdout, in.log, &ce.Out, &ce.componentFlags
+	if err := comps.validate(); err != nil {
 		return err
 	}
 	if _, err := os.Stat(*out); err == nil {
 		return fmt.Errorf("--out %s exists; refusing to overwrite", *out)
 	}
-	soPIN, err := readPINFrom(envSOPINFile, envSOPIN, "the export needs the security officer's PIN")
+	soPIN, err := readPIN(envSOPINFile, os.Getenv(envSOPINFile), envSOPIN, "the export needs the security officer's PIN")
 	if err != nil {
 		return err
 	}
-	c, kek, t, err := cf.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
+	c, kek, t, err := ce.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}
@@ -74,9 +67,17 @@ func ceremonyExport(ctx context.Context, args []string, stdin io.Reader, stdout 
 // ceremonyImport restores a backup into this token, unwrapping under the
 // key the custodians' components form, and checks every key's KCV or
 // fingerprint against the backup's.
-func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	cf, in, comps, err := parseBackupFlags("import", "in", "the backup file to restore", args)
-	if err != nil {
+type ceremonyImportCmd struct {
+	ceremonyFlags  `embed:""`
+	In             string `required:"" placeholder:"FILE" help:"the backup file to restore"`
+	componentFlags `embed:""`
+}
+
+func (c *ceremonyImportCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (ci *ceremonyImportCmd) run(inv *invocation) error {
+	ctx, stdin, stdout, log, in, comps := inv.ctx, inv.stdin, inv.stdout, inv.log, &ci.In, &ci.componentFlags
+	if err := comps.validate(); err != nil {
 		return err
 	}
 	raw, err := os.ReadFile(*in)
@@ -89,7 +90,7 @@ func ceremonyImport(ctx context.Context, args []string, stdin io.Reader, stdout 
 	if err := dec.Decode(&b); err != nil {
 		return fmt.Errorf("%s: %w", *in, err)
 	}
-	c, kek, t, err := cf.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
+	c, kek, t, err := ci.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,29 +26,37 @@ import (
 	"github.com/cardvault/cardvault/vault"
 )
 
-// benchCmd handles `cardvault bench`: it serves the vault on a loopback
-// port over the configured token and a throwaway SQLite database, drives
-// it with concurrent clients, and reports each operation against its
-// crypto bound.
-func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	clients := fs.Int("clients", 16, "concurrent clients (1 to 256)")
-	duration := fs.Duration("duration", 10*time.Second, "time per phase: each operation's bound, and its service run (1s to 10m)")
-	asJSON := fs.Bool("json", false, "print one JSON object per operation instead of a table")
-	only := fs.String("ops", "", "comma-separated operations to run; all when empty")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of each operation's service phase to `PREFIX`.<operation>.prof")
-	restarts := fs.Int("token-restarts", 0, "instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times")
-	hangUps := fs.Int("hang-ups", 0, "instead of the operations, run imports and checked secure views for --duration while this many bursts of 32 clients hang up mid-request (with --token-restarts too: the restarts come first)")
-	faultKeys := fs.Int("fault-keys", 300, "with --token-restarts or --hang-ups: real RSA-2048 device keys to make, one per checked reveal")
-	scrape := fs.String("scrape", "", "after the run, write the server's /metrics, as the load left it, to this file")
-	db := fs.String("db", "", "the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file")
-	dbDelay := fs.Duration("db-delay", 0, "with --db: add this delay each way between the vault and PostgreSQL, through a TCP proxy, as a network would (0 to 50ms)")
-	target := fs.String("target", "", "instead of serving a vault of its own, drive running servers: comma-separated base URLs (replicas, taken in turn), served over the configured token (for the bounds) with budgets no bench reaches")
-	cards := fs.Int("cards", 0, "before the operations, issue this many cards into the bench's own vault through the token and the store (not HTTP), to measure the vault as it grows (0 to 5000000)")
-	tokenFile := fs.String("token-file", "", "with --target: a file holding the bearer token of an API token with every scope")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+// benchCmd is `cardvault bench`: it serves the vault on a loopback port
+// over the configured token and a throwaway SQLite database, drives it
+// with concurrent clients, and reports each operation against its crypto
+// bound.
+type benchCmd struct {
+	Clients       int           `default:"16" help:"concurrent clients (1 to 256)"`
+	Duration      time.Duration `default:"10s" help:"time per phase: each operation's bound, and its service run (1s to 10m)"`
+	JSON          bool          `name:"json" help:"print one JSON object per operation instead of a table"`
+	Ops           string        `placeholder:"OP,…" help:"comma-separated operations to run; all when empty"`
+	CPUProfile    string        `name:"cpuprofile" placeholder:"PREFIX" help:"write a CPU profile of each operation's service phase to PREFIX.<operation>.prof"`
+	TokenRestarts int           `name:"token-restarts" help:"instead of the operations, run imports and checked secure views for --duration while the token is restarted underneath this many times"`
+	HangUps       int           `name:"hang-ups" help:"instead of the operations, run imports and checked secure views for --duration while this many bursts of 32 clients hang up mid-request (with --token-restarts too: the restarts come first)"`
+	FaultKeys     int           `name:"fault-keys" default:"300" help:"with --token-restarts or --hang-ups: real RSA-2048 device keys to make, one per checked reveal"`
+	Scrape        string        `placeholder:"FILE" help:"after the run, write the server's /metrics, as the load left it, to this file"`
+	DB            string        `name:"db" placeholder:"URL" help:"the database to serve on: a postgres:// URL (an empty database: the bench writes accounts and cards), or by default a throwaway SQLite file"`
+	DBDelay       time.Duration `name:"db-delay" help:"with --db: add this delay each way between the vault and PostgreSQL, through a TCP proxy, as a network would (0 to 50ms)"`
+	Target        string        `placeholder:"URL,…" help:"instead of serving a vault of its own, drive running servers: comma-separated base URLs (replicas, taken in turn), served over the configured token (for the bounds) with budgets no bench reaches"`
+	Cards         int           `help:"before the operations, issue this many cards into the bench's own vault through the token and the store (not HTTP), to measure the vault as it grows (0 to 5000000)"`
+	TokenFile     string        `name:"token-file" placeholder:"FILE" help:"with --target: a file holding the bearer token of an API token with every scope"`
+
+	tokenSettings     `embed:"" group:"token"`
+	auditSettings     `embed:"" group:"database"`
+	transcriptSetting `embed:"" group:"ceremony"`
+	vaultSettings     `embed:"" group:"issuing and budgets"`
+	// DBPasswordFile is the bench database's password, as serve's.
+	DBPasswordFile string `name:"db-password-file" env:"CARDVAULT_DB_PASSWORD_FILE" placeholder:"FILE" group:"database" help:"file holding the PostgreSQL password, when it is not in the URL"`
+}
+
+func (b *benchCmd) Run(in *invocation) error {
+	ctx, stdout, stderr, log := in.ctx, in.stdout, in.stderr, in.log
+	clients, duration, asJSON, only, cpuProfile, restarts, hangUps, faultKeys, scrape, db, dbDelay, target, cards, tokenFile := &b.Clients, &b.Duration, &b.JSON, &b.Ops, &b.CPUProfile, &b.TokenRestarts, &b.HangUps, &b.FaultKeys, &b.Scrape, &b.DB, &b.DBDelay, &b.Target, &b.Cards, &b.TokenFile
 	if *clients < 1 || *clients > 256 {
 		return fmt.Errorf("--clients %d: want 1 to 256", *clients)
 	}
@@ -89,17 +96,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		}
 		// The servers' keys are theirs: the bench reads them for the
 		// bounds and never runs a ceremony on them.
-		if m, _, err = openHSM(log, nil); err != nil {
+		if m, err = b.tokenSettings.open(log, nil); err != nil {
 			return err
 		}
 		defer m.Close()
 		dbName = fmt.Sprintf("%d running server(s)", len(targets))
 	} else {
-		if m, err = openKeyedHSM(ctx, stderr, log); err != nil {
+		if m, err = b.openKeyedHSM(in); err != nil {
 			return err
 		}
 		defer m.Close()
-		own, err := serveOwnVault(ctx, m, *db, *dbDelay, stderr)
+		own, err := b.serveOwnVault(ctx, m, stderr)
 		if err != nil {
 			return err
 		}
@@ -224,7 +231,8 @@ type ownVault struct {
 // serveOwnVault serves the bench's own vault on a new SQLite file, or on
 // the PostgreSQL database db names (through a delaying proxy if delay is
 // set).
-func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Duration, stderr io.Writer) (*ownVault, error) {
+func (b *benchCmd) serveOwnVault(ctx context.Context, m *hsm.Module, stderr io.Writer) (*ownVault, error) {
+	db, delay := b.DB, b.DBDelay
 	dir, err := os.MkdirTemp("", "cardvault-bench-")
 	if err != nil {
 		return nil, err
@@ -252,7 +260,7 @@ func serveOwnVault(ctx context.Context, m *hsm.Module, db string, delay time.Dur
 			dsn, dbName = proxied, fmt.Sprintf("PostgreSQL, %s each way", delay)
 		}
 	}
-	v, err := serveBench(ctx, m, dsn, dir, stderr)
+	v, err := b.serveBench(ctx, m, databaseSettings{DB: dsn, PasswordFile: b.DBPasswordFile}, dir, stderr)
 	if err != nil {
 		stopAll()
 		return nil, err
@@ -305,8 +313,9 @@ func cpuProfiler(prefix string) bench.Profiler {
 // first if any key is missing. The bench's database is new on every run,
 // so it holds no key records: the bench's module is unpinned, which is
 // the one place the vault runs so (never `serve`).
-func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm.Module, error) {
-	m, _, err := openHSM(log, nil)
+func (b *benchCmd) openKeyedHSM(in *invocation) (*hsm.Module, error) {
+	ctx, stderr, log := in.ctx, in.stderr, in.log
+	m, err := b.tokenSettings.open(log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -324,30 +333,34 @@ func openKeyedHSM(ctx context.Context, stderr io.Writer, log *slog.Logger) (*hsm
 	}
 	m.Close()
 	fmt.Fprintln(stderr, "bench: keys are missing; running the init ceremony")
-	if err := ceremonyInit(ctx, nil, stderr, log); err != nil {
+	// The transcript goes where an init's would. The bench's databases
+	// are new on every run, so the key records and the ceremony's audit
+	// entry go to one that is thrown away: the transcript is the record.
+	dir, err := os.MkdirTemp("", "cardvault-bench-init-")
+	if err != nil {
 		return nil, err
 	}
-	m, _, err = openHSM(log, nil)
-	return m, err
+	defer os.RemoveAll(dir)
+	initCmd := &ceremonyInitCmd{Backup: "vendor"}
+	initCmd.Operator, initCmd.transcriptSetting, initCmd.tokenSettings = operatorName(), b.transcriptSetting, b.tokenSettings
+	initCmd.DB, initCmd.CheckpointEvery, initCmd.CheckpointInterval = "sqlite:"+filepath.Join(dir, "init.db"), b.CheckpointEvery, b.CheckpointInterval
+	if err := concluded(&invocation{ctx: ctx, stdin: in.stdin, stdout: stderr, stderr: stderr, log: log}, initCmd.run); err != nil {
+		return nil, err
+	}
+	return b.tokenSettings.open(log, nil)
 }
 
 // serveBench serves the vault on a loopback port, over the request path's
 // handle on the bench's module and the database
 // dsn names (a new SQLite file by default), with tokens in dir, with budgets no bench reaches (the bench reveals one
 // card per client many times over), with a bearer token of every scope.
-func serveBench(ctx context.Context, admin *hsm.Module, dsn, dir string, stderr io.Writer) (*ownVault, error) {
+func (b *benchCmd) serveBench(ctx context.Context, admin *hsm.Module, db databaseSettings, dir string, stderr io.Writer) (*ownVault, error) {
 	m := hsm.ServingOf(admin)
-	every, err := intEnv(envAuditEvery, 100)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := vaultConfig()
-	if err != nil {
-		return nil, err
-	}
+	every := b.CheckpointEvery
+	cfg := b.vaultConfig()
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
 	cfg.Reveals, cfg.PINAttempts, cfg.Lookups, cfg.Imports = unlimited, unlimited, unlimited, unlimited
-	store, err := openStore(ctx, dsn)
+	store, err := db.open(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,39 +19,26 @@ import (
 	"github.com/cardvault/cardvault/vault"
 )
 
-func ceremonyCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	const names = "init, rotate, rewrap, retire, import-components, export, import, adopt, list"
-	if len(args) == 0 {
-		return errors.New("want a subcommand: " + names)
-	}
-	ctx, run := withCeremonyRun(ctx)
-	err := runCeremony(ctx, args, stdout, log, names)
-	return run.conclude(ctx, err)
+// ceremonyCmd is `cardvault ceremony`: each ceremony a command of its own.
+type ceremonyCmd struct {
+	Init             ceremonyInitCmd             `cmd:"" help:"create every missing key, version 1; writes a transcript"`
+	Rotate           ceremonyRotateCmd           `cmd:"" help:"create the next version of one purpose's key and make it active"`
+	Rewrap           ceremonyRewrapCmd           `cmd:"" help:"move every record to the active key versions (--dry-run counts them)"`
+	Retire           ceremonyRetireCmd           `cmd:"" help:"destroy a key version no record uses"`
+	ImportComponents ceremonyImportComponentsCmd `cmd:"" name:"import-components" help:"form a key's next version from custodian components"`
+	Export           ceremonyExportCmd           `cmd:"" help:"back up every key, wrapped under a key formed from components"`
+	Import           ceremonyImportCmd           `cmd:"" help:"restore a backup into this token"`
+	Adopt            ceremonyAdoptCmd            `cmd:"" help:"record a key another tool placed, after review"`
+	List             ceremonyListCmd             `cmd:"" help:"print the key catalog, and what the server rejects"`
 }
 
-func runCeremony(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, names string) error {
-	switch args[0] {
-	case "init":
-		return ceremonyInit(ctx, args[1:], stdout, log)
-	case "rotate":
-		return ceremonyRotate(ctx, args[1:], stdout, log)
-	case "rewrap":
-		return ceremonyRewrap(ctx, args[1:], stdout, log)
-	case "retire":
-		return ceremonyRetire(ctx, args[1:], stdout, log)
-	case "import-components":
-		return ceremonyImportComponents(ctx, args[1:], os.Stdin, stdout, log)
-	case "export":
-		return ceremonyExport(ctx, args[1:], os.Stdin, stdout, log)
-	case "import":
-		return ceremonyImport(ctx, args[1:], os.Stdin, stdout, log)
-	case "adopt":
-		return ceremonyAdopt(ctx, args[1:], stdout, log)
-	case "list":
-		return ceremonyList(ctx, args[1:], stdout, log)
-	default:
-		return fmt.Errorf("unknown ceremony %q (want %s)", args[0], names)
-	}
+// concluded runs a ceremony so that one which fails after it began
+// still saves its transcript and audits itself as failed.
+func concluded(in *invocation, ceremony func(*invocation) error) error {
+	ctx, run := withCeremonyRun(in.ctx)
+	within := *in
+	within.ctx = ctx
+	return run.conclude(ctx, ceremony(&within))
 }
 
 func operatorName() string {
@@ -62,27 +48,13 @@ func operatorName() string {
 	return "unknown"
 }
 
-// ceremonyFlags are the flags of every ceremony that writes a transcript.
+// ceremonyFlags are the settings of every ceremony that writes a
+// transcript: where, by whom, and the token and database it works on.
 type ceremonyFlags struct {
-	transcript, operator *string
-}
-
-func newCeremonyFlags(name string) (*flag.FlagSet, ceremonyFlags) {
-	fs := flag.NewFlagSet("ceremony "+name, flag.ContinueOnError)
-	return fs, ceremonyFlags{
-		transcript: fs.String("transcript", "", "transcript file (default $CARDVAULT_TRANSCRIPT_DIR or ./transcripts, timestamped)"),
-		operator:   fs.String("operator", operatorName(), "operator name for the transcript"),
-	}
-}
-
-func (cf ceremonyFlags) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	return nil
+	Transcript        string `placeholder:"FILE" help:"transcript file (default: a timestamped file in the transcript directory)"`
+	Operator          string `default:"${operator}" help:"operator name for the transcript"`
+	transcriptSetting `embed:"" group:"ceremony"`
+	vaultRecords      `embed:""`
 }
 
 // storeUse is what a ceremony opens of the database.
@@ -119,15 +91,15 @@ type ceremony struct {
 // calls close.
 func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger, use storeUse) (*ceremony, error) {
 	c := &ceremony{ceremonyFlags: cf, now: time.Now()}
-	if *cf.transcript == "" {
-		*cf.transcript = defaultTranscript(name, c.now)
+	if c.Transcript == "" {
+		c.Transcript = defaultTranscript(cf.TranscriptDir, name, c.now)
 	}
-	if _, err := os.Stat(*cf.transcript); err == nil {
-		return nil, fmt.Errorf("transcript %s exists; refusing to overwrite", *cf.transcript)
+	if _, err := os.Stat(c.Transcript); err == nil {
+		return nil, fmt.Errorf("transcript %s exists; refusing to overwrite", c.Transcript)
 	}
 	var catalog hsm.KeyRecords
 	if use != noStore {
-		store, err := openStore(ctx, getenv(envDB, defaultDB))
+		store, err := cf.databaseSettings.open(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -137,7 +109,7 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 		}
 	}
 	var err error
-	if c.m, _, err = openHSM(log, catalog); err != nil {
+	if c.m, err = cf.tokenSettings.open(log, catalog); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -169,7 +141,7 @@ func (c *ceremony) start(ctx context.Context, stdout io.Writer, name string) *tr
 
 // recordedBy is the name key records give for the ceremony that made them:
 // its transcript's file name.
-func (c *ceremony) recordedBy() string { return filepath.Base(*c.transcript) }
+func (c *ceremony) recordedBy() string { return filepath.Base(c.Transcript) }
 
 // catalog is where the ceremony records keys: nil when it opened no store.
 func (c *ceremony) catalog() vault.KeyCatalog {
@@ -201,16 +173,25 @@ func (c *ceremony) prepareNext(ctx context.Context, p hsm.Purpose, named string)
 
 // ceremonyInit creates version 1 of every purpose that has no key yet. It
 // never touches an existing key; a second run creates nothing and says so.
-func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	cf, dryRun, keyBackup, err := parseInit(args)
+type ceremonyInitCmd struct {
+	ceremonyFlags `embed:""`
+	DryRun        bool   `help:"validate the configuration and log in, but create nothing"`
+	Backup        string `default:"vendor" enum:"vendor,wrap,none" help:"${backup_usage}"`
+}
+
+func (c *ceremonyInitCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (ci *ceremonyInitCmd) run(in *invocation) error {
+	ctx, stdout, log, dryRun := in.ctx, in.stdout, in.log, ci.DryRun
+	keyBackup, err := hsm.ParseKeyBackup(ci.Backup)
 	if err != nil {
-		return err
+		return fmt.Errorf("--backup: %w", err)
 	}
 	use := withStore
 	if dryRun {
 		use = noStore // a dry run opens no database: it writes nothing at all
 	}
-	c, err := cf.begin(ctx, "init", log, use)
+	c, err := ci.begin(ctx, "init", log, use)
 	if err != nil {
 		return err
 	}
@@ -242,21 +223,6 @@ func ceremonyInit(ctx context.Context, args []string, stdout io.Writer, log *slo
 		t.printf("\nresult: created %d key(s)\n", created)
 	}
 	return t.save(ctx)
-}
-
-// parseInit parses init's flags: a dry run, and the backup choice.
-func parseInit(args []string) (ceremonyFlags, bool, hsm.KeyBackup, error) {
-	fs, cf := newCeremonyFlags("init")
-	dryRun := fs.Bool("dry-run", false, "validate the configuration and log in, but create nothing")
-	backup := fs.String("backup", "vendor", backupUsage)
-	if err := cf.parse(fs, args); err != nil {
-		return cf, false, 0, err
-	}
-	keyBackup, err := hsm.ParseKeyBackup(*backup)
-	if err != nil {
-		return cf, false, 0, fmt.Errorf("--backup: %w", err)
-	}
-	return cf, *dryRun, keyBackup, nil
 }
 
 // initPlan is what init found: the purposes the token has a key for, and
@@ -364,16 +330,16 @@ var backupMeaning = map[hsm.KeyBackup]string{
 // it for the transcript. It refuses an object whose attributes the server
 // would reject: adopting is a reviewed decision about a key's value, never
 // a way around its attributes.
-func ceremonyAdopt(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs, cf := newCeremonyFlags("adopt")
-	label := fs.String("label", "", "the key version to record, purpose/vN")
-	if err := cf.parse(fs, args); err != nil {
-		return err
-	}
-	if *label == "" {
-		return errors.New("--label is required")
-	}
-	c, err := cf.begin(ctx, "adopt", log, withStore)
+type ceremonyAdoptCmd struct {
+	ceremonyFlags `embed:""`
+	Label         string `required:"" placeholder:"PURPOSE/vN" help:"the key version to record"`
+}
+
+func (c *ceremonyAdoptCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (ca *ceremonyAdoptCmd) run(in *invocation) error {
+	ctx, stdout, log, label := in.ctx, in.stdout, in.log, &ca.Label
+	c, err := ca.begin(ctx, "adopt", log, withStore)
 	if err != nil {
 		return err
 	}
@@ -419,17 +385,18 @@ func printObjects(t *transcript, keys []hsm.KeyInfo, label string) int {
 // ceremonyList prints the catalog: every key, its version, type, usages,
 // attributes, check value and whether the server uses it (the module is
 // pinned to the database's key records, as the server's is).
-func ceremonyList(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("ceremony list", flag.ContinueOnError)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	store, err := openStore(ctx, getenv(envDB, defaultDB))
+type ceremonyListCmd struct {
+	vaultRecords `embed:""`
+}
+
+func (cl *ceremonyListCmd) Run(in *invocation) error {
+	ctx, stdout := in.ctx, in.stdout
+	store, err := cl.databaseSettings.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	m, _, err := openHSM(log, store)
+	m, err := cl.tokenSettings.open(in.log, store)
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,8 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -18,31 +16,18 @@ import (
 	"github.com/cardvault/cardvault/keyceremony"
 )
 
-// componentFiles collects repeated --component-file flags.
-type componentFiles []string
-
-func (c *componentFiles) String() string     { return strings.Join(*c, ",") }
-func (c *componentFiles) Set(v string) error { *c = append(*c, v); return nil }
-
 // componentFlags are the flags of every ceremony that takes components.
 type componentFlags struct {
-	n     *int
-	files componentFiles
-}
-
-func addComponentFlags(fs *flag.FlagSet) *componentFlags {
-	cf := &componentFlags{}
-	cf.n = fs.Int("components", 0, "how many custodian components form the key (2 to 9)")
-	fs.Var(&cf.files, "component-file", "a custodian's component file (custodian:, component:, kcv: lines); repeat per custodian, or omit to be prompted")
-	return cf
+	Components    int      `required:"" placeholder:"N" help:"how many custodian components form the key (2 to 9)"`
+	ComponentFile []string `name:"component-file" sep:"none" placeholder:"FILE" help:"a custodian's component file (custodian:, component:, kcv: lines); repeat per custodian, or omit to be prompted"`
 }
 
 func (cf *componentFlags) validate() error {
 	switch {
-	case *cf.n < 2 || *cf.n > 9:
-		return fmt.Errorf("--components %d: want 2 to 9", *cf.n)
-	case len(cf.files) != 0 && len(cf.files) != *cf.n:
-		return fmt.Errorf("--component-file given %d times for %d components: give one per custodian, or none to be prompted", len(cf.files), *cf.n)
+	case cf.Components < 2 || cf.Components > 9:
+		return fmt.Errorf("--components %d: want 2 to 9", cf.Components)
+	case len(cf.ComponentFile) != 0 && len(cf.ComponentFile) != cf.Components:
+		return fmt.Errorf("--component-file given %d times for %d components: give one per custodian, or none to be prompted", len(cf.ComponentFile), cf.Components)
 	}
 	return nil
 }
@@ -69,8 +54,8 @@ func newComponentReader(m *hsm.Module, kind hsm.Kind, stdin io.Reader, prompt io
 // combine reads every component and returns their XOR with the
 // custodians' records (keyceremony.Combine). The caller clears the key.
 func (cr *componentReader) combine(ctx context.Context, cf *componentFlags) ([]byte, []keyceremony.Custodian, error) {
-	cr.files = cf.files
-	return keyceremony.Combine(ctx, cr.m, cr.kind, *cf.n, cr, cr.prompt)
+	cr.files = cf.ComponentFile
+	return keyceremony.Combine(ctx, cr.m, cr.kind, cf.Components, cr, cr.prompt)
 }
 
 // Component reads component i from its form, or from the prompt.
@@ -132,12 +117,28 @@ func (cr *componentReader) line() (string, error) {
 // ceremonyImportComponents forms a purpose's next key version from
 // custodian components and imports it as a sensitive key: it becomes the
 // active version, as a rotation's would.
-func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer, log *slog.Logger) error {
-	cf, p, comps, backup, err := parseImportComponents(args)
+type ceremonyImportComponentsCmd struct {
+	ceremonyFlags  `embed:""`
+	Purpose        string `required:"" placeholder:"PURPOSE" help:"the key to form: card-kek, pan-hmac, pek or audit"`
+	componentFlags `embed:""`
+	Backup         string `help:"${backup_usage} (default: the active version's, else vendor)"`
+}
+
+func (c *ceremonyImportComponentsCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (ic *ceremonyImportComponentsCmd) run(in *invocation) error {
+	ctx, stdin, stdout, log, comps, backup := in.ctx, in.stdin, in.stdout, in.log, &ic.componentFlags, ic.Backup
+	p, err := hsm.ParsePurpose(ic.Purpose)
 	if err != nil {
+		return fmt.Errorf("--purpose: %w", err)
+	}
+	if p.Kind() == hsm.KindRSA {
+		return fmt.Errorf("--purpose %s: an RSA key pair cannot be formed from components", p)
+	}
+	if err := comps.validate(); err != nil {
 		return err
 	}
-	c, err := cf.begin(ctx, "import-components-"+string(p), log, withStore)
+	c, err := ic.begin(ctx, "import-components-"+string(p), log, withStore)
 	if err != nil {
 		return err
 	}
@@ -162,26 +163,6 @@ func ceremonyImportComponents(ctx context.Context, args []string, stdin io.Reade
 	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, previous+1), kcv)
 	t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
 	return t.save(ctx)
-}
-
-// parseImportComponents parses import-components' flags: a purpose with a
-// secret key, the components' sources and the backup choice.
-func parseImportComponents(args []string) (ceremonyFlags, hsm.Purpose, *componentFlags, string, error) {
-	fs, cf := newCeremonyFlags("import-components")
-	purposeName := fs.String("purpose", "", "the key to form: card-kek, pan-hmac, pek or audit")
-	comps := addComponentFlags(fs)
-	backup := fs.String("backup", "", backupUsage+" (default: the active version's, else vendor)")
-	if err := cf.parse(fs, args); err != nil {
-		return cf, "", nil, "", err
-	}
-	p, err := hsm.ParsePurpose(*purposeName)
-	if err != nil {
-		return cf, "", nil, "", fmt.Errorf("--purpose: %w", err)
-	}
-	if p.Kind() == hsm.KindRSA {
-		return cf, "", nil, "", fmt.Errorf("--purpose %s: an RSA key pair cannot be formed from components", p)
-	}
-	return cf, p, comps, *backup, comps.validate()
 }
 
 // importVersion imports a combined key as a purpose's version, proves it,

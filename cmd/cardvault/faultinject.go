@@ -3,7 +3,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -26,9 +28,15 @@ func restartUnderneath(m *hsm.Module) error { return m.RestartUnderneath() }
 
 // rewrapKillHook is the AfterMove hook envRewrapKillAfter asks for, or nil.
 func rewrapKillHook() (func(int), error) {
-	killAfter, err := intEnv(envRewrapKillAfter, 0)
-	if err != nil || killAfter == 0 {
-		return nil, err
+	killAfter := 0
+	if v := os.Getenv(envRewrapKillAfter); v != "" {
+		var err error
+		if killAfter, err = strconv.Atoi(v); err != nil {
+			return nil, fmt.Errorf("%s: want a whole number: %w", envRewrapKillAfter, err)
+		}
+	}
+	if killAfter == 0 {
+		return nil, nil
 	}
 	moved := 0
 	return func(int) {

@@ -1,24 +1,28 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/cardvault/cardvault/hsm"
 )
 
-// hsmCmd handles `cardvault hsm probe`: how the configured token behaves
+// hsmCmd is `cardvault hsm`.
+type hsmCmd struct {
+	Probe hsmProbeCmd `cmd:"" help:"how the token behaves where PKCS#11 tokens differ (GCM IV, trusted wrap, mechanisms)"`
+}
+
+// hsmProbeCmd is `cardvault hsm probe`: how the configured token behaves
 // where PKCS#11 tokens differ, found by trials on session objects.
-func hsmCmd(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	if len(args) != 1 || args[0] != "probe" {
-		return errors.New("want: hsm probe")
-	}
-	m, _, err := openHSM(log, nil)
+type hsmProbeCmd struct {
+	tokenSettings `embed:"" group:"token"`
+}
+
+func (c *hsmProbeCmd) Run(in *invocation) error {
+	ctx, stdout := in.ctx, in.stdout
+	m, err := c.open(in.log, nil)
 	if err != nil {
 		return err
 	}

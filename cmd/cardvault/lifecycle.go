@@ -19,15 +19,23 @@ import (
 // ceremonyRewrap moves every open card's sealed record, PAN fingerprint
 // and PIN block to the active key versions. --dry-run counts records per
 // version and changes nothing.
-func ceremonyRewrap(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	cf, dryRun, batch, err := parseRewrap(args)
-	if err != nil {
-		return err
+type ceremonyRewrapCmd struct {
+	ceremonyFlags `embed:""`
+	DryRun        bool `help:"count records per key version; change nothing"`
+	Batch         int  `default:"100" help:"records per transaction (1 to 10000)"`
+}
+
+func (c *ceremonyRewrapCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (cf *ceremonyRewrapCmd) run(in *invocation) error {
+	ctx, stdout, log, batch := in.ctx, in.stdout, in.log, cf.Batch
+	if batch < 1 || batch > 10000 {
+		return fmt.Errorf("--batch %d: want 1 to 10000", batch)
 	}
-	if dryRun {
-		return rewrapDryRun(ctx, stdout, log)
+	if cf.DryRun {
+		return rewrapDryRun(ctx, cf.vaultRecords, stdout, log)
 	}
-	opts, err := rewrapOptions(batch, *cf.operator, stdout)
+	opts, err := rewrapOptions(batch, cf.Operator, stdout)
 	if err != nil {
 		return err
 	}
@@ -91,24 +99,10 @@ func (c *ceremony) untilServersSee(ctx context.Context, t *transcript, target va
 	}
 }
 
-// parseRewrap parses rewrap's flags: a dry run, or the batch size.
-func parseRewrap(args []string) (ceremonyFlags, bool, int, error) {
-	fs, cf := newCeremonyFlags("rewrap")
-	dryRun := fs.Bool("dry-run", false, "count records per key version; change nothing")
-	batch := fs.Int("batch", 100, "records per transaction")
-	if err := cf.parse(fs, args); err != nil {
-		return cf, false, 0, err
-	}
-	if *batch < 1 || *batch > 10000 {
-		return cf, false, 0, fmt.Errorf("--batch %d: want 1 to 10000", *batch)
-	}
-	return cf, *dryRun, *batch, nil
-}
-
 // rewrapDryRun counts records per key version and changes nothing, not
 // even a transcript.
-func rewrapDryRun(ctx context.Context, stdout io.Writer, log *slog.Logger) error {
-	m, store, err := openPinned(ctx, log)
+func rewrapDryRun(ctx context.Context, records vaultRecords, stdout io.Writer, log *slog.Logger) error {
+	m, store, err := records.openPinned(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -195,11 +189,25 @@ func printKeyUse(out io.Writer, target vault.KeyVersions, use vault.KeyUse) erro
 // it. Before destroying it waits two key refresh intervals and counts
 // again, so that a server still on its previous view of the active version
 // (which could have sealed under the retiring one) has been seen.
-func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	cf, p, version, err := parseRetire(args)
+type ceremonyRetireCmd struct {
+	ceremonyFlags `embed:""`
+	Purpose       string `required:"" placeholder:"PURPOSE" help:"the key: card-kek, pan-hmac, set-pin, pek or audit"`
+	Version       string `required:"" placeholder:"N" help:"the version to destroy"`
+}
+
+func (c *ceremonyRetireCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (cf *ceremonyRetireCmd) run(in *invocation) error {
+	ctx, stdout, log := in.ctx, in.stdout, in.log
+	p, err := hsm.ParsePurpose(cf.Purpose)
 	if err != nil {
-		return err
+		return fmt.Errorf("--purpose: %w", err)
 	}
+	v64, err := strconv.ParseUint(cf.Version, 10, 32)
+	if err != nil || v64 == 0 {
+		return fmt.Errorf("--version %q: want a version number, 1 or more", cf.Version)
+	}
+	version := uint32(v64)
 	c, err := cf.begin(ctx, "retire-"+string(p), log, pinnedStore)
 	if err != nil {
 		return err
@@ -228,31 +236,12 @@ func ceremonyRetire(ctx context.Context, args []string, stdout io.Writer, log *s
 	if err != nil {
 		return err
 	}
-	if err := c.store.AppendAudit(ctx, vault.AuditEntry{At: time.Now().UTC(), Actor: *cf.operator, Action: "key.retire", Outcome: "ok",
+	if err := c.store.AppendAudit(ctx, vault.AuditEntry{At: time.Now().UTC(), Actor: cf.Operator, Action: "key.retire", Outcome: "ok",
 		Detail: map[string]string{"label": label, "check": check}}); err != nil {
 		return err
 	}
 	t.printf("\nresult: %s retired; %d object(s) destroyed\n", label, n)
 	return t.save(ctx)
-}
-
-// parseRetire parses retire's flags: a purpose and a version number.
-func parseRetire(args []string) (ceremonyFlags, hsm.Purpose, uint32, error) {
-	fs, cf := newCeremonyFlags("retire")
-	purposeName := fs.String("purpose", "", "the key: card-kek, pan-hmac, set-pin, pek or audit")
-	versionFlag := fs.String("version", "", "the version to destroy")
-	if err := cf.parse(fs, args); err != nil {
-		return cf, "", 0, err
-	}
-	p, err := hsm.ParsePurpose(*purposeName)
-	if err != nil {
-		return cf, "", 0, fmt.Errorf("--purpose: %w", err)
-	}
-	v64, err := strconv.ParseUint(*versionFlag, 10, 32)
-	if err != nil || v64 == 0 {
-		return cf, "", 0, fmt.Errorf("--version %q: want a version number, 1 or more", *versionFlag)
-	}
-	return cf, p, uint32(v64), nil
 }
 
 // retirable refuses the active version and one the token lacks; it

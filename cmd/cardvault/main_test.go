@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/cardvault/cardvault/softhsm"
 )
 
@@ -214,9 +216,11 @@ func TestPINIsNeverAFlagAndMissingPINIsNamed(t *testing.T) {
 	if err == nil || !strings.Contains(out, envPINFile) {
 		t.Fatalf("list without a PIN: err=%v\n%s", err, out)
 	}
-	out, _ = v.run(t, "serve", "--pin", "x")
-	if !strings.Contains(out, "flag provided but not defined: -pin") {
-		t.Fatalf("serve accepted a --pin flag:\n%s", out)
+	for _, flag := range []string{"--pin", "--pkcs11-pin"} {
+		out, err = v.run(t, "serve", flag, "x")
+		if err == nil || !strings.Contains(out, "unknown flag "+flag) {
+			t.Fatalf("serve accepted a %s flag: %v\n%s", flag, err, out)
+		}
 	}
 }
 
@@ -417,20 +421,21 @@ func TestEveryHelpExitsZero(t *testing.T) {
 		{"--help"}, {"help"}, {"serve", "--help"}, {"ceremony", "--help"}, {"ceremony", "init", "--help"},
 		{"ceremony", "list", "--help"}, {"ceremony", "rotate", "-h"}, {"audit", "--help"}, {"audit", "verify", "--help"},
 		{"audit", "export", "--help"}, {"token", "--help"}, {"token", "create", "--help"}, {"hsm", "probe", "--help"},
-		{"bench", "--help"}, {"version", "--help"},
+		{"bench", "--help"}, {"version", "--help"}, {"help", "ceremony", "rotate"}, {"completion", "--help"},
 	} {
 		cmd := exec.Command(binary, args...)
 		cmd.Env = env
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
-		want := strings.Join(slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "-") || a == "help" }), " ")
-		if err != nil || !strings.HasPrefix(stdout.String(), "usage") || !strings.Contains(stdout.String(), want) {
-			t.Errorf("cardvault %v: %v; stdout does not start with usage naming %q:\n%s%s", args, err, want, stdout.String(), stderr.String())
+		path := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "-") || a == "help" })
+		want := strings.TrimSpace("Usage: cardvault " + strings.Join(path, " "))
+		if err != nil || !strings.HasPrefix(stdout.String(), want) {
+			t.Errorf("cardvault %v: %v; stdout does not start with %q:\n%s%s", args, err, want, stdout.String(), stderr.String())
 		}
 	}
 	out, err := exec.Command(binary, "nonsense", "--help").CombinedOutput()
-	if err == nil || !strings.Contains(string(out), `unknown command "nonsense"`) {
+	if err == nil || !strings.Contains(string(out), "nonsense") {
 		t.Errorf("an unknown command's --help: %v\n%s", err, out)
 	}
 	out, err = exec.Command(binary, "version").Output()
@@ -439,41 +444,26 @@ func TestEveryHelpExitsZero(t *testing.T) {
 	}
 }
 
-// Issue 30, item 8: the configuration `serve --help` prints is README.md's
-// table, row for row, and names every CARDVAULT_ variable the binary reads.
+// Issue 30: README.md's configuration table is the binary's settings,
+// row for row, made from the same struct tags (settings.go) as every
+// --help, and names every CARDVAULT_ variable the binary reads.
 func TestConfigurationTableIsTheBinarys(t *testing.T) {
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := bytes.Index(readme, []byte("| variable | default | meaning |"))
+	start := bytes.Index(readme, []byte("| variable | flag | default | meaning |"))
 	if start < 0 {
 		t.Fatal("README.md has no configuration table")
 	}
 	table := strings.Split(strings.SplitN(string(readme[start:]), "\n\n", 2)[0], "\n")[2:]
-	if len(table) != len(configuration) {
-		t.Errorf("README.md's table has %d rows, the binary's configuration %d", len(table), len(configuration))
-	}
-	for i, row := range table {
-		cells := strings.Split(strings.TrimSpace(row), "|")
-		if len(cells) != 5 || i >= len(configuration) {
-			t.Errorf("README.md row %q", row)
-			continue
-		}
-		var names []string
-		for _, n := range strings.Split(cells[1], ",") {
-			names = append(names, strings.Trim(strings.TrimSpace(n), "`"))
-		}
-		v := configuration[i]
-		if strings.Join(names, ",") != strings.Join(v.names, ",") || strings.Trim(strings.TrimSpace(cells[2]), "`") != v.def || strings.TrimSpace(cells[3]) != v.meaning {
-			t.Errorf("README.md row %d differs from the binary's:\n  %s\n  %v | %s | %s", i+1, row, v.names, v.def, v.meaning)
-		}
+	want := configurationTable(t)
+	if got := strings.Join(table, "\n"); got != strings.Join(want, "\n") {
+		t.Errorf("README.md's configuration table is not the binary's; the binary's is:\n\n%s", strings.Join(want, "\n"))
 	}
 	known := map[string]bool{}
-	for _, v := range configuration {
-		for _, n := range v.names {
-			known[n] = true
-		}
+	for _, row := range want {
+		known[strings.Trim(strings.Split(row, "|")[1], " `")] = true
 	}
 	sources, _ := filepath.Glob("*.go")
 	read := regexp.MustCompile(`"(CARDVAULT_[A-Z0-9_]+)"`)
@@ -492,7 +482,39 @@ func TestConfigurationTableIsTheBinarys(t *testing.T) {
 		}
 	}
 	out, err := exec.Command(binary, "serve", "--help").Output()
-	if err != nil || !strings.Contains(string(out), "CARDVAULT_REVEALS_PER_CARD (default 10)") {
+	if err != nil || !strings.Contains(string(out), "($CARDVAULT_REVEALS_PER_CARD; default 10)") || !strings.Contains(string(out), envPIN) {
 		t.Errorf("serve --help does not list the configuration: %v\n%s", err, out)
 	}
+}
+
+// configurationTable is the README's configuration table as the grammar
+// makes it: each variable a flag binds, once, in the grammar's order,
+// then the secrets no flag binds.
+func configurationTable(t *testing.T) []string {
+	parser, err := newParser(&cli{}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	seen := map[string]bool{}
+	kong.Visit(parser.Model, func(node kong.Visitable, next kong.Next) error {
+		if f, ok := node.(*kong.Flag); ok {
+			for _, env := range f.Tag.Envs {
+				if seen[env] {
+					continue
+				}
+				seen[env] = true
+				def := "–"
+				if f.Default != "" {
+					def = "`" + f.Default + "`"
+				}
+				rows = append(rows, fmt.Sprintf("| `%s` | `--%s` | %s | %s |", env, f.Name, def, f.Help))
+			}
+		}
+		return next(nil)
+	})
+	for _, v := range unflagged {
+		rows = append(rows, fmt.Sprintf("| `%s` | none: %s | – | %s |", v.name, v.why, v.meaning))
+	}
+	return rows
 }

@@ -2,10 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"time"
 
 	"github.com/cardvault/cardvault/hsm"
@@ -20,8 +17,22 @@ import (
 // Clients encrypt to the set_pin key, so its rotation also dates the
 // previous version's public half: PINs encrypted to it are accepted
 // through that day (UTC), and refused after.
-func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	cf, p, graceDays, backup, err := parseRotate(args)
+type ceremonyRotateCmd struct {
+	ceremonyFlags `embed:""`
+	Purpose       string `required:"" placeholder:"PURPOSE" help:"the key to rotate: card-kek, pan-hmac, set-pin, pek or audit"`
+	GraceDays     *int   `name:"grace-days" placeholder:"DAYS" help:"set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC) (default 7)"`
+	Backup        string `help:"${backup_usage} (default: the active version's)"`
+}
+
+func (c *ceremonyRotateCmd) Run(in *invocation) error { return concluded(in, c.run) }
+
+func (cf *ceremonyRotateCmd) run(in *invocation) error {
+	ctx, stdout, log, backup := in.ctx, in.stdout, in.log, cf.Backup
+	p, err := hsm.ParsePurpose(cf.Purpose)
+	if err != nil {
+		return fmt.Errorf("--purpose: %w", err)
+	}
+	graceDays, err := checkGraceDays(p, cf.GraceDays)
 	if err != nil {
 		return err
 	}
@@ -57,35 +68,18 @@ func ceremonyRotate(ctx context.Context, args []string, stdout io.Writer, log *s
 	return t.save(ctx)
 }
 
-// parseRotate parses rotate's flags: the purpose, set_pin's grace days
-// and the backup choice.
-func parseRotate(args []string) (ceremonyFlags, hsm.Purpose, int, string, error) {
-	fs, cf := newCeremonyFlags("rotate")
-	purposeName := fs.String("purpose", "", "the key to rotate: card-kek, pan-hmac, set-pin, pek or audit")
-	graceDays := fs.Int("grace-days", 7, "set-pin only: accept PINs encrypted to the previous version through this many days after today (UTC)")
-	backup := fs.String("backup", "", backupUsage+" (default: the active version's)")
-	if err := cf.parse(fs, args); err != nil {
-		return cf, "", 0, "", err
-	}
-	p, err := hsm.ParsePurpose(*purposeName)
-	if err != nil {
-		return cf, "", 0, "", fmt.Errorf("--purpose: %w", err)
-	}
-	return cf, p, *graceDays, *backup, checkGraceDays(fs, p, *graceDays)
-}
-
 // checkGraceDays refuses --grace-days given for a purpose other than
-// set_pin, and a negative grace.
-func checkGraceDays(fs *flag.FlagSet, p hsm.Purpose, days int) error {
-	graceSet := false
-	fs.Visit(func(f *flag.Flag) { graceSet = graceSet || f.Name == "grace-days" })
+// set_pin, and a negative grace; it returns the grace, 7 days by default.
+func checkGraceDays(p hsm.Purpose, days *int) (int, error) {
 	switch {
-	case graceSet && p != hsm.SetPIN:
-		return fmt.Errorf("--grace-days applies to set-pin only; %s versions stay readable until retired", p)
-	case days < 0:
-		return fmt.Errorf("--grace-days %d: want 0 or more", days)
+	case days == nil:
+		return 7, nil
+	case p != hsm.SetPIN:
+		return 0, fmt.Errorf("--grace-days applies to set-pin only; %s versions stay readable until retired", p)
+	case *days < 0:
+		return 0, fmt.Errorf("--grace-days %d: want 0 or more", *days)
 	}
-	return nil
+	return *days, nil
 }
 
 // endPrevious says what becomes of the previous version. Clients encrypt

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,34 +23,33 @@ import (
 // flight; the HTTP write timeout bounds any one of them anyway.
 const shutdownDrain = 10 * time.Second
 
-// serveCmd runs the HTTP service until ctx ends, then drains in-flight
-// requests and closes the HSM once.
-func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	listen := fs.String("listen", getenv(envListen, "127.0.0.1:8080"), "listen address ($"+envListen+")")
-	if err := fs.Parse(args); err != nil {
-		return err
+// serveCmd is `cardvault serve`: it runs the HTTP service until the
+// context ends, then drains in-flight requests and closes the HSM once.
+type serveCmd struct {
+	vaultRecords      `embed:""`
+	vaultSettings     `embed:"" group:"issuing and budgets"`
+	listenSettings    `embed:"" group:"listeners"`
+	tokensFileSetting `embed:"" group:"listeners"`
+}
+
+func (c *serveCmd) Run(in *invocation) error {
+	ctx, log := in.ctx, in.log
+	if c.TokensFile == "" {
+		return errors.New("CARDVAULT_API_TOKENS_FILE is not set: it names the file of API token hashes; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates the file")
 	}
-	tokensPath := os.Getenv(envTokensFile)
-	if tokensPath == "" {
-		return errors.New(envTokensFile + " is not set: it names the file of API token hashes; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates the file")
-	}
-	tokens, err := httpapi.LoadTokens(tokensPath, log)
+	tokens, err := httpapi.LoadTokens(c.TokensFile, log)
 	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("%s=%s: no such file; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates it", envTokensFile, tokensPath)
+		return fmt.Errorf("CARDVAULT_API_TOKENS_FILE=%s: no such file; make the first token with `cardvault token create --name NAME --scopes SCOPES`, which creates it", c.TokensFile)
 	}
 	if err != nil {
 		return err
 	}
-	vcfg, err := vaultConfig()
+	vcfg := c.vaultConfig()
+	tlsCfg, subjects, err := c.serverTLS()
 	if err != nil {
 		return err
 	}
-	tlsCfg, subjects, err := serverTLS()
-	if err != nil {
-		return err
-	}
-	m, store, err := openVault(ctx, log)
+	m, store, err := c.openServing(ctx, log)
 	if err != nil {
 		return err
 	}
@@ -73,7 +71,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		return err
 	}
 
-	metricsAddr := os.Getenv(envMetricsListen)
+	metricsAddr := c.MetricsListen
 	hs := newHTTPServer(log, m, store, svc, tokens, subjects, ms.Registry(), metricsAddr != "")
 	if metricsAddr != "" {
 		stop, err := serveMetrics(metricsAddr, ms, log)
@@ -82,7 +80,7 @@ func serveCmd(ctx context.Context, args []string, log *slog.Logger) error {
 		}
 		defer stop()
 	}
-	ln, err := net.Listen("tcp", *listen)
+	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return err
 	}
@@ -129,7 +127,7 @@ func instrument(m *hsm.Serving, store *sqlstore.Store) *metrics.Set {
 func serveMetrics(addr string, ms *metrics.Set, log *slog.Logger) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", envMetricsListen, err)
+		return nil, fmt.Errorf("CARDVAULT_METRICS_LISTEN: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", httpapi.MetricsHandler(ms.Registry()))

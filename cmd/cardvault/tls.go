@@ -14,22 +14,13 @@ import (
 	"github.com/cardvault/cardvault/httpapi"
 )
 
-// TLS settings: files only, named by the environment.
-const (
-	envTLSCert     = "CARDVAULT_TLS_CERT_FILE"
-	envTLSKey      = "CARDVAULT_TLS_KEY_FILE"
-	envTLSClientCA = "CARDVAULT_TLS_CLIENT_CA_FILE"
-	// Lines of "scope,scope SUBJECT": a verified client certificate with
-	// that subject (RFC 2253, e.g. "CN=platform,O=Acme") gets the scopes.
-	envTLSSubjects = "CARDVAULT_TLS_CLIENT_SUBJECTS_FILE"
-)
-
 // serverTLS builds the listener's TLS configuration, or nil when no
 // certificate is configured. TLS 1.3, or TLS 1.2 with ECDHE and AEAD
 // suites only. With a client CA, every client must present a certificate
 // that chains to it.
-func serverTLS() (*tls.Config, map[string][]string, error) {
-	certFile, keyFile, caFile, subjectsFile := os.Getenv(envTLSCert), os.Getenv(envTLSKey), os.Getenv(envTLSClientCA), os.Getenv(envTLSSubjects)
+func (s listenSettings) serverTLS() (*tls.Config, map[string][]string, error) {
+	const envTLSCert, envTLSKey, envTLSClientCA, envTLSSubjects = "CARDVAULT_TLS_CERT_FILE", "CARDVAULT_TLS_KEY_FILE", "CARDVAULT_TLS_CLIENT_CA_FILE", "CARDVAULT_TLS_CLIENT_SUBJECTS_FILE"
+	certFile, keyFile, caFile, subjectsFile := s.TLSCertFile, s.TLSKeyFile, s.TLSClientCAFile, s.TLSClientSubjects
 	switch {
 	case certFile == "" && keyFile == "" && caFile == "" && subjectsFile == "":
 		return nil, nil, nil

@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,36 +12,35 @@ import (
 	"github.com/cardvault/cardvault/httpapi"
 )
 
-const tokenUsage = "want: token create --name NAME --scopes SCOPE[,SCOPE...] | token revoke NAME"
+// tokenCmd is `cardvault token`.
+type tokenCmd struct {
+	Create tokenCreateCmd `cmd:"" help:"print a new API token once; append its hash to the tokens file"`
+	Revoke tokenRevokeCmd `cmd:"" help:"remove a token; servers stop accepting it within a second"`
+}
 
-// tokenCmd handles `cardvault token create` and `cardvault token revoke`.
-func tokenCmd(args []string, stdout io.Writer) error {
-	if len(args) == 0 {
-		return errors.New(tokenUsage)
+// path is the tokens file, or the error that says how to name it.
+func (s tokensFileSetting) path() (string, error) {
+	if s.TokensFile == "" {
+		return "", errors.New("CARDVAULT_API_TOKENS_FILE is not set: it names the file of API token hashes that serve reads (scripts/dev.sh uses .dev/api-tokens; `. .dev/env` sets it in another shell)")
 	}
-	path := os.Getenv(envTokensFile)
-	if path == "" && !slices.Contains(args, "--help") { // help needs no file
-		return errors.New(envTokensFile + " is not set: it names the file of API token hashes that serve reads (scripts/dev.sh uses .dev/api-tokens; `. .dev/env` sets it in another shell)")
-	}
-	switch args[0] {
-	case "create":
-		return tokenCreate(path, args[1:], stdout)
-	case "revoke":
-		return tokenRevoke(path, args[1:], stdout)
-	}
-	return errors.New(tokenUsage)
+	return s.TokensFile, nil
 }
 
 // tokenCreate prints a new API token once and appends only its hash to
 // the tokens file. Names are unique: the audit trail and idempotent
 // answers are kept by name.
-func tokenCreate(path string, args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("token create", flag.ContinueOnError)
-	name := fs.String("name", "", "token name, recorded in the audit trail")
-	scopes := fs.String("scopes", "", "comma-separated scopes: "+strings.Join(httpapi.Scopes, ","))
-	if err := fs.Parse(args); err != nil {
+type tokenCreateCmd struct {
+	tokensFileSetting `embed:""`
+	Name              string `required:"" help:"token name, recorded in the audit trail"`
+	Scopes            string `required:"" placeholder:"SCOPE,…" help:"comma-separated scopes: ${scopes}"`
+}
+
+func (c *tokenCreateCmd) Run(in *invocation) error {
+	path, err := c.path()
+	if err != nil {
 		return err
 	}
+	stdout, name, scopes := in.stdout, &c.Name, &c.Scopes
 	names, err := httpapi.ReadTokenNames(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -74,11 +71,17 @@ func tokenCreate(path string, args []string, stdout io.Writer) error {
 // writing the rest to a new file and renaming it over the old one, so a
 // server never reads half a file. Servers stop accepting the token within
 // their reload interval (a second).
-func tokenRevoke(path string, args []string, stdout io.Writer) error {
-	if len(args) != 1 {
-		return errors.New("want: token revoke NAME")
+type tokenRevokeCmd struct {
+	tokensFileSetting `embed:""`
+	Name              string `arg:"" help:"the token's name"`
+}
+
+func (c *tokenRevokeCmd) Run(inv *invocation) error {
+	path, err := c.path()
+	if err != nil {
+		return err
 	}
-	name := args[0]
+	stdout, name := inv.stdout, c.Name
 	in, err := os.Open(path)
 	if err != nil {
 		return err

@@ -47,7 +47,7 @@ type auditAppender interface {
 // records: the ceremony, time, operator and token. store is where its
 // audit entry goes, or nil for a ceremony that opened no database.
 func newTranscript(ctx context.Context, out io.Writer, cf ceremonyFlags, ceremony string, now time.Time, tok hsm.TokenInfo, store *sqlstore.Store) *transcript {
-	t := &transcript{out: out, ceremony: ceremony, operator: *cf.operator, path: *cf.transcript, tok: tok}
+	t := &transcript{out: out, ceremony: ceremony, operator: cf.Operator, path: cf.Transcript, tok: tok}
 	if store != nil {
 		t.store = store
 	}
@@ -56,7 +56,7 @@ func newTranscript(ctx context.Context, out io.Writer, cf ceremonyFlags, ceremon
 	}
 	t.printf("cardvault key ceremony: %s\n", ceremony)
 	t.printf("time:     %s\n", now.UTC().Format(time.RFC3339))
-	t.printf("operator: %s\n", *cf.operator)
+	t.printf("operator: %s\n", cf.Operator)
 	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
 	t.printf("profile:  %s\n", tok.Profile)
 	return t
@@ -183,8 +183,7 @@ func (r *ceremonyRun) conclude(ctx context.Context, err error) error {
 // the same instant (a refused retire and its retry) get two transcripts,
 // and the names sort in the order the ceremonies ran. save's O_EXCL still
 // refuses to overwrite if another process takes the name in between.
-func defaultTranscript(ceremony string, now time.Time) string {
-	dir := getenv(envTranscripts, "transcripts")
+func defaultTranscript(dir, ceremony string, now time.Time) string {
 	stamp := now.UTC().Format("20060102T150405.000000Z")
 	for seq := 1; ; seq++ {
 		path := filepath.Join(dir, fmt.Sprintf("ceremony-%s-%s-%03d.txt", ceremony, stamp, seq))

@@ -18,11 +18,11 @@ import (
 // Two ceremonies of one kind in the same instant (a refused retire and the
 // retry at once) get two transcripts, named in the order they ran.
 func TestTranscriptNamesNeverCollide(t *testing.T) {
-	t.Setenv(envTranscripts, t.TempDir())
+	dir := t.TempDir()
 	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	var names []string
 	for range 3 {
-		name := defaultTranscript("retire", now)
+		name := defaultTranscript(dir, "retire", now)
 		if slices.Contains(names, name) {
 			t.Fatalf("transcript name %s given twice", name)
 		}
@@ -34,7 +34,7 @@ func TestTranscriptNamesNeverCollide(t *testing.T) {
 	if !slices.IsSorted(names) {
 		t.Fatalf("names do not sort in the order the ceremonies ran: %q", names)
 	}
-	later := defaultTranscript("retire", now.Add(time.Millisecond))
+	later := defaultTranscript(dir, "retire", now.Add(time.Millisecond))
 	if later < names[len(names)-1] {
 		t.Fatalf("a later ceremony's transcript %s sorts before %s", later, names[len(names)-1])
 	}
@@ -47,8 +47,7 @@ func TestFailedCeremonyLeavesItsTranscript(t *testing.T) {
 	dir := t.TempDir()
 	for _, dry := range []bool{false, true} {
 		path := filepath.Join(dir, fmt.Sprintf("dry-%v.txt", dry))
-		operator := "ops"
-		cf := ceremonyFlags{transcript: &path, operator: &operator}
+		cf := ceremonyFlags{Transcript: path, Operator: "ops"}
 		ctx, run := withCeremonyRun(context.Background())
 		tr := newTranscript(ctx, io.Discard, cf, "rotate", time.Now(), hsm.TokenInfo{Label: "t", Serial: "s"}, nil)
 		tr.dryRun = dry
