@@ -18,7 +18,7 @@ import (
 // the shell completion from it; the settings each command reads are the
 // structs of settings.go, bound to flags and CARDVAULT_* variables at once.
 type cli struct {
-	Config configFile `name:"config" placeholder:"FILE" help:"read settings that neither the command line nor the environment gives from this file of VARIABLE=value lines (the CARDVAULT_* names below; secrets refused)"`
+	Config configFile `name:"config" placeholder:"FILE" help:"read settings that neither the command line nor the environment gives from this file of VARIABLE=value lines (the CARDVAULT_* names that --help lists; secrets refused)"`
 
 	Serve      serveCmd      `cmd:"" help:"run the HTTP service"`
 	Ceremony   ceremonyCmd   `cmd:"" help:"key ceremonies for security staff; each writes a transcript and an audit entry"`
