@@ -54,7 +54,7 @@ func OpenPostgres(ctx context.Context, dsn, password string) (*Store, error) {
 		rowLock:      " FOR SHARE",
 		chargeCaller: postgresChargeCaller,
 		sizeQuery:    "SELECT pg_database_size(current_database())",
-		migrations:   []goose.ProviderOption{goose.WithGoMigrations(postgresFunctions, budgetVacuum), goose.WithSessionLocker(locker)},
+		migrations:   []goose.ProviderOption{goose.WithGoMigrations(postgresFunctions), goose.WithSessionLocker(locker)},
 	})
 }
 
@@ -115,24 +115,6 @@ var postgresFunctions = goose.NewGoMigration(11,
 	}},
 	&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `DROP FUNCTION cardvault_charge_caller`)
-		return err
-	}})
-
-// budgetVacuum is migration 13: budget_events takes a row per reveal and
-// loses it to pruning a window later, so under PostgreSQL's defaults
-// (vacuum after a fifth of the table changes) its pages are rarely all
-// visible, and counting a card's window visits the heap for every index
-// entry. Vacuuming after a few thousand changes keeps the visibility map
-// current, so the window counts are index-only scans.
-var budgetVacuum = goose.NewGoMigration(13,
-	&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `ALTER TABLE budget_events SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
-			autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 5000, autovacuum_analyze_scale_factor = 0.05)`)
-		return err
-	}},
-	&goose.GoFunc{RunTx: func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `ALTER TABLE budget_events RESET (autovacuum_vacuum_scale_factor, autovacuum_vacuum_threshold,
-			autovacuum_vacuum_insert_scale_factor, autovacuum_vacuum_insert_threshold, autovacuum_analyze_scale_factor)`)
 		return err
 	}})
 
