@@ -143,3 +143,24 @@ func verifyOne(raw, armored []byte, roster []Member) (Approval, error) {
 	wire := sha256.Sum256(sig.Marshal())
 	return Approval{Officer: m.Name, Fingerprint: fp, Signature: hex.EncodeToString(wire[:])}, nil
 }
+
+// VerifyOffline checks signatures over raw against the keys they carry
+// themselves: a replay has no roster, so it learns who signed (by key
+// fingerprint) and compares that with what the transcript recorded. It
+// asks no quorum: the transcript's approvers must each be among them.
+func VerifyOffline(raw []byte, signatures [][]byte) ([]Approval, error) {
+	var out []Approval
+	for i, armored := range signatures {
+		sig, err := sshsig.Unarmor(armored)
+		if err != nil {
+			return nil, fmt.Errorf("%w: approval %d: not an SSH signature: %v", ErrApproval, i+1, err)
+		}
+		fp := ssh.FingerprintSHA256(sig.PublicKey)
+		a, err := verifyOne(raw, armored, []Member{{Name: fp, Key: sig.PublicKey, Fingerprint: fp}})
+		if err != nil {
+			return nil, fmt.Errorf("%w: approval %d: %v", ErrApproval, i+1, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}

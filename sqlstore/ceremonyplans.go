@@ -128,3 +128,11 @@ func (s *Store) ClaimPlan(ctx context.Context, c PlanClaim, fixedOn int) error {
 		}})
 	})
 }
+
+// PlanRan says whether a plan was claimed before (ClaimPlan refuses it
+// again in any case; this lets a run say so before it opens the token).
+func (s *Store) PlanRan(ctx context.Context, sha256 string) (bool, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM ceremony_plans WHERE plan_sha256 = ?`), sha256).Scan(&n)
+	return n > 0, s.fail(err)
+}

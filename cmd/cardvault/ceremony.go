@@ -30,6 +30,8 @@ type ceremonyCmd struct {
 	Import           ceremonyImportCmd           `cmd:"" help:"restore a backup into this token"`
 	Adopt            ceremonyAdoptCmd            `cmd:"" help:"record a key another tool placed, after review"`
 	List             ceremonyListCmd             `cmd:"" help:"print the key catalog, and what the server rejects"`
+	Run              ceremonyRunCmd              `cmd:"" help:"run a ceremony from a reviewed plan, approved by a quorum of officers (docs/ceremonies.md)"`
+	Replay           ceremonyReplayCmd           `cmd:"" help:"check offline that a transcript is what a plan, approved by its officers, produced"`
 }
 
 // concluded runs a ceremony so that one which fails after it began
@@ -55,6 +57,10 @@ type ceremonyFlags struct {
 	Operator          string `default:"${operator}" help:"operator name for the transcript"`
 	transcriptSetting `embed:"" group:"ceremony"`
 	vaultRecords      `embed:""`
+
+	// plan is the reviewed plan the ceremony runs from, nil in the flag
+	// form (development).
+	plan *planRun
 }
 
 // storeUse is what a ceremony opens of the database.
@@ -119,6 +125,12 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 	}
 	if c.store != nil {
 		c.store.UseAuditKey(c.m, 0)
+	}
+	if cf.plan != nil {
+		if err := cf.plan.claim(ctx, c); err != nil {
+			c.close()
+			return nil, err
+		}
 	}
 	return c, nil
 }

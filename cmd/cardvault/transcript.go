@@ -32,6 +32,7 @@ type transcript struct {
 
 	ceremony, operator, path string
 	tok                      hsm.TokenInfo
+	plan                     *planRun // nil: the flag form
 	store                    auditAppender // nil: no database opened
 	result                   string        // the "result:" line's text
 	saved                    bool
@@ -47,7 +48,7 @@ type auditAppender interface {
 // records: the ceremony, time, operator and token. store is where its
 // audit entry goes, or nil for a ceremony that opened no database.
 func newTranscript(ctx context.Context, out io.Writer, cf ceremonyFlags, ceremony string, now time.Time, tok hsm.TokenInfo, store *sqlstore.Store) *transcript {
-	t := &transcript{out: out, ceremony: ceremony, operator: cf.Operator, path: cf.Transcript, tok: tok}
+	t := &transcript{out: out, ceremony: ceremony, operator: cf.Operator, path: cf.Transcript, tok: tok, plan: cf.plan}
 	if store != nil {
 		t.store = store
 	}
@@ -59,6 +60,9 @@ func newTranscript(ctx context.Context, out io.Writer, cf ceremonyFlags, ceremon
 	t.printf("operator: %s\n", cf.Operator)
 	t.printf("token:    label=%s serial=%s model=%s manufacturer=%s\n", tok.Label, tok.Serial, tok.Model, tok.Manufacturer)
 	t.printf("profile:  %s\n", tok.Profile)
+	if cf.plan != nil {
+		cf.plan.record(t)
+	}
 	return t
 }
 
@@ -122,6 +126,9 @@ func (t *transcript) saveAs(ctx context.Context, outcome string) error {
 			"transcript":        filepath.Base(t.path),
 			"transcript_sha256": hex.EncodeToString(sum[:]),
 		}}
+	if t.plan != nil {
+		e.Detail["plan_sha256"], e.Detail["approvers"] = t.plan.plan.SHA256(), t.plan.approvers()
+	}
 	if err := t.store.AppendAudit(ctx, e); err != nil {
 		return fmt.Errorf("the transcript is saved, but the ceremony's audit entry was not written: %w", err)
 	}
