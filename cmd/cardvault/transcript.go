@@ -32,7 +32,7 @@ type transcript struct {
 
 	ceremony, operator, path string
 	tok                      hsm.TokenInfo
-	plan                     *planRun // nil: the flag form
+	plan                     *planRun      // nil: the flag form
 	store                    auditAppender // nil: no database opened
 	result                   string        // the "result:" line's text
 	saved                    bool
