@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -156,15 +157,17 @@ func transcriptFields(b []byte) map[string]string {
 	return out
 }
 
+// tokenLine is a transcript's token line (newTranscript's): labels and
+// models may hold spaces.
+var tokenLine = regexp.MustCompile(`^label=(.*) serial=(\S*) model=(.*) manufacturer=(.*)$`)
+
 // tokenFields splits a transcript's "label=… serial=…" token line.
 func tokenFields(line string) map[string]string {
-	out := map[string]string{}
-	for _, f := range strings.Fields(line) {
-		if k, v, ok := strings.Cut(f, "="); ok {
-			out[k] = v
-		}
+	m := tokenLine.FindStringSubmatch(line)
+	if m == nil {
+		return map[string]string{}
 	}
-	return out
+	return map[string]string{"label": m[1], "serial": m[2], "model": m[3], "manufacturer": m[4]}
 }
 
 // approverFingerprints are the SHA256:… fingerprints an "approved:" line names.
