@@ -191,6 +191,10 @@ func TestPlannedCeremonies(t *testing.T) {
 		}
 	}
 
+	if backup == "wrap" {
+		backupToAnotherToken(t, v, o, dir, values)
+	}
+
 	// The roster changes by a quorum of the roster in force; carol's
 	// approval no longer counts after it.
 	rosterPlan := o.plan(t, dir, "roster.yaml", values)
@@ -219,4 +223,40 @@ func tokenLabel(v *vaultEnv) string {
 		}
 	}
 	return "cardvault"
+}
+
+// backupToAnotherToken runs the backup plan (every key wrapped under a key
+// two custodians form from components) and restores it into a second
+// token from the restore plan, each approved by two officers.
+func backupToAnotherToken(t *testing.T, v *vaultEnv, o *officers, dir string, values map[string]string) {
+	t.Helper()
+	c1, c2 := randomKey(t), randomKey(t)
+	forms := []string{
+		"--component-file", componentForm(t, dir, "carol", c1, opensslKCV(t, c1)),
+		"--component-file", componentForm(t, dir, "dave", c2, opensslKCV(t, c2))}
+	soPIN := filepath.Join(dir, "so-pin")
+	os.WriteFile(soPIN, []byte(v.tok.SOPIN+"\n"), 0o600)
+	exporter := *v
+	exporter.env = append(append([]string{}, v.env...), "CARDVAULT_PKCS11_SO_PIN_FILE="+soPIN)
+	exportPlan := o.plan(t, dir, "export.yaml", values)
+	args := append(append([]string{"ceremony", "run", exportPlan}, approvals(o.sign(t, "alice", exportPlan), o.sign(t, "carol", exportPlan))...), forms...)
+	if out, err := exporter.run(t, args...); err != nil || !strings.Contains(out, "key object(s) exported") {
+		t.Fatalf("export from its plan: %v\n%s", err, out)
+	}
+	standby := newVaultEnv(t)
+	standby.env = append(standby.env, envDB+"=sqlite:"+filepath.Join(v.dir, "vault.db"))
+	restore := map[string]string{}
+	for k, val := range values {
+		restore[k] = val
+	}
+	restore["TOKEN_LABEL"] = tokenLabel(standby)
+	importPlan := o.plan(t, t.TempDir(), "import.yaml", restore)
+	aliceImport, bobImport := o.sign(t, "alice", importPlan), o.sign(t, "bob", importPlan)
+	args = append(append([]string{"ceremony", "run", importPlan}, approvals(aliceImport, bobImport)...), forms...)
+	if out, err := standby.run(t, args...); err != nil || !strings.Contains(out, "key object(s) restored") {
+		t.Fatalf("restore from its plan on a second token: %v\n%s", err, out)
+	}
+	if out, err := standby.run(t, append([]string{"ceremony", "replay", filepath.Join(values["TRANSCRIPTS"], "import.txt"), importPlan}, approvals(aliceImport, bobImport)...)...); err != nil {
+		t.Fatalf("replay of the restore: %v\n%s", err, out)
+	}
 }
