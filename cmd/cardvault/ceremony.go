@@ -126,13 +126,31 @@ func (cf ceremonyFlags) begin(ctx context.Context, name string, log *slog.Logger
 	if c.store != nil {
 		c.store.UseAuditKey(c.m, 0)
 	}
-	if cf.plan != nil {
-		if err := cf.plan.claim(ctx, c); err != nil {
-			c.close()
-			return nil, err
-		}
+	if err := cf.plannedIfRostered(ctx, c); err != nil {
+		c.close()
+		return nil, err
 	}
 	return c, nil
+}
+
+// plannedIfRostered claims a planned ceremony's plan, and refuses the
+// flag form on a vault that has an officer roster: from then on every
+// ceremony that changes something runs from an approved plan.
+func (cf ceremonyFlags) plannedIfRostered(ctx context.Context, c *ceremony) error {
+	if cf.plan != nil {
+		return cf.plan.claim(ctx, c)
+	}
+	if c.store == nil {
+		return nil
+	}
+	roster, err := c.store.CurrentRoster(ctx)
+	switch {
+	case errors.Is(err, sqlstore.ErrNoRoster):
+		return nil
+	case err != nil:
+		return err
+	}
+	return fmt.Errorf("this vault has an officer roster (version %d, quorum %d): its ceremonies run from approved plans (cardvault ceremony run PLAN --approval SIG…; docs/ceremonies.md), not from flags", roster.Version, roster.Quorum)
 }
 
 // close closes the store first (closing it checkpoints its audit chains

@@ -124,6 +124,9 @@ func TestPlannedCeremonies(t *testing.T) {
 	if err != nil || !strings.Contains(out, "result: created") || !strings.Contains(out, "approved: alice SHA256:") {
 		t.Fatalf("init from its plan: %v\n%s", err, out)
 	}
+	if out, err := v.run(t, "ceremony", "rotate", "--purpose", "pek"); err == nil || !strings.Contains(out, "this vault has an officer roster (version 1, quorum 2): its ceremonies run from approved plans") {
+		t.Errorf("the flag form on a vault with a roster: %v\n%s", err, out)
+	}
 	initTranscript := filepath.Join(dir, "transcripts", "init.txt")
 	if out, err := replay(initTranscript, initPlan, alice, bob); err != nil || !strings.Contains(out, "replay:     the transcript is what the plan") {
 		t.Fatalf("replay of init: %v\n%s", err, out)
