@@ -159,3 +159,5 @@ func TestRosterRefusals(t *testing.T) {
 		t.Fatalf("a good roster: %v %v", err, m)
 	}
 }
+
+func sshAuthorizedKey(o officer) []byte { return ssh.MarshalAuthorizedKey(o.Key) }
