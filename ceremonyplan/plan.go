@@ -44,10 +44,10 @@ type Plan struct {
 	Operator   string     `yaml:"operator"`
 	Transcript string     `yaml:"transcript"`
 	Token      Token      `yaml:"token"`
-	Parameters Parameters `yaml:"parameters"`
+	Parameters Parameters `yaml:"parameters,omitempty"`
 	// Roster is the officers a roster ceremony (or the first init)
 	// fixes, and how many of them must approve each later plan.
-	Roster *Roster `yaml:"roster"`
+	Roster *Roster `yaml:"roster,omitempty"`
 
 	sha256 [32]byte
 }
@@ -55,24 +55,24 @@ type Plan struct {
 // Token is the token a plan runs on: a ceremony on any other refuses
 // before it changes anything.
 type Token struct {
-	Label  string `yaml:"label"`
-	Serial string `yaml:"serial"`
+	Label  string `yaml:"label,omitempty"`
+	Serial string `yaml:"serial,omitempty"`
 	// Profile, when given, is the profile `cardvault hsm probe` printed
 	// for the token at review; a token that now reports another refuses.
-	Profile string `yaml:"profile"`
+	Profile string `yaml:"profile,omitempty"`
 }
 
 // Parameters are a ceremony's settings; nil is "not stated".
 type Parameters struct {
-	Purpose    *string `yaml:"purpose"`
-	Backup     *string `yaml:"backup"`
-	GraceDays  *int    `yaml:"grace_days"`
-	Batch      *int    `yaml:"batch"`
-	Version    *int    `yaml:"version"`
-	Components *int    `yaml:"components"`
-	Out        *string `yaml:"out"`
-	In         *string `yaml:"in"`
-	Label      *string `yaml:"label"`
+	Purpose    *string `yaml:"purpose,omitempty"`
+	Backup     *string `yaml:"backup,omitempty"`
+	GraceDays  *int    `yaml:"grace_days,omitempty"`
+	Batch      *int    `yaml:"batch,omitempty"`
+	Version    *int    `yaml:"version,omitempty"`
+	Components *int    `yaml:"components,omitempty"`
+	Out        *string `yaml:"out,omitempty"`
+	In         *string `yaml:"in,omitempty"`
+	Label      *string `yaml:"label,omitempty"`
 }
 
 // Roster is the officers who approve ceremonies, and the quorum.

@@ -24,7 +24,7 @@ type ceremonyExportCmd struct {
 	componentFlags `embed:""`
 }
 
-func (c *ceremonyExportCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyExportCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ce *ceremonyExportCmd) run(in *invocation) error {
 	ctx, stdin, stdout, log, out, comps := in.ctx, in.stdin, in.stdout, in.log, &ce.Out, &ce.componentFlags
@@ -73,7 +73,7 @@ type ceremonyImportCmd struct {
 	componentFlags `embed:""`
 }
 
-func (c *ceremonyImportCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyImportCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ci *ceremonyImportCmd) run(inv *invocation) error {
 	ctx, stdin, stdout, log, in, comps := inv.ctx, inv.stdin, inv.stdout, inv.log, &ci.In, &ci.componentFlags

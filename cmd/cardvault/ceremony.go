@@ -209,7 +209,7 @@ type ceremonyInitCmd struct {
 	Backup        string `default:"vendor" enum:"vendor,wrap,none" help:"${backup_usage}"`
 }
 
-func (c *ceremonyInitCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyInitCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ci *ceremonyInitCmd) run(in *invocation) error {
 	ctx, stdout, log, dryRun := in.ctx, in.stdout, in.log, ci.DryRun
@@ -365,7 +365,7 @@ type ceremonyAdoptCmd struct {
 	Label         string `required:"" placeholder:"PURPOSE/vN" help:"the key version to record"`
 }
 
-func (c *ceremonyAdoptCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyAdoptCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ca *ceremonyAdoptCmd) run(in *invocation) error {
 	ctx, stdout, log, label := in.ctx, in.stdout, in.log, &ca.Label

@@ -124,7 +124,7 @@ type ceremonyImportComponentsCmd struct {
 	Backup         string `help:"${backup_usage} (default: the active version's, else vendor)"`
 }
 
-func (c *ceremonyImportComponentsCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyImportComponentsCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ic *ceremonyImportComponentsCmd) run(in *invocation) error {
 	ctx, stdin, stdout, log, comps, backup := in.ctx, in.stdin, in.stdout, in.log, &ic.componentFlags, ic.Backup

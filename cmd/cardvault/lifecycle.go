@@ -25,7 +25,7 @@ type ceremonyRewrapCmd struct {
 	Batch         int  `default:"100" help:"records per transaction (1 to 10000)"`
 }
 
-func (c *ceremonyRewrapCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyRewrapCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (cf *ceremonyRewrapCmd) run(in *invocation) error {
 	ctx, stdout, log, batch := in.ctx, in.stdout, in.log, cf.Batch
@@ -195,7 +195,7 @@ type ceremonyRetireCmd struct {
 	Version       string `required:"" placeholder:"N" help:"the version to destroy"`
 }
 
-func (c *ceremonyRetireCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyRetireCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (cf *ceremonyRetireCmd) run(in *invocation) error {
 	ctx, stdout, log := in.ctx, in.stdout, in.log

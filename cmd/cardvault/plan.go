@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/cardvault/cardvault/ceremonyplan"
@@ -253,3 +254,66 @@ func (rc *ceremonyRosterCmd) run(in *invocation) error {
 	t.printf("\nresult: roster of %d officers fixed, quorum %d\n", len(members), rc.plan.newRoster.Quorum)
 	return t.save(in.ctx)
 }
+
+// flagForm runs a ceremony from its flags, as in development, after
+// printing the plan that would run it in production: the same
+// parameters, with @…@ where a plan must say what the flags left to a
+// default or to the moment.
+func flagForm(in *invocation, c plannedCeremony) error {
+	if plan := planOf(c); plan != nil {
+		out, err := yaml.Marshal(plan)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(in.stdout, "flag form (development). In production this ceremony runs from a reviewed plan (docs/ceremonies.md); this one would be:\n---\n%s---\n\n", out)
+	}
+	return concluded(in, c.run)
+}
+
+// planOf is the plan a flag-form ceremony would have run from; nil for a
+// dry run, which is no ceremony.
+func planOf(c plannedCeremony) *ceremonyplan.Plan {
+	cf := c.flags()
+	orFill := func(v, name string) *string {
+		if v == "" {
+			v = "@" + name + "@"
+		}
+		return &v
+	}
+	plan := &ceremonyplan.Plan{Format: ceremonyplan.Format, Reason: "@REASON@", Operator: cf.Operator, Transcript: *orFill(cf.Transcript, "TRANSCRIPT"),
+		Token: ceremonyplan.Token{Label: cmp.Or(cf.TokenLabel, "cardvault"), Serial: cf.TokenSerial}}
+	p := &plan.Parameters
+	switch c := c.(type) {
+	case *ceremonyInitCmd:
+		if c.DryRun {
+			return nil
+		}
+		plan.Ceremony, p.Backup = "init", orFill(c.Backup, "BACKUP")
+	case *ceremonyRotateCmd:
+		plan.Ceremony, p.Purpose, p.Backup = "rotate", orFill(c.Purpose, "PURPOSE"), orFill(c.Backup, "BACKUP")
+		if c.Purpose == "set-pin" {
+			p.GraceDays = cmp.Or(c.GraceDays, ptr(7))
+		}
+	case *ceremonyRewrapCmd:
+		if c.DryRun {
+			return nil
+		}
+		plan.Ceremony, p.Batch = "rewrap", &c.Batch
+	case *ceremonyRetireCmd:
+		version, _ := strconv.Atoi(c.Version)
+		plan.Ceremony, p.Purpose, p.Version = "retire", orFill(c.Purpose, "PURPOSE"), &version
+	case *ceremonyImportComponentsCmd:
+		plan.Ceremony, p.Purpose, p.Components, p.Backup = "import-components", orFill(c.Purpose, "PURPOSE"), &c.Components, orFill(c.Backup, "BACKUP")
+	case *ceremonyExportCmd:
+		plan.Ceremony, p.Out, p.Components = "export", orFill(c.Out, "OUT"), &c.Components
+	case *ceremonyImportCmd:
+		plan.Ceremony, p.In, p.Components = "import", orFill(c.In, "IN"), &c.Components
+	case *ceremonyAdoptCmd:
+		plan.Ceremony, p.Label = "adopt", orFill(c.Label, "LABEL")
+	default:
+		return nil
+	}
+	return plan
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cardvault/cardvault/ceremonyplan"
 	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
@@ -261,5 +262,32 @@ func backupToAnotherToken(t *testing.T, v *vaultEnv, o *officers, dir string, va
 	}
 	if out, err := standby.run(t, append([]string{"ceremony", "replay", filepath.Join(values["TRANSCRIPTS"], "import.txt"), importPlan}, approvals(aliceImport, bobImport)...)...); err != nil {
 		t.Fatalf("replay of the restore: %v\n%s", err, out)
+	}
+}
+
+// Issue 31: the flag form, kept for development, prints the plan that
+// would run the same ceremony in production; filled in, it is a plan the
+// vault accepts.
+func TestFlagFormPrintsItsPlan(t *testing.T) {
+	v := newVaultEnv(t)
+	if out, err := v.run(t, "ceremony", "init", "--dry-run"); err != nil || strings.Contains(out, "cardvault_ceremony_plan") {
+		t.Fatalf("a dry run printed a plan: %v\n%s", err, out)
+	}
+	out, err := v.run(t, "ceremony", "rotate", "--purpose", "set-pin", "--backup", "vendor")
+	if err == nil {
+		t.Fatalf("rotate before init: %s", out)
+	}
+	_, rest, ok := strings.Cut(out, "this one would be:\n---\n")
+	printed, _, ok2 := strings.Cut(rest, "---\n")
+	if !ok || !ok2 {
+		t.Fatalf("no plan printed:\n%s", out)
+	}
+	filled := strings.NewReplacer("@REASON@", "a test", "@TRANSCRIPT@", "t.txt").Replace(printed)
+	plan, err := ceremonyplan.Read([]byte(filled))
+	if err != nil {
+		t.Fatalf("the printed plan does not read: %v\n%s", err, printed)
+	}
+	if plan.Ceremony != "rotate" || *plan.Parameters.Purpose != "set-pin" || *plan.Parameters.Backup != "vendor" || *plan.Parameters.GraceDays != 7 || plan.Token.Label != tokenLabel(v) {
+		t.Errorf("the printed plan is not the ceremony's:\n%s", printed)
 	}
 }

@@ -24,7 +24,7 @@ type ceremonyRotateCmd struct {
 	Backup        string `help:"${backup_usage} (default: the active version's)"`
 }
 
-func (c *ceremonyRotateCmd) Run(in *invocation) error { return concluded(in, c.run) }
+func (c *ceremonyRotateCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (cf *ceremonyRotateCmd) run(in *invocation) error {
 	ctx, stdout, log, backup := in.ctx, in.stdout, in.log, cf.Backup
