@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/cardvault/cardvault/hsm"
 )
 
 // Format is the plan format this package reads; a plan names it in
@@ -57,6 +59,9 @@ type Plan struct {
 type Token struct {
 	Label  string `yaml:"label,omitempty"`
 	Serial string `yaml:"serial,omitempty"`
+	// URI is an RFC 7512 pkcs11: URI naming the token (its token= and
+	// serial= attributes), instead of label and serial.
+	URI string `yaml:"uri,omitempty"`
 	// Profile, when given, is the profile `cardvault hsm probe` printed
 	// for the token at review; a token that now reports another refuses.
 	Profile string `yaml:"profile,omitempty"`
@@ -123,8 +128,19 @@ func (p *Plan) validate() error {
 			fail("%s: required", field)
 		}
 	}
+	if p.Token.URI != "" {
+		u, err := hsm.ParseURI(p.Token.URI)
+		switch {
+		case err != nil:
+			fail("token.uri: %v", err)
+		case p.Token.Label != "" || p.Token.Serial != "":
+			fail("token: a uri, or a label and serial, not both")
+		default:
+			p.Token.Label, p.Token.Serial = u.TokenLabel, u.TokenSerial
+		}
+	}
 	if p.Token.Label == "" && p.Token.Serial == "" {
-		fail("token: name its label, its serial or both")
+		fail("token: name its label, its serial or both (or a pkcs11: uri with token= or serial=)")
 	}
 	if known {
 		allowed = slices.Clone(allowed)

@@ -26,6 +26,10 @@ parameters:
 `
 
 func TestReadAPlan(t *testing.T) {
+	byURI, err := Read([]byte(strings.Replace(rotatePlan, "  label: cardvault\n", "  uri: pkcs11:token=cardvault;serial=1a2b\n", 1)))
+	if err != nil || byURI.Token.Label != "cardvault" || byURI.Token.Serial != "1a2b" {
+		t.Fatalf("a plan naming its token by URI: %v %+v", err, byURI)
+	}
 	p, err := Read([]byte(rotatePlan))
 	if err != nil {
 		t.Fatal(err)
@@ -52,6 +56,8 @@ func TestPlanRefusals(t *testing.T) {
 		"unknown ceremony":       {strings.Replace(rotatePlan, "ceremony: rotate", "ceremony: rotat", 1), `ceremony: "rotat" is not one of`},
 		"no token":               {strings.Replace(rotatePlan, "  label: cardvault\n", "", 1), "token: name its label, its serial or both"},
 		"no operator":            {strings.Replace(rotatePlan, "operator: alice\n", "", 1), "operator: required"},
+		"uri and label":          {strings.Replace(rotatePlan, "  label: cardvault\n", "  label: cardvault\n  uri: pkcs11:token=cardvault\n", 1), "token: a uri, or a label and serial, not both"},
+		"not a uri":              {strings.Replace(rotatePlan, "  label: cardvault\n", "  uri: token=cardvault\n", 1), "token.uri: PKCS#11 URI"},
 		"a later format":         {strings.Replace(rotatePlan, "plan: 1", "plan: 2", 1), "cardvault_ceremony_plan: want 1, got 2"},
 		"two documents":          {rotatePlan + "---\nceremony: init\n", "want one YAML document"},
 		"key twice":              {rotatePlan + "operator: mallory\n", `mapping key "operator" already defined`},
