@@ -7,7 +7,7 @@ export PATH="/usr/local/go/bin:$PATH"
 # examples' clients: the build's C toolchain and libcrypto, the token, and
 # openssl, curl, jq, jwcrypto and node-jose.
 CARDVAULT_SERVE_PACKAGES=(
-  softhsm2 openssl jq curl gcc libc6-dev libssl-dev
+  softhsm2 openssl openssh-client jq curl gcc libc6-dev libssl-dev
   python3 python3-jwcrypto python3-cryptography
   nodejs node-jose
 )

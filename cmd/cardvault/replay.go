@@ -62,7 +62,7 @@ func (r *ceremonyReplayCmd) Run(in *invocation) error {
 	if plan.Token.Serial != "" {
 		want("token serial", token["serial"], plan.Token.Serial)
 	}
-	if plan.Token.Profile != "" {
+	if !profileMatches(plan.Token.Profile, fields["profile"]) {
 		want("token profile", fields["profile"], plan.Token.Profile)
 	}
 	if p := plan.Parameters.Purpose; p != nil && plan.Ceremony != "retire" {
