@@ -181,20 +181,10 @@ func TestPlannedCeremonies(t *testing.T) {
 	if out, err := run(rotatePlan, aliceRotate, carolRotate); err != nil || !strings.Contains(out, "card-kek/v2") {
 		t.Fatalf("rotate from its plan: %v\n%s", err, out)
 	}
-	if out, err := run(rewrapPlan, o.sign(t, "carol", rewrapPlan), o.sign(t, "bob", rewrapPlan)); err != nil || !strings.Contains(out, "result:") {
+	rewrapCarol, rewrapBob := o.sign(t, "carol", rewrapPlan), o.sign(t, "bob", rewrapPlan)
+	if out, err := run(rewrapPlan, rewrapCarol, rewrapBob); err != nil || !strings.Contains(out, "result:") {
 		t.Fatalf("rewrap from its plan: %v\n%s", err, out)
 	}
-	export := filepath.Join(dir, "audit.jsonl")
-	if out, err := v.run(t, "audit", "export", "--out", export); err != nil {
-		t.Fatalf("audit export: %v\n%s", err, out)
-	}
-	for transcript, plan := range map[string][]string{"rotate-card-kek.txt": {rotatePlan, aliceRotate, carolRotate}, "init.txt": {initPlan, alice, bob}} {
-		args := append([]string{"ceremony", "replay", filepath.Join(dir, "transcripts", transcript), plan[0], "--audit-export", export}, approvals(plan[1:]...)...)
-		if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "holds the ceremony.plan and ceremony.") {
-			t.Errorf("replay of %s with the audit export: %v\n%s", transcript, err, out)
-		}
-	}
-
 	if backup == "wrap" {
 		backupToAnotherToken(t, v, o, dir, values)
 	}
@@ -210,12 +200,32 @@ func TestPlannedCeremonies(t *testing.T) {
 		t.Fatalf("roster from its plan: %v\n%s", err, out)
 	}
 	values["TRANSCRIPTS"] = filepath.Join(dir, "transcripts-2")
-	again := o.plan(t, dir, "rotate.yaml", values)
+	again := o.plan(t, t.TempDir(), "rotate.yaml", values)
 	if out, err := run(again, o.sign(t, "alice", again), o.sign(t, "carol", again)); err == nil || !strings.Contains(out, "which is no officer on the roster") {
 		t.Errorf("carol's approval after she left the roster: %v\n%s", err, out)
 	}
-	if out, err := run(again, o.sign(t, "dave", again), o.sign(t, "bob", again)); err != nil {
+	againDave, againBob := o.sign(t, "dave", again), o.sign(t, "bob", again)
+	if out, err := run(again, againDave, againBob); err != nil {
 		t.Fatalf("a rotation approved by the new roster: %v\n%s", err, out)
+	}
+
+	// Every transcript replays against its plan, its signatures and the
+	// audit trail.
+	export := filepath.Join(dir, "audit.jsonl")
+	if out, err := v.run(t, "audit", "export", "--out", export); err != nil {
+		t.Fatalf("audit export: %v\n%s", err, out)
+	}
+	for transcript, plan := range map[string][]string{
+		"transcripts/init.txt":              {initPlan, alice, bob},
+		"transcripts/rotate-card-kek.txt":   {rotatePlan, aliceRotate, carolRotate},
+		"transcripts/rewrap.txt":            {rewrapPlan, rewrapCarol, rewrapBob},
+		"transcripts/roster.txt":            {rosterPlan, rosterAlice, rosterBob},
+		"transcripts-2/rotate-card-kek.txt": {again, againDave, againBob},
+	} {
+		args := append([]string{"ceremony", "replay", filepath.Join(dir, transcript), plan[0], "--audit-export", export}, approvals(plan[1:]...)...)
+		if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "holds the ceremony.plan and ceremony.") {
+			t.Errorf("replay of %s with the audit export: %v\n%s", transcript, err, out)
+		}
 	}
 }
 
