@@ -47,19 +47,9 @@ type planRun struct {
 }
 
 func (c *ceremonyRunCmd) Run(in *invocation) error {
-	raw, err := os.ReadFile(c.Plan)
+	raw, plan, signatures, err := readPlan(c.Plan, c.Approval)
 	if err != nil {
 		return err
-	}
-	plan, err := ceremonyplan.Read(raw)
-	if err != nil {
-		return err
-	}
-	signatures := make([][]byte, len(c.Approval))
-	for i, f := range c.Approval {
-		if signatures[i], err = os.ReadFile(f); err != nil {
-			return err
-		}
 	}
 	if c.Check {
 		return checkPlan(in.stdout, c.Plan, raw, plan, signatures)
@@ -80,6 +70,25 @@ func (c *ceremonyRunCmd) Run(in *invocation) error {
 	cf.Operator, cf.Transcript, cf.vaultRecords = plan.Operator, plan.Transcript, c.vaultRecords
 	cf.plan = &planRun{path: c.Plan, plan: plan, approvals: approvals, rosterOn: rosterOn, newRoster: plan.Roster}
 	return concluded(in, ceremony.run)
+}
+
+// readPlan reads a plan, strictly, and the approvals' signature files.
+func readPlan(path string, approvalFiles []string) ([]byte, *ceremonyplan.Plan, [][]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	plan, err := ceremonyplan.Read(raw)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signatures := make([][]byte, len(approvalFiles))
+	for i, f := range approvalFiles {
+		if signatures[i], err = os.ReadFile(f); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return raw, plan, signatures, nil
 }
 
 // approvers are the officers whose approvals count for the plan, and how

@@ -36,11 +36,7 @@ func (r *ceremonyReplayCmd) Run(in *invocation) error {
 	if err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(r.Plan)
-	if err != nil {
-		return err
-	}
-	plan, err := ceremonyplan.Read(raw)
+	raw, plan, signatures, err := readPlan(r.Plan, r.Approval)
 	if err != nil {
 		return err
 	}
@@ -70,12 +66,6 @@ func (r *ceremonyReplayCmd) Run(in *invocation) error {
 	}
 	if strings.HasPrefix(fields["result"], "FAILED") || fields["result"] == "" {
 		problems = append(problems, "result: the ceremony did not complete ("+fields["result"]+")")
-	}
-	signatures := make([][]byte, len(r.Approval))
-	for i, f := range r.Approval {
-		if signatures[i], err = os.ReadFile(f); err != nil {
-			return err
-		}
 	}
 	signed, err := ceremonyplan.VerifyOffline(raw, signatures)
 	if err != nil {
