@@ -167,3 +167,20 @@ func TestRosterRefusals(t *testing.T) {
 }
 
 func sshAuthorizedKey(o officer) []byte { return ssh.MarshalAuthorizedKey(o.Key) }
+
+func TestProfileMatches(t *testing.T) {
+	reported := "gcm-iv=honoured,raw-rsa=yes,oaep-sha256=untried,kcv=cmac"
+	for expected, want := range map[string]bool{
+		"":                             true,
+		"kcv=cmac":                     true,
+		"gcm-iv=honoured, raw-rsa=yes": true,
+		"oaep-sha256=token":            true, // not tried yet on this connection
+		"kcv=ecb":                      false,
+		"gcm-iv=refused,kcv=cmac":      false,
+		"wrap=pad":                     false, // a setting the token does not report
+	} {
+		if got := ProfileMatches(expected, reported); got != want {
+			t.Errorf("ProfileMatches(%q) = %v, want %v", expected, got, want)
+		}
+	}
+}

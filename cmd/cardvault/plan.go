@@ -172,7 +172,7 @@ func (r *planRun) claim(ctx context.Context, c *ceremony) error {
 		return fmt.Errorf("the plan names token label %q; the token opened is %q (serial %s)", t.Label, c.tok.Label, c.tok.Serial)
 	case t.Serial != "" && t.Serial != c.tok.Serial:
 		return fmt.Errorf("the plan names token serial %s; the token opened is serial %s", t.Serial, c.tok.Serial)
-	case !profileMatches(t.Profile, c.tok.Profile):
+	case !ceremonyplan.ProfileMatches(t.Profile, c.tok.Profile):
 		return fmt.Errorf("the plan expects the token profile %q; the token reports %q", t.Profile, c.tok.Profile)
 	case c.store == nil:
 		return errors.New("a planned ceremony records its plan in the database, and this one opened none")
@@ -326,24 +326,3 @@ func planOf(c plannedCeremony) *ceremonyplan.Plan {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// profileMatches says whether a token's profile has every setting a plan
-// expects. A setting the token has not tried yet on this connection
-// ("untried": it learns it when it first makes a key) does not refuse.
-func profileMatches(expected, reported string) bool {
-	has := map[string]string{}
-	for _, kv := range strings.Split(reported, ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		has[k] = v
-	}
-	for _, kv := range strings.Split(expected, ",") {
-		if kv = strings.TrimSpace(kv); kv == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		if got := has[k]; got != v && got != "untried" {
-			return false
-		}
-	}
-	return true
-}

@@ -301,20 +301,3 @@ func TestFlagFormPrintsItsPlan(t *testing.T) {
 		t.Errorf("the printed plan is not the ceremony's:\n%s", printed)
 	}
 }
-
-func TestProfileMatches(t *testing.T) {
-	reported := "gcm-iv=honoured,raw-rsa=yes,oaep-sha256=untried,kcv=cmac"
-	for expected, want := range map[string]bool{
-		"":                             true,
-		"kcv=cmac":                     true,
-		"gcm-iv=honoured, raw-rsa=yes": true,
-		"oaep-sha256=token":            true, // not tried yet on this connection
-		"kcv=ecb":                      false,
-		"gcm-iv=refused,kcv=cmac":      false,
-		"wrap=pad":                     false, // a setting the token does not report
-	} {
-		if got := profileMatches(expected, reported); got != want {
-			t.Errorf("profileMatches(%q) = %v, want %v", expected, got, want)
-		}
-	}
-}
