@@ -185,6 +185,14 @@ func TestPlannedCeremonies(t *testing.T) {
 	if out, err := run(rewrapPlan, rewrapCarol, rewrapBob); err != nil || !strings.Contains(out, "result:") {
 		t.Fatalf("rewrap from its plan: %v\n%s", err, out)
 	}
+	componentsPlan := o.plan(t, dir, "import-components.yaml", values)
+	pek1, pek2 := randomKey(t), randomKey(t)
+	componentsAlice, componentsBob := o.sign(t, "alice", componentsPlan), o.sign(t, "bob", componentsPlan)
+	args := append(append([]string{"ceremony", "run", componentsPlan}, approvals(componentsAlice, componentsBob)...), "--component-file", componentForm(t, dir, "custodian-1", pek1, opensslKCV(t, pek1)),
+		"--component-file", componentForm(t, dir, "custodian-2", pek2, opensslKCV(t, pek2)))
+	if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "KCV "+opensslKCV(t, xorAll(pek1, pek2))) {
+		t.Fatalf("import-components from its plan: %v\n%s", err, out)
+	}
 	if backup == "wrap" {
 		backupToAnotherToken(t, v, o, dir, values)
 	}
@@ -216,11 +224,12 @@ func TestPlannedCeremonies(t *testing.T) {
 		t.Fatalf("audit export: %v\n%s", err, out)
 	}
 	for transcript, plan := range map[string][]string{
-		"transcripts/init.txt":              {initPlan, alice, bob},
-		"transcripts/rotate-card-kek.txt":   {rotatePlan, aliceRotate, carolRotate},
-		"transcripts/rewrap.txt":            {rewrapPlan, rewrapCarol, rewrapBob},
-		"transcripts/roster.txt":            {rosterPlan, rosterAlice, rosterBob},
-		"transcripts-2/rotate-card-kek.txt": {again, againDave, againBob},
+		"transcripts/init.txt":                  {initPlan, alice, bob},
+		"transcripts/rotate-card-kek.txt":       {rotatePlan, aliceRotate, carolRotate},
+		"transcripts/rewrap.txt":                {rewrapPlan, rewrapCarol, rewrapBob},
+		"transcripts/import-components-pek.txt": {componentsPlan, componentsAlice, componentsBob},
+		"transcripts/roster.txt":                {rosterPlan, rosterAlice, rosterBob},
+		"transcripts-2/rotate-card-kek.txt":     {again, againDave, againBob},
 	} {
 		args := append([]string{"ceremony", "replay", filepath.Join(dir, transcript), plan[0], "--audit-export", export}, approvals(plan[1:]...)...)
 		if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "holds the ceremony.plan and ceremony.") {
