@@ -54,7 +54,7 @@ func (b Budget) validate(kind string) error {
 	if b.Window < time.Second || b.Window > 7*24*time.Hour {
 		return fmt.Errorf("vault: %s budget window %s must be 1s to 7 days", kind, b.Window)
 	}
-	if kind != BudgetLookup && kind != BudgetImport && (b.PerCard < 1 || b.PerDevice < 1) {
+	if kind != BudgetLookup && kind != BudgetImport && (b.PerCard < 1 || (b.PerDevice < 1 && kind != BudgetVerify)) {
 		return fmt.Errorf("vault: %s budgets (%d per card, %d per device) must be at least 1", kind, b.PerCard, b.PerDevice)
 	}
 	if b.PerCaller < 1 {
@@ -89,6 +89,7 @@ var BudgetRules = map[string][]string{
 	"card.pin":         {"card_id", "device_id", "Authorization"},
 	"card.import":      {"Authorization"},
 	"card.lookup":      {"Authorization"},
+	"card.verify":      {"card_id", "Authorization"},
 }
 
 // Slot is one event to be counted against a budget. The store counts and
@@ -129,6 +130,8 @@ func (r *Slot) Check(u BudgetUse) error {
 		what = "look-up"
 	case BudgetImport:
 		what = "import"
+	case BudgetVerify:
+		what = "verification"
 	}
 	if r.Budget.PerCard > 0 && u.Card >= r.Budget.PerCard {
 		return r.spent("card_id", "the card's "+what+" budget is spent", u.CardOldest)

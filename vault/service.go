@@ -33,6 +33,10 @@ type Config struct {
 	// Imports bounds the distinct PANs a caller imports; zero means
 	// DefaultImportBudget.
 	Imports Budget
+	// Verifications bounds card verifications (VerifyCard): per card, every
+	// one counted, and per caller in distinct cards; zero means
+	// DefaultVerifyBudget.
+	Verifications Budget
 	// DeviceGate, when set, keeps the cards of an owner with a bound
 	// device behind the device: the routes without a device signature
 	// (Jiko's read and PIN set) refuse them, so a token alone cannot step
@@ -74,6 +78,7 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	cfg.PINAttempts = cfg.PINAttempts.withDefaults(DefaultPINBudget)
 	cfg.Lookups = cfg.Lookups.withDefaults(DefaultLookupBudget)
 	cfg.Imports = cfg.Imports.withDefaults(DefaultImportBudget)
+	cfg.Verifications = cfg.Verifications.withDefaults(DefaultVerifyBudget)
 	if err := cfg.Reveals.validate(BudgetReveal); err != nil {
 		return nil, err
 	}
@@ -81,6 +86,9 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	if err := cfg.Lookups.validate(BudgetLookup); err != nil {
+		return nil, err
+	}
+	if err := cfg.Verifications.validate(BudgetVerify); err != nil {
 		return nil, err
 	}
 	if err := cfg.Imports.validate(BudgetImport); err != nil {
@@ -306,6 +314,8 @@ func (s *Service) slot(kind, cardID, deviceID string, c Caller) *Slot {
 		b = s.cfg.Lookups
 	case BudgetImport:
 		b = s.cfg.Imports
+	case BudgetVerify:
+		b = s.cfg.Verifications
 	}
 	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, Caller: c.Name, At: s.cfg.Now().UTC(), Budget: b}
 }
