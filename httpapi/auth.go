@@ -32,14 +32,17 @@ const (
 	ScopeCardsReveal = "cards:reveal"
 	// ScopeCardsLookup finds a card by its PAN: whether a PAN is in the
 	// vault is itself card data, so it is granted apart from cards:read.
-	ScopeCardsLookup  = "cards:lookup"
+	ScopeCardsLookup = "cards:lookup"
+	// ScopeCardsVerify checks a CVV and expiry against a card (the
+	// authorization host's): it learns match or no match, never a value.
+	ScopeCardsVerify  = "cards:verify"
 	ScopePINWrite     = "pin:write"
 	ScopeDevicesWrite = "devices:write"
 	ScopeSandbox      = "sandbox"
 )
 
 // Scopes is the allow-list of scope names.
-var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopeCardsLookup, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
+var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopeCardsLookup, ScopeCardsVerify, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
 
 // tokenPrefix marks cardvault API tokens, so a leaked one is recognisable
 // by secret scanners.

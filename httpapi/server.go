@@ -135,6 +135,7 @@ func New(cfg Config) *Server {
 		s.publicKeys(e)
 		v1 := e.Group("/v1", s.authenticate)
 		s.nativeCards(v1)
+		s.nativeVerify(v1)
 		s.solarisCards(v1)
 		s.solarisDevices(v1)
 	}

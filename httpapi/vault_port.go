@@ -24,6 +24,7 @@ type Vault interface {
 	GenerateCard(ctx context.Context, c vault.Caller, orderID string) (*vault.Order, error)
 	Import(ctx context.Context, c vault.Caller, in vault.ImportRequest, idem *vault.IdemKey) (*vault.Card, error)
 	LookupPAN(ctx context.Context, c vault.Caller, pan []byte) (string, error)
+	VerifyCard(ctx context.Context, c vault.Caller, in vault.VerifyRequest) (*vault.Verification, error)
 
 	// PINs.
 	SetPINKey(ctx context.Context) (*vault.PublicSetPINKey, error)

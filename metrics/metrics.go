@@ -31,6 +31,7 @@ type Set struct {
 	checkpoints  *prometheus.CounterVec
 
 	refusals     *prometheus.CounterVec
+	verified     *prometheus.CounterVec
 	replays      *prometheus.CounterVec
 	auditDropped prometheus.Counter
 }
@@ -74,6 +75,10 @@ func New() *Set {
 		Name: "cardvault_audit_checkpoints_total",
 		Help: "Audit chain checkpoints MACed by the HSM and stored, by store and result.",
 	}, []string{"store", "result"})
+	s.verified = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardvault_card_verifications_total",
+		Help: "Card verifications (POST /v1/cards/{id}/verification) by field (cvv, expiry) and answer (match, no_match): a surge of no_match is someone guessing.",
+	}, []string{"field", "answer"})
 	s.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardvault_refusals_total",
 		Help: "Requests refused by a budget or rate rule, by surface (the audited action) and the rule's field (card_id, device_id, Authorization).",
@@ -92,7 +97,7 @@ func New() *Set {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.hsmCalls, s.hsmSlotWait, s.p11Errors,
 		s.commits, s.commitSize, s.auditWritten, s.checkpoints,
-		s.refusals, s.replays, s.auditDropped,
+		s.refusals, s.replays, s.auditDropped, s.verified,
 	)
 	return s
 }
@@ -162,6 +167,11 @@ func (s *Set) Vault() VaultObserver {
 			s.refusals.WithLabelValues(surface, rule)
 		}
 	}
+	for _, field := range []string{"cvv", "expiry"} {
+		for _, answer := range []string{vault.Match, vault.NoMatch} {
+			s.verified.WithLabelValues(field, answer)
+		}
+	}
 	return VaultObserver{s}
 }
 
@@ -175,3 +185,7 @@ func (o VaultObserver) Refused(surface, rule string) {
 func (o VaultObserver) Replayed(surface string) { o.s.replays.WithLabelValues(surface).Inc() }
 
 func (o VaultObserver) AuditWriteFailed(string) { o.s.auditDropped.Inc() }
+
+func (o VaultObserver) Verified(field, answer string) {
+	o.s.verified.WithLabelValues(field, answer).Inc()
+}

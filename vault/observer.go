@@ -13,6 +13,9 @@ type Observer interface {
 	// AuditWriteFailed is a refusal whose audit entry could not be
 	// written; the refusal still stands.
 	AuditWriteFailed(action string)
+	// Verified is a card verification's answer for one field ("cvv",
+	// "expiry"): Match or NoMatch.
+	Verified(field, answer string)
 }
 
 type nopObserver struct{}
@@ -20,3 +23,4 @@ type nopObserver struct{}
 func (nopObserver) Refused(string, string)  {}
 func (nopObserver) Replayed(string)         {}
 func (nopObserver) AuditWriteFailed(string) {}
+func (nopObserver) Verified(string, string) {}

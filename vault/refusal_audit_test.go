@@ -25,8 +25,9 @@ type recordingObserver struct {
 	failed []string
 }
 
-func (o *recordingObserver) Refused(string, string) {}
-func (o *recordingObserver) Replayed(string)        {}
+func (o *recordingObserver) Refused(string, string)  {}
+func (o *recordingObserver) Replayed(string)         {}
+func (o *recordingObserver) Verified(string, string) {}
 func (o *recordingObserver) AuditWriteFailed(action string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()

@@ -87,6 +87,9 @@ func (s *Service) VerifyCard(ctx context.Context, c Caller, in VerifyRequest) (*
 		}
 		return nil, err
 	}
+	for field, answer := range detail {
+		s.cfg.Observer.Verified(field, answer)
+	}
 	return out, nil
 }
 

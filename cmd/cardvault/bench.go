@@ -359,7 +359,7 @@ func (b *benchCmd) serveBench(ctx context.Context, admin *hsm.Module, db databas
 	every := b.CheckpointEvery
 	cfg := b.vaultConfig()
 	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
-	cfg.Reveals, cfg.PINAttempts, cfg.Lookups, cfg.Imports = unlimited, unlimited, unlimited, unlimited
+	cfg.Reveals, cfg.PINAttempts, cfg.Lookups, cfg.Imports, cfg.Verifications = unlimited, unlimited, unlimited, unlimited, unlimited
 	store, err := db.open(ctx)
 	if err != nil {
 		return nil, err

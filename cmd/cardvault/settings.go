@@ -60,21 +60,24 @@ type storeSettings struct {
 
 // vaultSettings are the issuing settings and the budgets.
 type vaultSettings struct {
-	BIN                string        `name:"bin" env:"CARDVAULT_BIN" default:"400000" help:"6–8 digit BIN of sandbox-issued PANs"`
-	ExpiryYears        int           `name:"expiry-years" env:"CARDVAULT_EXPIRY_YEARS" default:"3" help:"years until issued cards expire (end of month)"`
-	RevealWindow       time.Duration `name:"reveal-window" env:"CARDVAULT_REVEAL_WINDOW" default:"1h" help:"the sliding window reveal budgets count in"`
-	RevealsPerCard     int           `name:"reveals-per-card" env:"CARDVAULT_REVEALS_PER_CARD" default:"10" help:"reveals of one card per window, on every surface; past it, 429 with \x60Retry-After\x60"`
-	RevealsPerDevice   int           `name:"reveals-per-device" env:"CARDVAULT_REVEALS_PER_DEVICE" default:"30" help:"secure views by one device per window"`
-	RevealCardsPerCall int           `name:"reveal-cards-per-caller" env:"CARDVAULT_REVEAL_CARDS_PER_CALLER" default:"1000" help:"distinct cards one API token reveals per window; size it to the platform"`
-	PINCardsPerCaller  int           `name:"pin-cards-per-caller" env:"CARDVAULT_PIN_CARDS_PER_CALLER" default:"1000" help:"distinct cards one API token sets PINs on per PIN window"`
-	LookupsPerCaller   int           `name:"lookups-per-caller" env:"CARDVAULT_LOOKUPS_PER_CALLER" default:"100" help:"distinct PANs one API token looks up per look-up window"`
-	LookupWindow       time.Duration `name:"lookup-window" env:"CARDVAULT_LOOKUP_WINDOW" default:"1h" help:"the window look-ups count in"`
-	ImportsPerCaller   int           `name:"imports-per-caller" env:"CARDVAULT_IMPORTS_PER_CALLER" default:"1000" help:"distinct PANs one API token imports per import window, whether the PAN was new (201) or taken (409); past it both answer 429. Size it to the processor's batches: it bounds how many PANs a stolen \x60cards:write\x60 token can test"`
-	ImportWindow       time.Duration `name:"import-window" env:"CARDVAULT_IMPORT_WINDOW" default:"1h" help:"the window imports count in"`
-	IdempotencyWindow  time.Duration `name:"idempotency-window" env:"CARDVAULT_IDEMPOTENCY_WINDOW" default:"1h" help:"how long a first answer is kept for replay"`
-	DeviceGate         string        `name:"device-gate" env:"CARDVAULT_DEVICE_GATE" default:"on" enum:"on,off" help:"\x60on\x60: an owner with a bound device has its cards refused on routes without a device signature"`
-	PINAttemptWindow   time.Duration `name:"pin-attempt-window" env:"CARDVAULT_PIN_ATTEMPT_WINDOW" default:"24h" help:"the window PIN attempts are counted in"`
-	PINAttemptsPerCard int           `name:"pin-attempts-per-card" env:"CARDVAULT_PIN_ATTEMPTS_PER_CARD" default:"5" help:"PIN attempts (good or bad) per card per window; past it, 429"`
+	BIN                  string        `name:"bin" env:"CARDVAULT_BIN" default:"400000" help:"6–8 digit BIN of sandbox-issued PANs"`
+	ExpiryYears          int           `name:"expiry-years" env:"CARDVAULT_EXPIRY_YEARS" default:"3" help:"years until issued cards expire (end of month)"`
+	RevealWindow         time.Duration `name:"reveal-window" env:"CARDVAULT_REVEAL_WINDOW" default:"1h" help:"the sliding window reveal budgets count in"`
+	RevealsPerCard       int           `name:"reveals-per-card" env:"CARDVAULT_REVEALS_PER_CARD" default:"10" help:"reveals of one card per window, on every surface; past it, 429 with \x60Retry-After\x60"`
+	RevealsPerDevice     int           `name:"reveals-per-device" env:"CARDVAULT_REVEALS_PER_DEVICE" default:"30" help:"secure views by one device per window"`
+	RevealCardsPerCall   int           `name:"reveal-cards-per-caller" env:"CARDVAULT_REVEAL_CARDS_PER_CALLER" default:"1000" help:"distinct cards one API token reveals per window; size it to the platform"`
+	PINCardsPerCaller    int           `name:"pin-cards-per-caller" env:"CARDVAULT_PIN_CARDS_PER_CALLER" default:"1000" help:"distinct cards one API token sets PINs on per PIN window"`
+	LookupsPerCaller     int           `name:"lookups-per-caller" env:"CARDVAULT_LOOKUPS_PER_CALLER" default:"100" help:"distinct PANs one API token looks up per look-up window"`
+	LookupWindow         time.Duration `name:"lookup-window" env:"CARDVAULT_LOOKUP_WINDOW" default:"1h" help:"the window look-ups count in"`
+	ImportsPerCaller     int           `name:"imports-per-caller" env:"CARDVAULT_IMPORTS_PER_CALLER" default:"1000" help:"distinct PANs one API token imports per import window, whether the PAN was new (201) or taken (409); past it both answer 429. Size it to the processor's batches: it bounds how many PANs a stolen \x60cards:write\x60 token can test"`
+	ImportWindow         time.Duration `name:"import-window" env:"CARDVAULT_IMPORT_WINDOW" default:"1h" help:"the window imports count in"`
+	VerifyWindow         time.Duration `name:"verify-window" env:"CARDVAULT_VERIFY_WINDOW" default:"1h" help:"the window card verifications (CVV, expiry) count in"`
+	VerificationsPerCard int           `name:"verifications-per-card" env:"CARDVAULT_VERIFICATIONS_PER_CARD" default:"10" help:"verifications of one card per window, match or not: the guesses of a CVV a stolen \x60cards:verify\x60 token gets; past it, 429"`
+	VerifyCardsPerCaller int           `name:"verify-cards-per-caller" env:"CARDVAULT_VERIFY_CARDS_PER_CALLER" default:"10000" help:"distinct cards one API token verifies per window; size it to the authorization host's card-not-present traffic"`
+	IdempotencyWindow    time.Duration `name:"idempotency-window" env:"CARDVAULT_IDEMPOTENCY_WINDOW" default:"1h" help:"how long a first answer is kept for replay"`
+	DeviceGate           string        `name:"device-gate" env:"CARDVAULT_DEVICE_GATE" default:"on" enum:"on,off" help:"\x60on\x60: an owner with a bound device has its cards refused on routes without a device signature"`
+	PINAttemptWindow     time.Duration `name:"pin-attempt-window" env:"CARDVAULT_PIN_ATTEMPT_WINDOW" default:"24h" help:"the window PIN attempts are counted in"`
+	PINAttemptsPerCard   int           `name:"pin-attempts-per-card" env:"CARDVAULT_PIN_ATTEMPTS_PER_CARD" default:"5" help:"PIN attempts (good or bad) per card per window; past it, 429"`
 }
 
 // tokensFileSetting names the file of API token hashes.
@@ -126,6 +129,8 @@ func (s vaultSettings) vaultConfig() vault.Config {
 	cfg.PINAttempts.Window, cfg.PINAttempts.PerCard, cfg.PINAttempts.PerCaller = s.PINAttemptWindow, s.PINAttemptsPerCard, s.PINCardsPerCaller
 	cfg.Lookups.Window, cfg.Lookups.PerCaller = s.LookupWindow, s.LookupsPerCaller
 	cfg.Imports.Window, cfg.Imports.PerCaller = s.ImportWindow, s.ImportsPerCaller
+	cfg.Verifications = vault.DefaultVerifyBudget
+	cfg.Verifications.Window, cfg.Verifications.PerCard, cfg.Verifications.PerCaller = s.VerifyWindow, s.VerificationsPerCard, s.VerifyCardsPerCaller
 	return cfg
 }
 
