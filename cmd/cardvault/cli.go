@@ -52,12 +52,11 @@ func newParser(grammar *cli, stdout, stderr io.Writer) (*kong.Kong, error) {
 		kong.Description("The card-data vault: the HTTP service, the key ceremonies, API tokens, the audit trail and the bench."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-		kong.ConfigureHelp(kong.HelpOptions{Compact: true, NoExpandSubcommands: false}),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.Help(printHelp),
 		kong.ValueFormatter(helpValue),
 		kong.Resolvers(&settingsResolver{}),
 		kong.Vars{"operator": operatorName(), "backup_usage": backupUsage, "scopes": strings.Join(httpapi.Scopes, ",")},
-		kong.UsageOnError(),
 	)
 }
 
@@ -86,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "cardvault: %v\n", err)
+		fmt.Fprintf(stderr, "cardvault: %v (--help lists the commands, and each command's --help its flags)\n", err)
 		return 2
 	}
 	in := &invocation{ctx: ctx, stdin: os.Stdin, stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil))}
@@ -229,7 +228,7 @@ func readConfigFile(path string, known map[string]bool) (map[string]string, erro
 			return nil, fmt.Errorf("%s:%d: %s is a secret: give it from a file (CARDVAULT_PKCS11_PIN_FILE) or the environment, not the configuration", path, n, key)
 		case !known[key]:
 			return nil, fmt.Errorf("%s:%d: %s is not a cardvault setting (`cardvault serve --help` lists them)", path, n, key)
-		case values[key] != "":
+		case hasKey(values, key):
 			return nil, fmt.Errorf("%s:%d: %s is set twice", path, n, key)
 		}
 		value = strings.TrimSpace(value)
@@ -240,6 +239,8 @@ func readConfigFile(path string, known map[string]bool) (map[string]string, erro
 	}
 	return values, sc.Err()
 }
+
+func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
 
 func isSecret(name string) bool {
 	for _, v := range unflagged {
