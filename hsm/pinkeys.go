@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"time"
 
+	"github.com/cardvault/cardvault/vault"
 	"github.com/miekg/pkcs11"
 )
 
@@ -99,4 +100,11 @@ func (m *Module) versionOrActive(ctx context.Context, p Purpose, version uint32)
 // translation between PEK versions needs it.
 func (m *Module) PEKDecryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, error) {
 	return m.DecryptBlock(ctx, version, block)
+}
+
+// PINDigits is the PIN view's decryption: the digits of a format 4 PIN
+// block for pan, deciphered with the two AES decryptions in the token
+// (vault.DecipherPINBlock), and nothing of a block that is not one.
+func (m *Module) PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error) {
+	return vault.DecipherPINBlock(block, pan, func(b []byte) ([]byte, error) { return m.DecryptBlock(ctx, version, b) })
 }

@@ -13,7 +13,9 @@ import (
 // checkpoint the audit chains, and what an operator reads of the token's
 // health. It has no key generation, import, export, destruction, raw
 // block decryption or seal under a named version: those are the
-// ceremonies', on the *Module they open. `serve` holds only a Serving, so
+// ceremonies', on the *Module they open. The PIN view's PINDigits
+// deciphers format 4 PIN blocks only, and returns nothing of a block
+// that is not one. `serve` holds only a Serving, so
 // the type system keeps it from an admin operation.
 type Serving struct{ m *Module }
 
@@ -63,6 +65,10 @@ func (s *Serving) SetPINDecryptOAEP(ctx context.Context, version uint32, ciphert
 
 func (s *Serving) PEKEncryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, uint32, error) {
 	return s.m.PEKEncryptBlock(ctx, version, block)
+}
+
+func (s *Serving) PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error) {
+	return s.m.PINDigits(ctx, version, block, pan)
 }
 
 // AuditMAC and AuditMACWithVersion checkpoint the audit chains.

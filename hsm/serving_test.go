@@ -15,7 +15,7 @@ func TestServingHasOnlyTheRequestPath(t *testing.T) {
 	allowed := []string{
 		// vault.Keys
 		"Seal", "Open", "FingerprintPAN", "PANFingerprints", "RequestDigest",
-		"SetPINPublicKey", "SetPINVersions", "SetPINDecryptPKCS1", "SetPINDecryptOAEP", "PEKEncryptBlock",
+		"SetPINPublicKey", "SetPINVersions", "SetPINDecryptPKCS1", "SetPINDecryptOAEP", "PEKEncryptBlock", "PINDigits",
 		// the audit chains' checkpoints
 		"AuditMAC", "AuditMACWithVersion",
 		// readiness, logs and metrics

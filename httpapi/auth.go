@@ -35,14 +35,16 @@ const (
 	ScopeCardsLookup = "cards:lookup"
 	// ScopeCardsVerify checks a CVV and expiry against a card (the
 	// authorization host's): it learns match or no match, never a value.
-	ScopeCardsVerify  = "cards:verify"
-	ScopePINWrite     = "pin:write"
+	ScopeCardsVerify = "cards:verify"
+	ScopePINWrite    = "pin:write"
+	// ScopePINView reveals a card's PIN to the cardholder's single-use key.
+	ScopePINView      = "pin:view"
 	ScopeDevicesWrite = "devices:write"
 	ScopeSandbox      = "sandbox"
 )
 
 // Scopes is the allow-list of scope names.
-var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopeCardsLookup, ScopeCardsVerify, ScopePINWrite, ScopeDevicesWrite, ScopeSandbox}
+var Scopes = []string{ScopeCardsWrite, ScopeCardsRead, ScopeCardsReveal, ScopeCardsLookup, ScopeCardsVerify, ScopePINWrite, ScopePINView, ScopeDevicesWrite, ScopeSandbox}
 
 // tokenPrefix marks cardvault API tokens, so a leaked one is recognisable
 // by secret scanners.

@@ -19,7 +19,7 @@ func TestNewTokenValidates(t *testing.T) {
 		{"ok", []string{"cards:read"}, ""},
 		{"bad name!", []string{"cards:read"}, `token name "bad name!": want 1 to 64 letters, digits, '.', '_' or '-'`},
 		{"ok", nil, "a token needs at least one scope"},
-		{"ok", []string{"cards:admin"}, `unknown scope "cards:admin" (want some of cards:write,cards:read,cards:reveal,cards:lookup,cards:verify,pin:write,devices:write,sandbox)`},
+		{"ok", []string{"cards:admin"}, `unknown scope "cards:admin" (want some of cards:write,cards:read,cards:reveal,cards:lookup,cards:verify,pin:write,pin:view,devices:write,sandbox)`},
 	} {
 		_, _, err := NewToken(tc.name, tc.scopes)
 		got := ""

@@ -11,6 +11,27 @@ import (
 // jikoPIN registers PIN setting under /api/v1/jiko-accounts/:account_id.
 func (s *Server) jikoPIN(g *echo.Group) {
 	g.POST("/cards/:card_id/pin", s.jikoSetPIN, require(ScopePINWrite))
+	g.POST("/cards/:card_id/pin/view", s.jikoViewPIN, require(ScopePINView))
+}
+
+// jikoViewPIN handles POST .../cards/:card_id/pin/view {public_key}: the
+// card's PIN encrypted to the cardholder's single-use RSA-4096 key, as
+// the read route encrypts card details.
+func (s *Server) jikoViewPIN(c echo.Context) error {
+	var req struct {
+		PublicKey *string `json:"public_key"`
+	}
+	if err := bindJSON(c, &req); err != nil {
+		return err
+	}
+	if err := requireFields(reqField{"public_key", req.PublicKey == nil}); err != nil {
+		return err
+	}
+	out, err := s.svc.ViewPINRSA(c.Request().Context(), caller(c), c.Param("account_id"), c.Param("card_id"), *req.PublicKey)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
 }
 
 // jikoSetPIN handles POST .../cards/:card_id/pin {encrypted_pin}: 200

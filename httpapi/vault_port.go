@@ -30,6 +30,7 @@ type Vault interface {
 	SetPINKey(ctx context.Context) (*vault.PublicSetPINKey, error)
 	SetPINJiko(ctx context.Context, c vault.Caller, ownerID, cardID string, ct []byte) error
 	SetPINSolaris(ctx context.Context, c vault.Caller, in vault.SetPINSolarisRequest) error
+	ViewPINRSA(ctx context.Context, c vault.Caller, ownerID, cardID, publicKeyPEM string) (*vault.PINReveal, error)
 
 	// Solaris's devices and secure view.
 	RegisterDevice(ctx context.Context, c vault.Caller, in vault.RegisterDeviceRequest) (*vault.Device, *vault.Challenge, error)

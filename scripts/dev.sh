@@ -54,7 +54,7 @@ echo "dev.sh: the key ceremony (keys already on the token are kept)"
 # One dev API token with every scope; only its hash is in the tokens file.
 if [ ! -s "$DEV/api-token" ]; then
   (umask 077; "$DEV/bin/cardvault" token create --name dev \
-    --scopes cards:write,cards:read,cards:reveal,cards:lookup,cards:verify,pin:write,devices:write,sandbox > "$DEV/api-token")
+    --scopes cards:write,cards:read,cards:reveal,cards:lookup,cards:verify,pin:write,pin:view,devices:write,sandbox > "$DEV/api-token")
 fi
 # The browser demo's backend (examples/web-reveal) binds devices with one
 # token and reveals with another, and signs its cardholder in with a

@@ -322,31 +322,21 @@ func (s *Service) encipherPIN(ctx context.Context, pin, pan []byte) ([]byte, uin
 }
 
 // translatePIN re-enciphers a format 4 PIN block from one PEK version to
-// another: D(from) undoes the second encipherment, the PAN field comes
-// off, D(from) again yields the plain-text PIN field, which is enciphered
-// under to as encipherPIN does. The PIN field exists only here, and is
-// cleared. A block that does not decode to a format 4 field is ErrCrypto.
+// another: the plain-text PIN field (plainPINField) is enciphered under to
+// as encipherPIN does. The PIN field exists only here, and is cleared. A
+// block that does not decode to a format 4 field is ErrCrypto.
 func translatePIN(ctx context.Context, keys RewrapKeys, block []byte, from, to uint32, pan []byte) ([]byte, error) {
-	ib, err := keys.PEKDecryptBlock(ctx, from, block)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(ib)
-	pf := panField(pan)
-	defer clear(pf[:])
-	subtle.XORBytes(ib, ib, pf[:])
-	field, err := keys.PEKDecryptBlock(ctx, from, ib)
+	field, err := plainPINField(block, pan, func(b []byte) ([]byte, error) { return keys.PEKDecryptBlock(ctx, from, b) })
 	if err != nil {
 		return nil, err
 	}
 	defer clear(field)
-	if len(field) != pinBlockSize || field[0]>>4 != 4 {
-		return nil, ErrCrypto
-	}
 	out, _, err := keys.PEKEncryptBlock(ctx, to, field)
 	if err != nil {
 		return nil, err
 	}
+	pf := panField(pan)
+	defer clear(pf[:])
 	subtle.XORBytes(out, out, pf[:])
 	defer clear(out)
 	next, _, err := keys.PEKEncryptBlock(ctx, to, out)

@@ -2,7 +2,9 @@ package vault
 
 import (
 	"bytes"
+	"crypto/aes"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/hex"
 	"math/big"
 	"testing"
@@ -134,5 +136,74 @@ func TestUnpadPKCS1Wycheproof(t *testing.T) {
 	t.Logf("vectors: %v", counts)
 	if counts["valid"] == 0 || counts["invalid"] == 0 {
 		t.Fatalf("vectors %v: nothing checked", counts)
+	}
+}
+
+// The PIN view reads back exactly the PIN a format 4 field holds, and a
+// field that is not one (length out of range, a non-digit, bad fill) is
+// refused rather than read.
+func TestPINDigits(t *testing.T) {
+	for _, pin := range []string{"1357", "0000", "123456789012"} {
+		var f [pinBlockSize]byte
+		if err := pinField(&f, []byte(pin), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		got, err := pinDigits(f[:])
+		if err != nil || string(got) != pin {
+			t.Errorf("pinDigits(pinField(%s)) = %q, %v", pin, got, err)
+		}
+	}
+	var good [pinBlockSize]byte
+	if err := pinField(&good, []byte("1357"), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	for name, mutate := range map[string]func(f []byte){
+		"length 3":     func(f []byte) { f[0] = 0x43 },
+		"length 13":    func(f []byte) { f[0] = 0x4d },
+		"a non-digit":  func(f []byte) { f[1] = 0x1b },
+		"fill not 0xA": func(f []byte) { f[7] = 0xab },
+	} {
+		f := good
+		mutate(f[:])
+		if got, err := pinDigits(f[:]); err == nil {
+			t.Errorf("%s: read %q", name, got)
+		}
+	}
+}
+
+// DecipherPINBlock undoes encipherPIN's two encipherments around the PAN
+// field and gives the digits; a block that is not a format 4 PIN for the
+// PAN (another PAN, random bytes) gives ErrCrypto and no bytes.
+func TestDecipherPINBlock(t *testing.T) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	c, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encrypt := func(b []byte) []byte { out := make([]byte, 16); c.Encrypt(out, b); return out }
+	decrypt := func(b []byte) ([]byte, error) { out := make([]byte, 16); c.Decrypt(out, b); return out, nil }
+	pan := []byte("4111111111111111")
+	var f [pinBlockSize]byte
+	if err := pinField(&f, []byte("2468"), rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	ib := encrypt(f[:])
+	pf := panField(pan)
+	subtle.XORBytes(ib, ib, pf[:])
+	block := encrypt(ib)
+	if pin, err := DecipherPINBlock(block, pan, decrypt); err != nil || string(pin) != "2468" {
+		t.Fatalf("DecipherPINBlock = %q, %v", pin, err)
+	}
+	random := make([]byte, 16)
+	rand.Read(random)
+	for name, c := range map[string]struct{ block, pan []byte }{
+		"another PAN":  {block, []byte("5500000000000004")},
+		"random block": {random, pan},
+		"a PIN field":  {f[:], pan},
+	} {
+		if pin, err := DecipherPINBlock(c.block, c.pan, decrypt); err == nil || pin != nil {
+			t.Errorf("%s: %q, %v", name, pin, err)
+		}
 	}
 }

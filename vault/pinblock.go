@@ -134,3 +134,78 @@ func pinAcceptable(pin [4]byte) int {
 	}
 	return ok &^ up &^ down &^ triple
 }
+
+// plainPINField undoes a format 4 PIN block with decrypt (one AES block
+// under the PEK, in the token): decrypt undoes the second encipherment,
+// the PAN field comes off, decrypt again yields the plain-text PIN field,
+// which the caller clears. A block that does not decode to a format 4
+// field is ErrCrypto.
+func plainPINField(block, pan []byte, decrypt func([]byte) ([]byte, error)) ([]byte, error) {
+	ib, err := decrypt(block)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(ib)
+	pf := panField(pan)
+	defer clear(pf[:])
+	subtle.XORBytes(ib, ib, pf[:])
+	field, err := decrypt(ib)
+	if err != nil {
+		return nil, err
+	}
+	if len(field) != pinBlockSize || field[0]>>4 != 4 {
+		clear(field)
+		return nil, ErrCrypto
+	}
+	return field, nil
+}
+
+// DecipherPINBlock is the PIN view's one use of PEK decryption: the
+// digits of a format 4 PIN block for pan, and nothing else. A block that
+// does not decode to a well-formed format 4 PIN field (control 4, a
+// length of 4 to 12, digits, fill 0xA) is ErrCrypto, so the request path
+// holds no way to decipher arbitrary blocks under the PEK. The caller
+// clears the digits.
+func DecipherPINBlock(block, pan []byte, decrypt func([]byte) ([]byte, error)) ([]byte, error) {
+	field, err := plainPINField(block, pan, decrypt)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(field)
+	pin, err := pinDigits(field)
+	if err != nil {
+		return nil, ErrCrypto
+	}
+	return pin, nil
+}
+
+// pinDigits reads the PIN from a format 4 plain-text PIN field: the
+// length nibble, then that many digit nibbles, then fill nibbles 0xA.
+func pinDigits(field []byte) ([]byte, error) {
+	nibble := func(i int) byte {
+		if i%2 == 0 {
+			return field[i/2] >> 4
+		}
+		return field[i/2] & 0x0f
+	}
+	n := int(nibble(1))
+	if n < 4 || n > 12 {
+		return nil, errors.New("PIN field: length out of range")
+	}
+	pin := make([]byte, n)
+	for i := range n {
+		d := nibble(2 + i)
+		if d > 9 {
+			clear(pin)
+			return nil, errors.New("PIN field: not a digit")
+		}
+		pin[i] = '0' + d
+	}
+	for i := 2 + n; i < 16; i++ {
+		if nibble(i) != 0xA {
+			clear(pin)
+			return nil, errors.New("PIN field: fill is not 0xA")
+		}
+	}
+	return pin, nil
+}

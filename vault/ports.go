@@ -48,6 +48,11 @@ type PINKeys interface {
 	SetPINDecryptOAEP(ctx context.Context, version uint32, ciphertext []byte) ([]byte, error)
 	// PEKEncryptBlock enciphers one AES block under a PEK version.
 	PEKEncryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, uint32, error)
+	// PINDigits deciphers a format 4 PIN block under a PEK version, in the
+	// token, and returns only the PIN's digits (DecipherPINBlock): a block
+	// that is not a well-formed format 4 PIN for pan gives ErrCrypto and
+	// nothing of what it decoded to. The caller clears the digits.
+	PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error)
 }
 
 // AuditEntry records who did what to which card, and how it ended. It
