@@ -19,7 +19,7 @@ func TestPINViewWithOpenSSL(t *testing.T) {
 	openssl := testenv.RequireCommand(t, "openssl")
 	jv := newServedVault(t, append(append([]string{}, pinScopes...), "pin:view"))
 	accts := jv.base + "/api/v1/jiko-accounts/"
-	card := physicalCard(t, jv)
+	_, card := orderPhysicalCard(t, jv, "acct-1")
 	dir := t.TempDir()
 	newKey := func(name string) (priv, pub string) {
 		priv, pub = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".pub")
@@ -66,19 +66,4 @@ func TestPINViewWithOpenSSL(t *testing.T) {
 	if r := jv.as(t, "setter", "pin:write").post(t, accts+"acct-1/cards/"+card+"/pin/view", map[string]string{"public_key": other}, nil); r.status != 403 {
 		t.Errorf("a token without pin:view: %d %s", r.status, r.body)
 	}
-}
-
-// physicalCard orders a card for acct-1 and has the sandbox make it.
-func physicalCard(t *testing.T, jv *jikoVault) string {
-	t.Helper()
-	address := map[string]any{"street_address": "1 Main St", "city": "Springfield", "postal_code": "62701", "state": "IL", "country": "US"}
-	r := jv.post(t, jv.base+"/api/v1/jiko-accounts/acct-1/card-orders", map[string]any{"name_on_card": "ADA LOVELACE", "shipping_address": address}, nil)
-	var o orderView
-	json.Unmarshal([]byte(r.body), &o)
-	gen := jv.post(t, jv.base+"/api/v1/sandbox/generate-card", map[string]string{"card_order_id": o.CardOrderID}, nil)
-	json.Unmarshal([]byte(gen.body), &o)
-	if gen.status != 202 || o.CardID == nil {
-		t.Fatalf("generate card: %d %s", gen.status, gen.body)
-	}
-	return *o.CardID
 }
