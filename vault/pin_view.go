@@ -7,7 +7,6 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 )
 
@@ -35,33 +34,9 @@ func (s *Service) ViewPINRSA(ctx context.Context, c Caller, ownerID, cardID, pub
 	if card.PINBlock == nil {
 		return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, Conflict("card_id", "the card has no PIN set"))
 	}
-	if err := revealable(card, "card_id"); err != nil {
-		return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, err)
-	}
-	if err := s.deviceGate(ctx, card); err != nil {
-		return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, err)
-	}
-	slot := s.slot(BudgetReveal, card.ID, "", c)
-	if err := s.checkBudget(ctx, slot); err != nil {
-		return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, err)
-	}
-	out, err := s.pinViewOnce(ctx, card, key)
-	if err != nil {
-		return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, err)
-	}
-	w := Write{
-		Audit:   s.audit(c, "card.pin_view", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
-		UsedKey: key.Fingerprint,
-		Slot:    slot,
-		Reveal:  s.revealCheck(card, "card_id", true),
-	}
-	if err := s.store.Commit(ctx, w); err != nil {
-		if refusedByRule(err) || errors.Is(err, errDeviceGate) {
-			return nil, s.refuse(ctx, c, "card.pin_view", card.ID, ownerID, err)
-		}
-		return nil, err
-	}
-	return out, nil
+	return revealToClientKey(ctx, s, c, "card.pin_view", card, key, nil, func() (*PINReveal, error) {
+		return s.pinViewOnce(ctx, card, key)
+	})
 }
 
 // pinViewOnce deciphers the card's PIN block (the PAN comes from its

@@ -56,37 +56,53 @@ func (s *Service) RevealRSA(ctx context.Context, c Caller, ownerID, cardID, publ
 			// on the plastic, as if it were not here.
 			return nil, ErrNotFound
 		}
-		if err := revealable(card, "card_id"); err != nil {
-			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-		}
-		if err := s.deviceGate(ctx, card); err != nil {
-			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-		}
-		slot := s.slot(BudgetReveal, card.ID, "", c)
-		if err := s.checkBudget(ctx, slot); err != nil {
-			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-		}
-		out, err := s.revealOnce(ctx, card, key)
-		if err != nil {
-			return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-		}
-		w := Write{
-			Audit:   s.audit(c, "card.reveal", card.ID, ownerID, "ok", map[string]string{"to": "rsa-client-key"}),
-			UsedKey: key.Fingerprint,
-			Slot:    slot,
-			Reveal:  s.revealCheck(card, "card_id", true),
-		}
-		if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
-			return nil, err
-		}
-		if err := s.store.Commit(ctx, w); err != nil {
-			if refusedByRule(err) || errors.Is(err, errDeviceGate) {
-				return nil, s.refuse(ctx, c, "card.reveal", card.ID, ownerID, err)
-			}
-			return nil, err
-		}
-		return out, nil
+		return revealToClientKey(ctx, s, c, "card.reveal", card, key, idem, func() (*RSAReveal, error) {
+			return s.revealOnce(ctx, card, key)
+		})
 	})
+}
+
+// revealToClientKey is what both reveals to a single-use RSA key do
+// around their encryption: the card open or not yet activated, the device
+// gate, the card's and the caller's reveal budgets, then one write that
+// burns the key, counts the reveal and appends the audit entry. Each
+// refusal is audited as action; a write the database failed is not (its
+// entry could not be written either).
+func revealToClientKey[T any](ctx context.Context, s *Service, c Caller, action string, card *Card, key *ClientKey, idem *IdemKey, encrypt func() (T, error)) (T, error) {
+	var none T
+	refuse := func(err error) (T, error) {
+		return none, s.refuse(ctx, c, action, card.ID, card.OwnerID, err)
+	}
+	if err := revealable(card, "card_id"); err != nil {
+		return refuse(err)
+	}
+	if err := s.deviceGate(ctx, card); err != nil {
+		return refuse(err)
+	}
+	slot := s.slot(BudgetReveal, card.ID, "", c)
+	if err := s.checkBudget(ctx, slot); err != nil {
+		return refuse(err)
+	}
+	out, err := encrypt()
+	if err != nil {
+		return refuse(err)
+	}
+	w := Write{
+		Audit:   s.audit(c, action, card.ID, card.OwnerID, "ok", map[string]string{"to": "rsa-client-key"}),
+		UsedKey: key.Fingerprint,
+		Slot:    slot,
+		Reveal:  s.revealCheck(card, "card_id", true),
+	}
+	if w.Idempotent, err = s.idempotent(ctx, idem, card.ID, out); err != nil {
+		return none, err
+	}
+	if err := s.store.Commit(ctx, w); err != nil {
+		if refusedByRule(err) || errors.Is(err, errDeviceGate) {
+			return refuse(err)
+		}
+		return none, err
+	}
+	return out, nil
 }
 
 func (s *Service) revealOnce(ctx context.Context, card *Card, key *ClientKey) (*RSAReveal, error) {
