@@ -2,6 +2,8 @@ package vault
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -29,7 +31,43 @@ const (
 	// taken (409) or not (201): both answers say whether a PAN is in the
 	// vault, so the budget bounds the PANs a caller can test by importing.
 	BudgetImport = "import"
+	// BudgetVerify counts verifications: per card (every one, whatever its
+	// answer, so that guessing a CVV costs a slot per guess) and per caller
+	// in distinct cards.
+	BudgetVerify = "verify"
 )
+
+// budgetKind is what one kind of budget counts: what a refusal calls one
+// event, whether it is bounded per card and per device (only kinds with
+// device-signed surfaces are), its defaults, and where Config keeps it.
+type budgetKind struct {
+	noun               string
+	perCard, perDevice bool
+	defaults           Budget
+	in                 func(*Config) *Budget
+}
+
+var budgetKinds = map[string]budgetKind{
+	BudgetReveal:     {"reveal", true, true, DefaultRevealBudget, func(c *Config) *Budget { return &c.Reveals }},
+	BudgetPINAttempt: {"PIN attempt", true, true, DefaultPINBudget, func(c *Config) *Budget { return &c.PINAttempts }},
+	BudgetLookup:     {"look-up", false, false, DefaultLookupBudget, func(c *Config) *Budget { return &c.Lookups }},
+	BudgetImport:     {"import", false, false, DefaultImportBudget, func(c *Config) *Budget { return &c.Imports }},
+	BudgetVerify:     {"verification", true, false, DefaultVerifyBudget, func(c *Config) *Budget { return &c.Verifications }},
+}
+
+// settleBudgets fills each of cfg's budgets from its defaults and checks
+// it, in a fixed order so that the first bad one is the one named.
+func settleBudgets(cfg *Config) error {
+	for _, kind := range slices.Sorted(maps.Keys(budgetKinds)) {
+		k := budgetKinds[kind]
+		b := k.in(cfg)
+		*b = b.withDefaults(k.defaults)
+		if err := b.validate(kind); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // DefaultRevealBudget is generous for a person looking at their own cards
 // and tight for anyone sweeping them. The per-caller bound is sized for a
@@ -54,8 +92,12 @@ func (b Budget) validate(kind string) error {
 	if b.Window < time.Second || b.Window > 7*24*time.Hour {
 		return fmt.Errorf("vault: %s budget window %s must be 1s to 7 days", kind, b.Window)
 	}
-	if kind != BudgetLookup && kind != BudgetImport && (b.PerCard < 1 || (b.PerDevice < 1 && kind != BudgetVerify)) {
-		return fmt.Errorf("vault: %s budgets (%d per card, %d per device) must be at least 1", kind, b.PerCard, b.PerDevice)
+	k := budgetKinds[kind]
+	if k.perCard && b.PerCard < 1 {
+		return fmt.Errorf("vault: %s budget per card (%d) must be at least 1", kind, b.PerCard)
+	}
+	if k.perDevice && b.PerDevice < 1 {
+		return fmt.Errorf("vault: %s budget per device (%d) must be at least 1", kind, b.PerDevice)
 	}
 	if b.PerCaller < 1 {
 		return fmt.Errorf("vault: %s budget per caller (%d) must be at least 1", kind, b.PerCaller)
@@ -123,17 +165,7 @@ type BudgetUse struct {
 
 // Check refuses the slot when a window is full, saying when it is not.
 func (r *Slot) Check(u BudgetUse) error {
-	what := "reveal"
-	switch r.Kind {
-	case BudgetPINAttempt:
-		what = "PIN attempt"
-	case BudgetLookup:
-		what = "look-up"
-	case BudgetImport:
-		what = "import"
-	case BudgetVerify:
-		what = "verification"
-	}
+	what := budgetKinds[r.Kind].noun
 	if r.Budget.PerCard > 0 && u.Card >= r.Budget.PerCard {
 		return r.spent("card_id", "the card's "+what+" budget is spent", u.CardOldest)
 	}

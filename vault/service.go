@@ -74,24 +74,7 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	if cfg.ExpiryYears < 1 || cfg.ExpiryYears > 10 {
 		return nil, fmt.Errorf("vault: expiry years %d must be 1 to 10", cfg.ExpiryYears)
 	}
-	cfg.Reveals = cfg.Reveals.withDefaults(DefaultRevealBudget)
-	cfg.PINAttempts = cfg.PINAttempts.withDefaults(DefaultPINBudget)
-	cfg.Lookups = cfg.Lookups.withDefaults(DefaultLookupBudget)
-	cfg.Imports = cfg.Imports.withDefaults(DefaultImportBudget)
-	cfg.Verifications = cfg.Verifications.withDefaults(DefaultVerifyBudget)
-	if err := cfg.Reveals.validate(BudgetReveal); err != nil {
-		return nil, err
-	}
-	if err := cfg.PINAttempts.validate(BudgetPINAttempt); err != nil {
-		return nil, err
-	}
-	if err := cfg.Lookups.validate(BudgetLookup); err != nil {
-		return nil, err
-	}
-	if err := cfg.Verifications.validate(BudgetVerify); err != nil {
-		return nil, err
-	}
-	if err := cfg.Imports.validate(BudgetImport); err != nil {
+	if err := settleBudgets(&cfg); err != nil {
 		return nil, err
 	}
 	if cfg.IdempotencyWindow == 0 {
@@ -306,17 +289,7 @@ func (s *Service) refuseWith(ctx context.Context, c Caller, action, cardID, owne
 // slot is an event of a kind on a card, by a device if deviceID is set,
 // for a caller, to be counted now.
 func (s *Service) slot(kind, cardID, deviceID string, c Caller) *Slot {
-	b := s.cfg.Reveals
-	switch kind {
-	case BudgetPINAttempt:
-		b = s.cfg.PINAttempts
-	case BudgetLookup:
-		b = s.cfg.Lookups
-	case BudgetImport:
-		b = s.cfg.Imports
-	case BudgetVerify:
-		b = s.cfg.Verifications
-	}
+	b := *budgetKinds[kind].in(&s.cfg)
 	return &Slot{Kind: kind, CardID: cardID, DeviceID: deviceID, Caller: c.Name, At: s.cfg.Now().UTC(), Budget: b}
 }
 

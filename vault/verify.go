@@ -10,11 +10,6 @@ import (
 	"time"
 )
 
-// BudgetVerify counts verifications: per card (every one, whatever its
-// answer, so that guessing a CVV costs a slot per guess) and per caller
-// in distinct cards.
-const BudgetVerify = "verify"
-
 // DefaultVerifyBudget lets a card be verified a few times an hour (a
 // checkout and its retries) and bounds what a stolen cards:verify token
 // can learn: 10 guesses of a 3-digit CVV per card per hour.
