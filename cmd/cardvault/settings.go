@@ -123,15 +123,19 @@ type variable struct{ name, why, meaning string }
 // vaultConfig is the issuing settings and the budgets as the service
 // takes them.
 func (s vaultSettings) vaultConfig() vault.Config {
-	cfg := vault.Config{BIN: s.BIN, ExpiryYears: s.ExpiryYears, Reveals: vault.DefaultRevealBudget, PINAttempts: vault.DefaultPINBudget,
-		Lookups: vault.DefaultLookupBudget, Imports: vault.DefaultImportBudget, IdempotencyWindow: s.IdempotencyWindow, DeviceGate: s.DeviceGate == "on"}
-	cfg.Reveals.Window, cfg.Reveals.PerCard, cfg.Reveals.PerDevice, cfg.Reveals.PerCaller = s.RevealWindow, s.RevealsPerCard, s.RevealsPerDevice, s.RevealCardsPerCall
-	cfg.PINAttempts.Window, cfg.PINAttempts.PerCard, cfg.PINAttempts.PerCaller = s.PINAttemptWindow, s.PINAttemptsPerCard, s.PINCardsPerCaller
-	cfg.Lookups.Window, cfg.Lookups.PerCaller = s.LookupWindow, s.LookupsPerCaller
-	cfg.Imports.Window, cfg.Imports.PerCaller = s.ImportWindow, s.ImportsPerCaller
-	cfg.Verifications = vault.DefaultVerifyBudget
-	cfg.Verifications.Window, cfg.Verifications.PerCard, cfg.Verifications.PerCaller = s.VerifyWindow, s.VerificationsPerCard, s.VerifyCardsPerCaller
-	return cfg
+	// A bound left at zero (PINAttempts.PerDevice: no flag sets it) takes
+	// the vault's default.
+	return vault.Config{
+		BIN:               s.BIN,
+		ExpiryYears:       s.ExpiryYears,
+		IdempotencyWindow: s.IdempotencyWindow,
+		DeviceGate:        s.DeviceGate == "on",
+		Reveals:           vault.Budget{Window: s.RevealWindow, PerCard: s.RevealsPerCard, PerDevice: s.RevealsPerDevice, PerCaller: s.RevealCardsPerCall},
+		PINAttempts:       vault.Budget{Window: s.PINAttemptWindow, PerCard: s.PINAttemptsPerCard, PerCaller: s.PINCardsPerCaller},
+		Lookups:           vault.Budget{Window: s.LookupWindow, PerCaller: s.LookupsPerCaller},
+		Imports:           vault.Budget{Window: s.ImportWindow, PerCaller: s.ImportsPerCaller},
+		Verifications:     vault.Budget{Window: s.VerifyWindow, PerCard: s.VerificationsPerCard, PerCaller: s.VerifyCardsPerCaller},
+	}
 }
 
 // open opens the database the settings name.
