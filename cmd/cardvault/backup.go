@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -27,41 +25,34 @@ type ceremonyExportCmd struct {
 func (c *ceremonyExportCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ce *ceremonyExportCmd) run(in *invocation) error {
-	ctx, stdin, stdout, log, out, comps := in.ctx, in.stdin, in.stdout, in.log, &ce.Out, &ce.componentFlags
-	if err := comps.validate(); err != nil {
-		return err
-	}
-	if _, err := os.Stat(*out); err == nil {
-		return fmt.Errorf("--out %s exists; refusing to overwrite", *out)
+	ctx := in.ctx
+	if _, err := os.Stat(ce.Out); err == nil {
+		return fmt.Errorf("--out %s exists; refusing to overwrite", ce.Out)
 	}
 	soPIN, err := readPIN(envSOPINFile, os.Getenv(envSOPINFile), envSOPIN, "the export needs the security officer's PIN")
 	if err != nil {
 		return err
 	}
-	c, kek, t, err := ce.beginWithKEK(ctx, "export", comps, stdin, stdout, log)
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	defer clear(kek)
-	b, err := c.m.Export(ctx, soPIN, kek)
-	if err != nil {
-		return err
-	}
-	body, err := json.MarshalIndent(b, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeNewFile(*out, append(body, '\n')); err != nil {
-		return err
-	}
-	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
-	if err := printBackupKeys(t, b, "exported"); err != nil {
-		return err
-	}
-	t.printf("\nbackup:   %s sha256 %x\n", *out, sha256.Sum256(append(body, '\n')))
-	t.printf("\nresult: %d key object(s) exported\n", len(b.Keys))
-	return t.save(ctx)
+	return ce.underKEK(in, "export", &ce.componentFlags, func(c *ceremony, kek []byte, t *transcript) error {
+		b, err := c.m.Export(ctx, soPIN, kek)
+		if err != nil {
+			return err
+		}
+		body, err := json.MarshalIndent(b, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := writeNewFile(ce.Out, append(body, '\n')); err != nil {
+			return err
+		}
+		t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
+		if err := printBackupKeys(t, b, "exported"); err != nil {
+			return err
+		}
+		t.printf("\nbackup:   %s sha256 %x\n", ce.Out, sha256.Sum256(append(body, '\n')))
+		t.printf("\nresult: %d key object(s) exported\n", len(b.Keys))
+		return t.save(ctx)
+	})
 }
 
 // ceremonyImport restores a backup into this token, unwrapping under the
@@ -76,11 +67,8 @@ type ceremonyImportCmd struct {
 func (c *ceremonyImportCmd) Run(in *invocation) error { return flagForm(in, c) }
 
 func (ci *ceremonyImportCmd) run(inv *invocation) error {
-	ctx, stdin, stdout, log, in, comps := inv.ctx, inv.stdin, inv.stdout, inv.log, &ci.In, &ci.componentFlags
-	if err := comps.validate(); err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(*in)
+	ctx := inv.ctx
+	raw, err := os.ReadFile(ci.In)
 	if err != nil {
 		return err
 	}
@@ -88,63 +76,63 @@ func (ci *ceremonyImportCmd) run(inv *invocation) error {
 	dec.DisallowUnknownFields()
 	var b hsm.Backup
 	if err := dec.Decode(&b); err != nil {
-		return fmt.Errorf("%s: %w", *in, err)
+		return fmt.Errorf("%s: %w", ci.In, err)
 	}
-	c, kek, t, err := ci.beginWithKEK(ctx, "import", comps, stdin, stdout, log)
+	return ci.underKEK(inv, "import", &ci.componentFlags, func(c *ceremony, kek []byte, t *transcript) error {
+		t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", ci.In, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
+		if err := c.m.Import(ctx, kek, &b); err != nil {
+			return err
+		}
+		for _, k := range b.Keys {
+			if k.Class == "public" {
+				continue
+			}
+			if err := keyceremony.RecordKey(ctx, c.m, c.store, k.Label, c.recordedBy()); err != nil {
+				return err
+			}
+		}
+		// A public half's end date, which servers read from the catalog.
+		for _, k := range b.Keys {
+			if k.Class != "public" || k.EndDate == "" {
+				continue
+			}
+			day, err := time.Parse(time.DateOnly, k.EndDate)
+			if err != nil {
+				return fmt.Errorf("backup: %s end date: %w", k.Label, err)
+			}
+			if err := c.store.SetKeyEndDate(ctx, c.tok.Serial, k.Label, day); err != nil {
+				return err
+			}
+		}
+		t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
+		if err := printBackupKeys(t, &b, "restored, check matches, recorded"); err != nil {
+			return err
+		}
+		t.printf("\nresult: %d key object(s) restored\n", len(b.Keys))
+		return t.save(ctx)
+	})
+}
+
+// underKEK runs a backup ceremony's work: it opens the token, forms the
+// wrapping key from the custodians' components, starts the transcript
+// with them, and afterwards clears the key and closes the token.
+func (cf ceremonyFlags) underKEK(in *invocation, name string, comps *componentFlags, work func(c *ceremony, kek []byte, t *transcript) error) error {
+	if err := comps.validate(); err != nil {
+		return err
+	}
+	c, err := cf.begin(in.ctx, name, in.log, withStore)
 	if err != nil {
 		return err
 	}
 	defer c.close()
+	kek, custodians, err := newComponentReader(c.m, hsm.KindAES, in.stdin, in.stdout).combine(in.ctx, comps)
+	if err != nil {
+		return err
+	}
 	defer clear(kek)
-	t.printf("backup:   %s sha256 %x, from token %s serial %s, made %s\n", *in, sha256.Sum256(raw), b.Token.Label, b.Token.Serial, b.Created.Format("2006-01-02T15:04:05Z"))
-	if err := c.m.Import(ctx, kek, &b); err != nil {
-		return err
-	}
-	for _, k := range b.Keys {
-		if k.Class == "public" {
-			continue
-		}
-		if err := keyceremony.RecordKey(ctx, c.m, c.store, k.Label, c.recordedBy()); err != nil {
-			return err
-		}
-	}
-	// A public half's end date, which servers read from the catalog.
-	for _, k := range b.Keys {
-		if k.Class != "public" || k.EndDate == "" {
-			continue
-		}
-		day, err := time.Parse(time.DateOnly, k.EndDate)
-		if err != nil {
-			return fmt.Errorf("backup: %s end date: %w", k.Label, err)
-		}
-		if err := c.store.SetKeyEndDate(ctx, c.tok.Serial, k.Label, day); err != nil {
-			return err
-		}
-	}
-	t.printf("wrapping: KCV %s, %s\n\n", b.WrappingKCV, b.Mechanism)
-	if err := printBackupKeys(t, &b, "restored, check matches, recorded"); err != nil {
-		return err
-	}
-	t.printf("\nresult: %d key object(s) restored\n", len(b.Keys))
-	return t.save(ctx)
-}
-
-// beginWithKEK begins a backup ceremony: it opens the token, forms the
-// wrapping key from the custodians' components and starts the transcript
-// with them. The caller clears the key and closes the ceremony.
-func (cf ceremonyFlags) beginWithKEK(ctx context.Context, name string, comps *componentFlags, stdin io.Reader, stdout io.Writer, log *slog.Logger) (*ceremony, []byte, *transcript, error) {
-	c, err := cf.begin(ctx, name, log, withStore)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	kek, custodians, err := newComponentReader(c.m, hsm.KindAES, stdin, stdout).combine(ctx, comps)
-	if err != nil {
-		c.close()
-		return nil, nil, nil, err
-	}
-	t := c.start(ctx, stdout, name)
+	t := c.start(in.ctx, in.stdout, name)
 	printCustodians(t, custodians)
-	return c, kek, t, nil
+	return work(c, kek, t)
 }
 
 func printBackupKeys(out io.Writer, b *hsm.Backup, result string) error {
