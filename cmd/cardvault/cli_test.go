@@ -60,11 +60,14 @@ func TestSettingsPrecedence(t *testing.T) {
 func TestConfigFileRefusals(t *testing.T) {
 	dir := t.TempDir()
 	for name, c := range map[string]struct{ body, want string }{
-		"typo":       {"CARDVAULT_REVEALS_PER_CRAD=3\n", "cardvault.conf:1: CARDVAULT_REVEALS_PER_CRAD is not a cardvault setting"},
-		"secret":     {"\nCARDVAULT_PKCS11_PIN=1234\n", "cardvault.conf:2: CARDVAULT_PKCS11_PIN is a secret"},
-		"no equals":  {"CARDVAULT_LISTEN\n", "cardvault.conf:1: want VARIABLE=value"},
-		"set twice":  {"CARDVAULT_BIN=411111\nCARDVAULT_BIN=422222\n", "cardvault.conf:2: CARDVAULT_BIN is set twice"},
-		"bad number": {"CARDVAULT_REVEALS_PER_CARD=many\n", "reveals-per-card"},
+		"typo":      {"CARDVAULT_REVEALS_PER_CRAD=3\n", "cardvault.conf:1: CARDVAULT_REVEALS_PER_CRAD is not a cardvault setting"},
+		"secret":    {"\nCARDVAULT_PKCS11_PIN=1234\n", "cardvault.conf:2: CARDVAULT_PKCS11_PIN is a secret"},
+		"no equals": {"CARDVAULT_LISTEN\n", "cardvault.conf:1: want VARIABLE=value"},
+		"set twice": {"CARDVAULT_BIN=411111\nCARDVAULT_BIN=422222\n", "cardvault.conf:2: CARDVAULT_BIN is set twice"},
+		// An empty first value is still a setting: a second line must not
+		// quietly win over it.
+		"set twice, first empty": {"CARDVAULT_BIN=\nCARDVAULT_BIN=422222\n", "cardvault.conf:2: CARDVAULT_BIN is set twice"},
+		"bad number":             {"CARDVAULT_REVEALS_PER_CARD=many\n", "reveals-per-card"},
 	} {
 		path := filepath.Join(dir, name, "cardvault.conf")
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
