@@ -8,9 +8,11 @@ its sorted key:value string with the device key, asks for the secure view,
 and decrypts the JWE: with jwcrypto for the standard algorithms, and with
 cryptography's OAEP(SHA-256, MGF1-SHA-1) for RSA_OAEP_256_ANDROID.
 
-Usage: solaris_client.py BASE PERSON_ID CARD_ID PAIRS_JSON
+Usage: solaris_client.py BASE PERSON_ID CARD_ID PAIRS_JSON [card|pin]
 (TOKEN in the environment). Prints one JSON object: the device id and, per
-pair, the JWE header and the decrypted payload.
+pair, the JWE header and the decrypted payload. With `pin` it asks for the
+PIN view (pin_view_requests) instead of the card details, and the payload
+is {"pin": "..."}.
 """
 import base64
 import json
@@ -28,10 +30,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwcrypto import jwe, jwk
 
-USAGE = """usage: solaris_client.py BASE PERSON_ID CARD_ID PAIRS_JSON   (TOKEN in the environment)
+USAGE = """usage: solaris_client.py BASE PERSON_ID CARD_ID PAIRS_JSON [card|pin]   (TOKEN in the environment)
   e.g. solaris_client.py "$CARDVAULT_URL" person-1 "$card" '[["RSA_OAEP_256","A256GCM"]]'"""
-if len(sys.argv) != 5 or not os.environ.get("TOKEN"):
+ROUTES = {"card": "virtual_card_requests", "pin": "pin_view_requests"}
+if len(sys.argv) not in (5, 6) or not os.environ.get("TOKEN") or sys.argv[5:] and sys.argv[5] not in ROUTES:
     sys.exit(USAGE)
+ROUTE = ROUTES[sys.argv[5] if len(sys.argv) == 6 else "card"]
 BASE, PERSON, CARD = sys.argv[1], sys.argv[2], sys.argv[3]
 try:
     PAIRS = json.loads(sys.argv[4])
@@ -100,7 +104,7 @@ for alg, enc in PAIRS:
     key = jwk.JWK.generate(kty="RSA", size=2048, kid=str(uuid.uuid4()), use="enc", alg="RS256")
     public = key.export_public(as_dict=True)
     signed = ";".join(f"{k}:{public[k]}" for k in sorted(public))
-    resp = call("POST", f"/v1/cards/{CARD}/virtual_card_requests", {
+    resp = call("POST", f"/v1/cards/{CARD}/{ROUTE}", {
         "device_id": reg["id"], "signature": sign(device_key, signed), "jwk": public,
         "jwe": {"alg": alg, "enc": enc}, "device_data": "Web;python-jwcrypto;test"})
     compact = resp["data"]

@@ -37,7 +37,7 @@ const (
 	// authorization host's): it learns match or no match, never a value.
 	ScopeCardsVerify = "cards:verify"
 	ScopePINWrite    = "pin:write"
-	// ScopePINView reveals a card's PIN to the cardholder's single-use key.
+	// ScopePINView reveals a card's PIN to the cardholder's single-use key or bound device.
 	ScopePINView      = "pin:view"
 	ScopeDevicesWrite = "devices:write"
 	ScopeSandbox      = "sandbox"

@@ -12,6 +12,7 @@ import (
 func (s *Server) solarisCards(g *echo.Group) {
 	g.POST("/cards/:id/virtual_card_requests", s.virtualCardRequest, require(ScopeCardsReveal))
 	g.POST("/cards/:id/pin_update_requests", s.pinUpdateRequest, require(ScopePINWrite))
+	g.POST("/cards/:id/pin_view_requests", s.pinViewRequest, require(ScopePINView))
 }
 
 // pinUpdateRequest handles POST /v1/cards/:id/pin_update_requests: a PIN
@@ -43,9 +44,42 @@ func (s *Server) pinUpdateRequest(c echo.Context) error {
 // virtualCardRequest handles POST /v1/cards/:id/virtual_card_requests:
 // the secure view, answered as {"data": compact JWE}.
 func (s *Server) virtualCardRequest(c echo.Context) error {
-	body, err := readBody(c)
+	body, in, err := deviceViewRequest(c)
 	if err != nil {
 		return err
+	}
+	idem, err := idempotencyKey(c, c.Param("id"), body)
+	if err != nil {
+		return err
+	}
+	out, err := s.svc.SecureView(c.Request().Context(), caller(c), in, idem)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"data": out})
+}
+
+// pinViewRequest handles POST /v1/cards/:id/pin_view_requests: the PIN
+// view on a bound device, the secure view's request answered as
+// {"data": compact JWE of {"pin":"…"}}.
+func (s *Server) pinViewRequest(c echo.Context) error {
+	_, in, err := deviceViewRequest(c)
+	if err != nil {
+		return err
+	}
+	out, err := s.svc.ViewPINOnDevice(c.Request().Context(), caller(c), in)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"data": out})
+}
+
+// deviceViewRequest reads a device-signed view's body: the device, its
+// signature over the JWK, the JWK and the JWE's algorithms.
+func deviceViewRequest(c echo.Context) ([]byte, vault.SecureViewRequest, error) {
+	body, err := readBody(c)
+	if err != nil {
+		return nil, vault.SecureViewRequest{}, err
 	}
 	var req struct {
 		DeviceID  *string         `json:"device_id"`
@@ -58,26 +92,18 @@ func (s *Server) virtualCardRequest(c echo.Context) error {
 		DeviceData string `json:"device_data"`
 	}
 	if err := decodeJSON(body, &req); err != nil {
-		return err
+		return nil, vault.SecureViewRequest{}, err
 	}
 	noJWK := len(req.JWK) == 0 || string(req.JWK) == "null"
 	if err := requireFields(reqField{"device_id", req.DeviceID == nil}, reqField{"signature", req.Signature == nil},
 		reqField{"jwk", noJWK}, reqField{"jwe", req.JWE == nil}); err != nil {
-		return err
+		return nil, vault.SecureViewRequest{}, err
 	}
 	if err := requireFields(reqField{"jwe[alg]", req.JWE.Alg == nil}, reqField{"jwe[enc]", req.JWE.Enc == nil}); err != nil {
-		return err
+		return nil, vault.SecureViewRequest{}, err
 	}
-	idem, err := idempotencyKey(c, c.Param("id"), body)
-	if err != nil {
-		return err
-	}
-	out, err := s.svc.SecureView(c.Request().Context(), caller(c), vault.SecureViewRequest{
+	return body, vault.SecureViewRequest{
 		CardID: c.Param("id"), DeviceID: *req.DeviceID, Signature: *req.Signature, JWK: req.JWK,
 		Alg: *req.JWE.Alg, Enc: *req.JWE.Enc, DeviceData: req.DeviceData,
-	}, idem)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusOK, map[string]string{"data": out})
+	}, nil
 }

@@ -40,6 +40,7 @@ type Vault interface {
 	ListDevices(ctx context.Context, personID string) ([]*vault.Device, error)
 	DeleteDevice(ctx context.Context, c vault.Caller, id string) error
 	SecureView(ctx context.Context, c vault.Caller, in vault.SecureViewRequest, idem *vault.IdemKey) (string, error)
+	ViewPINOnDevice(ctx context.Context, c vault.Caller, in vault.SecureViewRequest) (string, error)
 }
 
 var _ Vault = (*vault.Service)(nil)

@@ -132,7 +132,7 @@ var BudgetRules = map[string][]string{
 	"card.import":      {"Authorization"},
 	"card.lookup":      {"Authorization"},
 	"card.verify":      {"card_id", "Authorization"},
-	"card.pin_view":    {"card_id", "Authorization"},
+	"card.pin_view":    {"card_id", "device_id", "Authorization"},
 }
 
 // Slot is one event to be counted against a budget. The store counts and

@@ -94,18 +94,52 @@ func (in *SecureViewRequest) auditDetail() map[string]string {
 // any other.
 func (s *Service) SecureView(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey) (string, error) {
 	return idempotently(ctx, s, idem, func() (string, error) {
-		detail := in.auditDetail()
-		out, ownerID, err := s.secureView(ctx, c, in, idem, detail)
-		if err != nil {
-			return "", s.refuseWith(ctx, c, "card.secure_view", in.CardID, ownerID, detail, err)
-		}
-		return out, nil
+		return s.viewOnDevice(ctx, c, in, idem, cardDetailsView(s))
 	})
 }
 
-// secureView does the work; SecureView audits its refusals. It returns the
+// deviceView is what a device-signed view shows: its audited action, what
+// the card must have beyond being revealable, and the JWE's plaintext,
+// which the caller clears.
+type deviceView struct {
+	action  string
+	ready   func(*Card) error
+	payload func(context.Context, *Card) ([]byte, error)
+}
+
+// cardDetailsView is the secure view's: the card details.
+func cardDetailsView(s *Service) deviceView {
+	return deviceView{
+		action: "card.secure_view",
+		ready:  func(*Card) error { return nil },
+		payload: func(ctx context.Context, card *Card) ([]byte, error) {
+			rec, err := s.openRecord(ctx, card)
+			if err != nil {
+				return nil, err
+			}
+			defer rec.clear()
+			payload, err := secureViewPayload(rec)
+			if err != nil {
+				return nil, Internal(err)
+			}
+			return payload, nil
+		},
+	}
+}
+
+// viewOnDevice audits what view refuses; see viewOnDeviceOnce.
+func (s *Service) viewOnDevice(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey, view deviceView) (string, error) {
+	detail := in.auditDetail()
+	out, ownerID, err := s.viewOnDeviceOnce(ctx, c, in, idem, detail, view)
+	if err != nil {
+		return "", s.refuseWith(ctx, c, view.action, in.CardID, ownerID, detail, err)
+	}
+	return out, nil
+}
+
+// viewOnDeviceOnce does the work of a device-signed view. It returns the
 // card owner's id once known, for the audit trail.
-func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey, detail map[string]string) (string, string, error) {
+func (s *Service) viewOnDeviceOnce(ctx context.Context, c Caller, in SecureViewRequest, idem *IdemKey, detail map[string]string, view deviceView) (string, string, error) {
 	jwk, sig, alg, enc, err := in.validate()
 	if err != nil {
 		return "", "", err
@@ -129,16 +163,19 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	if err := revealable(card, "id"); err != nil {
 		return "", d.PersonID, err
 	}
+	if err := view.ready(card); err != nil {
+		return "", d.PersonID, err
+	}
 	slot := s.slot(BudgetReveal, card.ID, d.ID, c)
 	if err := s.checkBudget(ctx, slot); err != nil {
 		return "", d.PersonID, err
 	}
-	out, err := s.encryptCardToDevice(ctx, card, jwk, alg, enc)
+	out, err := s.encryptToDevice(ctx, card, jwk, alg, enc, view.payload)
 	if err != nil {
 		return "", d.PersonID, err
 	}
 	w := Write{
-		Audit:   s.audit(c, "card.secure_view", card.ID, d.PersonID, "ok", detail),
+		Audit:   s.audit(c, view.action, card.ID, d.PersonID, "ok", detail),
 		UsedKey: jwk.Fingerprint,
 		Slot:    slot,
 		Reveal:  s.revealCheck(card, "id", false),
@@ -156,20 +193,15 @@ func (s *Service) secureView(ctx context.Context, c Caller, in SecureViewRequest
 	return out, d.PersonID, nil
 }
 
-// encryptCardToDevice opens the card's record once and encrypts the
-// details to the device JWK.
-func (s *Service) encryptCardToDevice(ctx context.Context, card *Card, jwk *DeviceJWK, alg jwe.KeyAlg, enc jwe.ContentEnc) (string, error) {
-	rec, err := s.openRecord(ctx, card)
+// encryptToDevice encrypts a view's plaintext to the device JWK, and
+// clears the plaintext.
+func (s *Service) encryptToDevice(ctx context.Context, card *Card, jwk *DeviceJWK, alg jwe.KeyAlg, enc jwe.ContentEnc, payload func(context.Context, *Card) ([]byte, error)) (string, error) {
+	plain, err := payload(ctx, card)
 	if err != nil {
 		return "", err
 	}
-	defer rec.clear()
-	payload, err := secureViewPayload(rec)
-	if err != nil {
-		return "", Internal(err)
-	}
-	defer clear(payload)
-	out, err := jwe.Encrypt(jwe.Recipient{Key: jwk.Public, KeyID: jwk.KeyID, HasKeyID: jwk.HasKeyID}, alg, enc, payload)
+	defer clear(plain)
+	out, err := jwe.Encrypt(jwe.Recipient{Key: jwk.Public, KeyID: jwk.KeyID, HasKeyID: jwk.HasKeyID}, alg, enc, plain)
 	if err != nil {
 		return "", Internal(err)
 	}

@@ -39,11 +39,12 @@ type clientResult struct {
 }
 
 // runClient runs an independent client (python3-jwcrypto or node-jose) that
-// binds a device and asks for the secure view of card for each pair.
-func runClient(t *testing.T, jv *jikoVault, argv []string, person, card string, pairs [][2]string) (string, []clientResult) {
+// binds a device and asks for the secure view of card for each pair; with
+// the extra argument "pin", for the PIN view.
+func runClient(t *testing.T, jv *jikoVault, argv []string, person, card string, pairs [][2]string, extra ...string) (string, []clientResult) {
 	t.Helper()
 	p, _ := json.Marshal(pairs)
-	cmd := exec.Command(argv[0], append(argv[1:], jv.base, person, card, string(p))...)
+	cmd := exec.Command(argv[0], slices.Concat(argv[1:], []string{jv.base, person, card, string(p)}, extra)...)
 	cmd.Env = append(os.Environ(), "TOKEN="+jv.token)
 	out, err := cmd.Output()
 	if err != nil {
