@@ -11,23 +11,25 @@ import (
 // inside the token: the primitive ISO 9564-1 format 4 PIN blocks are built
 // on. The caller clears its copy of the block.
 func (m *Module) EncryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, error) {
-	return m.ecb(ctx, version, block, true)
+	return m.ecb(ctx, PEK, version, block, true)
 }
 
 // DecryptBlock deciphers one block under a PEK version; PIN translation
 // between PEK versions uses it.
 func (m *Module) DecryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, error) {
-	return m.ecb(ctx, version, block, false)
+	return m.ecb(ctx, PEK, version, block, false)
 }
 
-func (m *Module) ecb(ctx context.Context, version uint32, block []byte, encrypt bool) ([]byte, error) {
+// ecb enciphers or deciphers one block with AES-ECB under a version of
+// an AES purpose's key (the PEK, or a zone PIN key, which only deciphers).
+func (m *Module) ecb(ctx context.Context, p Purpose, version uint32, block []byte, encrypt bool) ([]byte, error) {
 	if len(block) != 16 {
 		return nil, fmt.Errorf("hsm: AES block of %d bytes, want 16", len(block))
 	}
 	var out []byte
 	err := m.do(ctx, "aes-ecb", func(c *conn) error {
 		return c.withSession(func(sh pkcs11.SessionHandle) error {
-			key, err := c.handle(sh, Label(PEK, version), classSecret)
+			key, err := c.handle(sh, Label(p, version), classSecret)
 			if err != nil {
 				return err
 			}

@@ -24,10 +24,25 @@ const (
 	SetPIN  Purpose = "set-pin"  // RSA-4096 pair clients encrypt PINs to
 	PEK     Purpose = "pek"      // AES-256 PIN encryption key, ISO 9564 format 4
 	Audit   Purpose = "audit"    // HMAC-SHA256 audit chain checkpoints
+	// ZonePIN is a zone PIN key shared with an acquirer or a network:
+	// AES-256, ISO 9564 format 4 PIN blocks the vault only deciphers.
+	ZonePIN Purpose = "zpk"
 )
 
-// Purposes lists every purpose in the order a ceremony creates them.
+// Purposes lists every purpose the vault makes, in the order a ceremony
+// creates them; a server needs each.
 var Purposes = []Purpose{CardKEK, PANHMAC, SetPIN, PEK, Audit}
+
+// ImportedPurposes are the purposes whose keys come from outside, formed
+// from custodian components or a TR-31 key block, and never generated:
+// a zone key is worth only what the other side of the zone also holds.
+var ImportedPurposes = []Purpose{ZonePIN}
+
+// allPurposes is every purpose a label may name.
+func allPurposes() []Purpose { return append(append([]Purpose{}, Purposes...), ImportedPurposes...) }
+
+// Imported says whether the purpose's keys are imported, never generated.
+func (p Purpose) Imported() bool { return p == ZonePIN }
 
 // Kind is the key type behind a purpose.
 type Kind string
@@ -42,7 +57,7 @@ const (
 // Kind returns the key type a purpose uses.
 func (p Purpose) Kind() Kind {
 	switch p {
-	case CardKEK, PEK:
+	case CardKEK, PEK, ZonePIN:
 		return KindAES
 	case PANHMAC, Audit:
 		return KindHMAC
@@ -54,7 +69,7 @@ func (p Purpose) Kind() Kind {
 
 // ParsePurpose validates a purpose name against the allow-list.
 func ParsePurpose(s string) (Purpose, error) {
-	for _, p := range Purposes {
+	for _, p := range allPurposes() {
 		if string(p) == s {
 			return p, nil
 		}
@@ -63,8 +78,9 @@ func ParsePurpose(s string) (Purpose, error) {
 }
 
 func purposeNames() string {
-	names := make([]string, len(Purposes))
-	for i, p := range Purposes {
+	all := allPurposes()
+	names := make([]string, len(all))
+	for i, p := range all {
 		names[i] = string(p)
 	}
 	return strings.Join(names, ", ")
@@ -173,12 +189,13 @@ func (c *conn) listKeys() ([]KeyInfo, error) {
 }
 
 func purposeIndex(p Purpose) int {
-	for i, q := range Purposes {
+	all := allPurposes()
+	for i, q := range all {
 		if p == q {
 			return i
 		}
 	}
-	return len(Purposes)
+	return len(all)
 }
 
 func (c *conn) describeObject(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) (KeyInfo, bool, error) {

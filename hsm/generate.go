@@ -36,8 +36,9 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 		pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, true),
 		pkcs11.NewAttribute(pkcs11.CKA_WRAP_WITH_TRUSTED, true),
-		// AES keys seal (card KEK) or encipher PIN blocks (PEK).
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, aes),
+		// AES keys seal (card KEK) or encipher PIN blocks (PEK); a zone
+		// PIN key only deciphers the blocks the zone sends.
+		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, aes && p != ZonePIN),
 		pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, aes),
 		// Sign is the HMAC for HMAC keys, and only the KCV (CMAC of a zero
 		// block) for AES keys.
@@ -61,6 +62,9 @@ func secretTemplate(p Purpose, version uint32) []*pkcs11.Attribute {
 func (m *Module) Generate(ctx context.Context, p Purpose, version uint32) error {
 	if p.Kind() == "" {
 		return fmt.Errorf("hsm: unknown purpose %q", p)
+	}
+	if p.Imported() {
+		return fmt.Errorf("hsm: a %s key is imported (from components or a TR-31 key block), never generated", p)
 	}
 	return m.createKey(Label(p, version), func(c *conn, extractable bool) error {
 		if p.Kind() == KindRSA {

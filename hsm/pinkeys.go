@@ -108,3 +108,22 @@ func (m *Module) PEKDecryptBlock(ctx context.Context, version uint32, block []by
 func (m *Module) PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error) {
 	return vault.DecipherPINBlock(block, pan, func(b []byte) ([]byte, error) { return m.DecryptBlock(ctx, version, b) })
 }
+
+// ZonePINDecryptBlock deciphers one block under a zone PIN key version:
+// the proof a ceremony makes of a key it imported.
+func (m *Module) ZonePINDecryptBlock(ctx context.Context, version uint32, block []byte) ([]byte, error) {
+	return m.ecb(ctx, ZonePIN, version, block, false)
+}
+
+// ZonePINDigits is PIN verification's decryption of a PIN block a zone
+// sent: the digits of a format 4 block under a zone PIN key version (0:
+// the active one) for pan, and nothing of a block that is not one. It
+// returns the version used.
+func (m *Module) ZonePINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, uint32, error) {
+	version, err := m.versionOrActive(ctx, ZonePIN, version)
+	if err != nil {
+		return nil, 0, err
+	}
+	pin, err := vault.DecipherPINBlock(block, pan, func(b []byte) ([]byte, error) { return m.ecb(ctx, ZonePIN, version, b, false) })
+	return pin, version, err
+}

@@ -38,6 +38,8 @@ func wantUsages(p Purpose, class string) []string {
 		return []string{"encrypt"}
 	case class == "private":
 		return []string{"decrypt"}
+	case p == ZonePIN:
+		return []string{"decrypt", "sign"}
 	case p.Kind() == KindAES:
 		// sign: the KCV (CMAC of a zero block) only.
 		return []string{"encrypt", "decrypt", "sign"}

@@ -51,6 +51,9 @@ func (p softProver) DecryptBlock(ctx context.Context, v uint32, b []byte) ([]byt
 	}
 	return p.EncryptBlock(ctx, v, b)
 }
+func (p softProver) ZonePINDecryptBlock(ctx context.Context, v uint32, b []byte) ([]byte, error) {
+	return p.DecryptBlock(ctx, v, b)
+}
 func (p softProver) MACWithVersion(_ context.Context, _ hsm.Purpose, _ uint32, data []byte) ([]byte, error) {
 	key := []byte("k")
 	if p.broken == "random-mac" {
@@ -78,7 +81,7 @@ func (p softProver) DecryptRSA(_ context.Context, _ uint32, _ hsm.RSAPadding, ct
 
 func TestVerifyKeyProvesEachPurpose(t *testing.T) {
 	ctx := context.Background()
-	for _, p := range hsm.Purposes {
+	for _, p := range append(hsm.Purposes, hsm.ImportedPurposes...) {
 		if err := VerifyKey(ctx, softProver{}, p, 2); err != nil {
 			t.Errorf("%s: an honest key failed its proof: %v", p, err)
 		}
@@ -87,7 +90,7 @@ func TestVerifyKeyProvesEachPurpose(t *testing.T) {
 		p      hsm.Purpose
 		broken string
 	}{
-		{hsm.CardKEK, "open"}, {hsm.PEK, "identity-block"}, {hsm.PANHMAC, "random-mac"}, {hsm.Audit, "random-mac"},
+		{hsm.CardKEK, "open"}, {hsm.PEK, "identity-block"}, {hsm.ZonePIN, "identity-block"}, {hsm.PANHMAC, "random-mac"}, {hsm.Audit, "random-mac"},
 		{hsm.SetPIN, "short-rsa"}, {hsm.SetPIN, "rsa-decrypt"},
 	} {
 		if err := VerifyKey(ctx, softProver{broken: tc.broken}, tc.p, 2); err == nil {

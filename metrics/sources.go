@@ -75,7 +75,7 @@ func (c hsmCollector) Collect(ch chan<- prometheus.Metric) {
 	if tok, err := c.m.Token(ctx); err == nil {
 		ch <- prometheus.MustNewConstMetric(infoDesc, prometheus.GaugeValue, 1, tok.Label, tok.Serial, tok.Profile)
 	}
-	for _, p := range hsm.Purposes {
+	for _, p := range append(append([]hsm.Purpose{}, hsm.Purposes...), hsm.ImportedPurposes...) {
 		if v, err := c.m.ActiveVersion(ctx, p); err == nil {
 			ch <- prometheus.MustNewConstMetric(keyVersionDesc, prometheus.GaugeValue, float64(v), string(p))
 		}

@@ -119,7 +119,7 @@ func (cr *componentReader) line() (string, error) {
 // active version, as a rotation's would.
 type ceremonyImportComponentsCmd struct {
 	ceremonyFlags  `embed:""`
-	Purpose        string `required:"" placeholder:"PURPOSE" help:"the key to form: card-kek, pan-hmac, pek or audit"`
+	Purpose        string `required:"" placeholder:"PURPOSE" help:"the key to form: card-kek, pan-hmac, pek, audit or zpk (a zone PIN key)"`
 	componentFlags `embed:""`
 	Backup         string `help:"${backup_usage} (default: the active version's, else vendor)"`
 }

@@ -32,6 +32,9 @@ func (cf *ceremonyRotateCmd) run(in *invocation) error {
 	if err != nil {
 		return fmt.Errorf("--purpose: %w", err)
 	}
+	if p.Imported() {
+		return fmt.Errorf("--purpose %s: its keys come from the other side of the zone; form the next version with `ceremony import-components` or `ceremony import-tr31`", p)
+	}
 	graceDays, err := checkGraceDays(p, cf.GraceDays)
 	if err != nil {
 		return err
