@@ -30,10 +30,12 @@ var Kinds = map[string][]string{
 	"rewrap":            {"batch"},
 	"retire":            {"purpose", "version"},
 	"import-components": {"purpose", "components", "backup"},
-	"export":            {"out", "components"},
-	"import":            {"in", "components"},
-	"adopt":             {"label"},
-	"roster":            {},
+	// in is the TR-31 key block's file; the components form the KBPK.
+	"import-tr31": {"purpose", "in", "components", "backup"},
+	"export":      {"out", "components"},
+	"import":      {"in", "components"},
+	"adopt":       {"label"},
+	"roster":      {},
 }
 
 // Plan is a ceremony as staff prepared and officers reviewed it.

@@ -3,6 +3,7 @@ package hsm
 import (
 	"context"
 	"crypto/rsa"
+	"errors"
 	"time"
 
 	"github.com/cardvault/cardvault/vault"
@@ -121,6 +122,10 @@ func (m *Module) ZonePINDecryptBlock(ctx context.Context, version uint32, block 
 // returns the version used.
 func (m *Module) ZonePINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, uint32, error) {
 	version, err := m.versionOrActive(ctx, ZonePIN, version)
+	if errors.Is(err, ErrKeyNotFound) {
+		return nil, 0, &vault.Error{Kind: vault.KindUnavailable, Field: "zone_key_version", Err: err,
+			Msg: "the token holds no zone PIN key; security staff import one (ceremony import-tr31 or import-components --purpose zpk)"}
+	}
 	if err != nil {
 		return nil, 0, err
 	}

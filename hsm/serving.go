@@ -14,8 +14,8 @@ import (
 // health. It has no key generation, import, export, destruction, raw
 // block decryption or seal under a named version: those are the
 // ceremonies', on the *Module they open. The PIN view's PINDigits
-// deciphers format 4 PIN blocks only, and returns nothing of a block
-// that is not one. `serve` holds only a Serving, so
+// and PIN verification's ZonePINDigits decipher format 4 PIN blocks
+// only, and return nothing of a block that is not one. `serve` holds only a Serving, so
 // the type system keeps it from an admin operation.
 type Serving struct{ m *Module }
 
@@ -69,6 +69,10 @@ func (s *Serving) PEKEncryptBlock(ctx context.Context, version uint32, block []b
 
 func (s *Serving) PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error) {
 	return s.m.PINDigits(ctx, version, block, pan)
+}
+
+func (s *Serving) ZonePINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, uint32, error) {
+	return s.m.ZonePINDigits(ctx, version, block, pan)
 }
 
 // AuditMAC and AuditMACWithVersion checkpoint the audit chains.

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/hex"
 	"net/http"
 	"strconv"
 
@@ -12,6 +13,33 @@ import (
 // holds checked against a card, answered match or no match.
 func (s *Server) nativeVerify(g *echo.Group) {
 	g.POST("/cards/:id/verification", s.verifyCard, require(ScopeCardsVerify))
+	g.POST("/cards/verify_pin", s.verifyPIN, require(ScopeCardsVerify))
+}
+
+// verifyPIN handles POST /v1/cards/verify_pin {"card_id", "pin_block",
+// "zone_key_version"}: a terminal's PIN block, ISO 9564 format 4 under a
+// zone PIN key (hex), checked against the card's PIN.
+func (s *Server) verifyPIN(c echo.Context) error {
+	var req struct {
+		CardID         *string `json:"card_id"`
+		PINBlock       *string `json:"pin_block"`
+		ZoneKeyVersion uint32  `json:"zone_key_version"`
+	}
+	if err := bindJSON(c, &req); err != nil {
+		return err
+	}
+	if err := requireFields(reqField{"card_id", req.CardID == nil}, reqField{"pin_block", req.PINBlock == nil}); err != nil {
+		return err
+	}
+	block, err := hex.DecodeString(*req.PINBlock)
+	if err != nil || len(block) != 16 {
+		return vault.Invalid("pin_block", "must be 32 hexadecimal digits: an ISO 9564 format 4 PIN block")
+	}
+	v, err := s.svc.VerifyPIN(c.Request().Context(), caller(c), vault.VerifyPINRequest{CardID: *req.CardID, PINBlock: block, ZoneKeyVersion: req.ZoneKeyVersion})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
 }
 
 // verifyCard handles POST /v1/cards/:id/verification {"cvv", "expiry"}:

@@ -25,6 +25,7 @@ type Vault interface {
 	Import(ctx context.Context, c vault.Caller, in vault.ImportRequest, idem *vault.IdemKey) (*vault.Card, error)
 	LookupPAN(ctx context.Context, c vault.Caller, pan []byte) (string, error)
 	VerifyCard(ctx context.Context, c vault.Caller, in vault.VerifyRequest) (*vault.Verification, error)
+	VerifyPIN(ctx context.Context, c vault.Caller, in vault.VerifyPINRequest) (*vault.PINVerification, error)
 
 	// PINs.
 	SetPINKey(ctx context.Context) (*vault.PublicSetPINKey, error)

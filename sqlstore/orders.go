@@ -101,7 +101,7 @@ func (s *Store) moveOrder(ctx context.Context, tx *txn, m *vault.OrderMove) erro
 // SetPIN stores a card's PIN block and opens a NOT_ACTIVATED card.
 func (s *Store) SetPIN(ctx context.Context, cardID string, block []byte, pekVersion uint32, at time.Time, w vault.Write) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET pin_block = ?, pin_key_version = ?, pin_set_at = ?, updated_at = ?,
+		res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET pin_block = ?, pin_key_version = ?, pin_set_at = ?, updated_at = ?, pin_tries = 0,
 			status = CASE WHEN status = ? THEN ? ELSE status END WHERE id = ? AND status <> ?`),
 			block, int64(pekVersion), micros(at), micros(at), string(vault.StatusNotActivated), string(vault.StatusOpen), cardID, string(vault.StatusClosed))
 		if err != nil {

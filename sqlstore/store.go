@@ -4,6 +4,7 @@
 package sqlstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"embed"
@@ -217,6 +218,11 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 			return err
 		}
 	}
+	if w.PINTry != nil {
+		if err := s.countPINTry(ctx, tx, w.PINTry); err != nil {
+			return err
+		}
+	}
 	if err := s.insertAudit(ctx, tx, w.Audit); err != nil {
 		return err
 	}
@@ -227,6 +233,30 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 		return s.countCaller(ctx, tx, w.Slot)
 	}
 	return nil
+}
+
+// countPINTry counts a PIN verification on its card. The UPDATE's guard
+// decides under the row's write lock, so concurrent verifications on
+// several replicas cannot spend more tries than the limit: a try on a
+// card already at the limit changes nothing and is ErrPINBlocked.
+func (s *Store) countPINTry(ctx context.Context, tx *txn, t *vault.PINTry) error {
+	res, err := tx.ExecContext(ctx, s.q(`UPDATE cards SET pin_tries = CASE WHEN ? THEN 0 ELSE pin_tries + 1 END
+		WHERE id = ? AND pin_block = ? AND pin_tries < ?`), t.Matched, t.CardID, t.PINBlock, t.Limit)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return nil
+	}
+	var tries int
+	var block []byte
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT pin_tries, pin_block FROM cards WHERE id = ?`), t.CardID).Scan(&tries, &block); err != nil {
+		return err
+	}
+	if !bytes.Equal(block, t.PINBlock) {
+		return vault.Conflict("card_id", "the card's PIN changed during the verification; verify again")
+	}
+	return vault.ErrPINBlocked
 }
 
 // recheckReveal reads the card and, for a gated route, its owner's
@@ -343,7 +373,7 @@ func (s *Store) BudgetUse(ctx context.Context, r *vault.Slot) (vault.BudgetUse, 
 
 const (
 	cardInsertColumns = `id, owner_id, type, status, last4, expiry_month, expiry_year, name, fingerprint, fp_version, sealed, key_version, created_at, updated_at, closed_at, closure_reason`
-	cardColumns       = cardInsertColumns + `, pin_block, pin_key_version`
+	cardColumns       = cardInsertColumns + `, pin_block, pin_key_version, pin_tries`
 )
 
 type scanner interface{ Scan(dest ...any) error }
@@ -356,7 +386,7 @@ func scanCard(r scanner) (*vault.Card, error) {
 	var fpv, kv int64
 	var pinVersion sql.NullInt64
 	if err := r.Scan(&c.ID, &c.OwnerID, &typ, &status, &c.Last4, &c.ExpiryMonth, &c.ExpiryYear, &c.Name,
-		&c.Fingerprint, &fpv, &c.Sealed, &kv, &created, &updated, &closed, &reason, &c.PINBlock, &pinVersion); err != nil {
+		&c.Fingerprint, &fpv, &c.Sealed, &kv, &created, &updated, &closed, &reason, &c.PINBlock, &pinVersion, &c.PINTries); err != nil {
 		return nil, err
 	}
 	c.PINKeyVersion = uint32(pinVersion.Int64)

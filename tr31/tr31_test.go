@@ -6,13 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/cardvault/cardvault/internal/testsupport/testenv"
+	"github.com/cardvault/cardvault/internal/testsupport/openssltest"
 )
 
 func mustHex(t *testing.T, s string) []byte {
@@ -58,59 +56,6 @@ func TestCMACRFC4493(t *testing.T) {
 	}
 }
 
-// openssl runs the openssl command line and returns its stdout.
-func openssl(t *testing.T, stdin []byte, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
-// opensslCMAC is `openssl mac ... CMAC` of msg under key.
-func opensslCMAC(t *testing.T, key, msg []byte) []byte {
-	t.Helper()
-	in := filepath.Join(t.TempDir(), "msg")
-	if err := os.WriteFile(in, msg, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := openssl(t, nil, "mac", "-cipher", fmt.Sprintf("AES-%d-CBC", len(key)*8), "-macopt", "hexkey:"+hex.EncodeToString(key), "-in", in, "CMAC")
-	return mustHex(t, strings.TrimSpace(string(out)))
-}
-
-// opensslBlock builds a version D key block with nothing but openssl:
-// the KBPK derivation and the MAC by `openssl mac CMAC`, the key data's
-// encryption by `openssl enc -aes-N-cbc -nopad`. It shares no code with
-// the package.
-func opensslBlock(t *testing.T, kbpk []byte, header string, key []byte) string {
-	t.Helper()
-	alg := map[int]byte{16: 2, 24: 3, 32: 4}[len(kbpk)]
-	bits := len(kbpk) * 8
-	derive := func(usage byte) []byte {
-		var out []byte
-		for i := byte(1); len(out) < len(kbpk); i++ {
-			out = append(out, opensslCMAC(t, kbpk, []byte{i, 0, usage, 0, 0, alg, byte(bits >> 8), byte(bits)})...)
-		}
-		return out[:len(kbpk)]
-	}
-	kbek, kbak := derive(0), derive(1)
-	// Key length in bits, the key, random padding to whole AES blocks.
-	plain := append([]byte{byte(len(key) * 8 >> 8), byte(len(key) * 8)}, key...)
-	pad := make([]byte, (16-len(plain)%16)%16)
-	rand.Read(pad)
-	plain = append(plain, pad...)
-	total := len(header) + 2*len(plain) + 32
-	header = header[:1] + fmt.Sprintf("%04d", total) + header[5:]
-	mac := opensslCMAC(t, kbak, append([]byte(header), plain...))
-	ct := openssl(t, plain, "enc", fmt.Sprintf("-aes-%d-cbc", len(kbek)*8), "-nopad", "-K", hex.EncodeToString(kbek), "-iv", hex.EncodeToString(mac))
-	return header + strings.ToUpper(hex.EncodeToString(ct)+hex.EncodeToString(mac))
-}
-
 func random(n int) []byte {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -134,7 +79,7 @@ func TestUnwrapBlocksBuiltByOpenSSL(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			kbpk, key := random(c.kbpk), random(c.key)
-			block := opensslBlock(t, kbpk, c.header, key)
+			block := openssltest.Block(t, kbpk, c.header, key)
 			h, got, err := Unwrap(kbpk, block)
 			if err != nil {
 				t.Fatalf("%s: %v", block, err)
@@ -151,7 +96,7 @@ func TestUnwrapBlocksBuiltByOpenSSL(t *testing.T) {
 	key := random(32)
 	for n := 0; n <= 49; n++ {
 		msg := random(n)
-		if got, _ := cmac(key, msg); !bytes.Equal(got, opensslCMAC(t, key, msg)) {
+		if got, _ := cmac(key, msg); !bytes.Equal(got, openssltest.CMAC(t, key, msg)) {
 			t.Errorf("CMAC of %d bytes differs from openssl's", n)
 		}
 	}

@@ -133,6 +133,7 @@ var BudgetRules = map[string][]string{
 	"card.lookup":      {"Authorization"},
 	"card.verify":      {"card_id", "Authorization"},
 	"card.pin_view":    {"card_id", "device_id", "Authorization"},
+	"card.verify_pin":  {"card_id", "Authorization"},
 }
 
 // Slot is one event to be counted against a budget. The store counts and

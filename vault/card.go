@@ -70,10 +70,13 @@ type Card struct {
 	// nil when no PIN is set or the card is closed.
 	PINBlock      []byte
 	PINKeyVersion uint32
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	ClosedAt      *time.Time
-	Closure       ClosureReason
+	// PINTries is how many wrong PINs were verified since the PIN was
+	// set or last verified right.
+	PINTries  int
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	ClosedAt  *time.Time
+	Closure   ClosureReason
 }
 
 // CardFilter selects cards of one owner for listing.

@@ -53,6 +53,9 @@ type PINKeys interface {
 	// that is not a well-formed format 4 PIN for pan gives ErrCrypto and
 	// nothing of what it decoded to. The caller clears the digits.
 	PINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, error)
+	// ZonePINDigits is PINDigits for a block a zone sent, under a zone
+	// PIN key version (0: the active one); it returns the version used.
+	ZonePINDigits(ctx context.Context, version uint32, block, pan []byte) ([]byte, uint32, error)
 }
 
 // AuditEntry records who did what to which card, and how it ended. It
@@ -103,7 +106,26 @@ type Write struct {
 	// transaction from what it reads there; the transaction fails with
 	// the check's refusal.
 	Reveal *RevealCheck
+	// PINTry counts a PIN verification on its card; the transaction fails
+	// with ErrPINBlocked if the card's tries had already reached the
+	// limit, and with a conflict naming "card_id" if the card's PIN
+	// changed since it was compared.
+	PINTry *PINTry
 }
+
+// PINTry is a PIN verification's outcome on a card: a wrong PIN adds one
+// to the card's tries, a right one clears them. PINBlock is the stored
+// block the PIN was compared with.
+type PINTry struct {
+	CardID   string
+	PINBlock []byte
+	Matched  bool
+	Limit    int
+}
+
+// ErrPINBlocked is a store's refusal of a PIN try on a card whose tries
+// reached the limit: the card answers blocked until a new PIN is set.
+var ErrPINBlocked = &Error{Kind: KindConflict, Field: "card_id", Msg: "the card's PIN is blocked: too many wrong PINs"}
 
 // Store persists cards, devices, used client keys, idempotent results,
 // reveal budgets and the audit trail. Every method that changes data

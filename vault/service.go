@@ -37,6 +37,10 @@ type Config struct {
 	// one counted, and per caller in distinct cards; zero means
 	// DefaultVerifyBudget.
 	Verifications Budget
+	// PINTryLimit is the issuer's PIN try limit: after that many wrong
+	// PINs in a row, PIN verification answers blocked until a new PIN is
+	// set; zero means DefaultPINTryLimit.
+	PINTryLimit int
 	// DeviceGate, when set, keeps the cards of an owner with a bound
 	// device behind the device: the routes without a device signature
 	// (Jiko's read and PIN set) refuse them, so a token alone cannot step
@@ -76,6 +80,12 @@ func NewService(keys Keys, store Store, cfg Config) (*Service, error) {
 	}
 	if err := settleBudgets(&cfg); err != nil {
 		return nil, err
+	}
+	if cfg.PINTryLimit == 0 {
+		cfg.PINTryLimit = DefaultPINTryLimit
+	}
+	if cfg.PINTryLimit < 1 || cfg.PINTryLimit > 15 {
+		return nil, fmt.Errorf("vault: PIN try limit %d must be 1 to 15", cfg.PINTryLimit)
 	}
 	if cfg.IdempotencyWindow == 0 {
 		cfg.IdempotencyWindow = DefaultIdempotencyWindow

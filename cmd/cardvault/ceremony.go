@@ -26,6 +26,7 @@ type ceremonyCmd struct {
 	Rewrap           ceremonyRewrapCmd           `cmd:"" help:"move every record to the active key versions (--dry-run counts them)"`
 	Retire           ceremonyRetireCmd           `cmd:"" help:"destroy a key version no record uses"`
 	ImportComponents ceremonyImportComponentsCmd `cmd:"" name:"import-components" help:"form a key's next version from custodian components"`
+	ImportTR31       ceremonyImportTR31Cmd       `cmd:"" name:"import-tr31" help:"import a zone PIN key from a TR-31 key block, under a KBPK formed from components"`
 	Export           ceremonyExportCmd           `cmd:"" help:"back up every key, wrapped under a key formed from components"`
 	Import           ceremonyImportCmd           `cmd:"" help:"restore a backup into this token"`
 	Adopt            ceremonyAdoptCmd            `cmd:"" help:"record a key another tool placed, after review"`

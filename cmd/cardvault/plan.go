@@ -150,6 +150,8 @@ func (c *ceremonyRunCmd) ceremonyOf(plan *ceremonyplan.Plan) (plannedCeremony, e
 		return &ceremonyRetireCmd{Purpose: str(p.Purpose), Version: strconv.Itoa(*p.Version)}, nil
 	case "import-components":
 		return &ceremonyImportComponentsCmd{Purpose: str(p.Purpose), componentFlags: components(), Backup: str(p.Backup)}, nil
+	case "import-tr31":
+		return &ceremonyImportTR31Cmd{Purpose: str(p.Purpose), In: str(p.In), componentFlags: components(), Backup: str(p.Backup)}, nil
 	case "export":
 		return &ceremonyExportCmd{Out: str(p.Out), componentFlags: components()}, nil
 	case "import":
@@ -313,6 +315,8 @@ func planOf(c plannedCeremony) *ceremonyplan.Plan {
 		plan.Ceremony, p.Purpose, p.Version = "retire", orFill(c.Purpose, "PURPOSE"), &version
 	case *ceremonyImportComponentsCmd:
 		plan.Ceremony, p.Purpose, p.Components, p.Backup = "import-components", orFill(c.Purpose, "PURPOSE"), &c.Components, orFill(c.Backup, "BACKUP")
+	case *ceremonyImportTR31Cmd:
+		plan.Ceremony, p.Purpose, p.In, p.Components, p.Backup = "import-tr31", orFill(c.Purpose, "PURPOSE"), orFill(c.In, "IN"), &c.Components, orFill(c.Backup, "BACKUP")
 	case *ceremonyExportCmd:
 		plan.Ceremony, p.Out, p.Components = "export", orFill(c.Out, "OUT"), &c.Components
 	case *ceremonyImportCmd:

@@ -73,6 +73,7 @@ type vaultSettings struct {
 	ImportWindow         time.Duration `name:"import-window" env:"CARDVAULT_IMPORT_WINDOW" default:"1h" help:"the window imports count in"`
 	VerifyWindow         time.Duration `name:"verify-window" env:"CARDVAULT_VERIFY_WINDOW" default:"1h" help:"the window card verifications (CVV, expiry) count in"`
 	VerificationsPerCard int           `name:"verifications-per-card" env:"CARDVAULT_VERIFICATIONS_PER_CARD" default:"10" help:"verifications of one card per window, match or not: the guesses of a CVV a stolen \x60cards:verify\x60 token gets; past it, 429"`
+	PINTryLimit          int           `name:"pin-try-limit" env:"CARDVAULT_PIN_TRY_LIMIT" default:"3" help:"wrong PINs in a row after which PIN verification answers \x60blocked\x60 until a new PIN is set (1 to 15)"`
 	VerifyCardsPerCaller int           `name:"verify-cards-per-caller" env:"CARDVAULT_VERIFY_CARDS_PER_CALLER" default:"10000" help:"distinct cards one API token verifies per window; size it to the authorization host's card-not-present traffic"`
 	IdempotencyWindow    time.Duration `name:"idempotency-window" env:"CARDVAULT_IDEMPOTENCY_WINDOW" default:"1h" help:"how long a first answer is kept for replay"`
 	DeviceGate           string        `name:"device-gate" env:"CARDVAULT_DEVICE_GATE" default:"on" enum:"on,off" help:"\x60on\x60: an owner with a bound device has its cards refused on routes without a device signature"`
@@ -135,6 +136,7 @@ func (s vaultSettings) vaultConfig() vault.Config {
 		Lookups:           vault.Budget{Window: s.LookupWindow, PerCaller: s.LookupsPerCaller},
 		Imports:           vault.Budget{Window: s.ImportWindow, PerCaller: s.ImportsPerCaller},
 		Verifications:     vault.Budget{Window: s.VerifyWindow, PerCard: s.VerificationsPerCard, PerCaller: s.VerifyCardsPerCaller},
+		PINTryLimit:       s.PINTryLimit,
 	}
 }
 

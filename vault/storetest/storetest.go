@@ -59,6 +59,7 @@ func Run(t *testing.T, open Opener) {
 		"RaceOnCallerBudget":   testRaceCallerBudget,
 		"RaceOnOrderMove":      testRaceOrderMove,
 		"RaceOnDeviceLimit":    testRaceDeviceLimit,
+		"RaceOnPINTries":       testRacePINTries,
 	}
 	for name, fn := range races {
 		t.Run(name, func(t *testing.T) {
@@ -404,6 +405,45 @@ func testRaceUsedKey(t *testing.T, r replicas) {
 	}, func(err error) bool { return isConflict(err, "public_key") })
 	if wins != 1 || conflicts != 15 {
 		t.Fatalf("%d winners and %d conflicts, want 1 and 15", wins, conflicts)
+	}
+}
+
+// testRacePINTries verifies 16 wrong PINs at once on one card across the
+// replicas: exactly the limit of them count, the rest find the card
+// blocked and write nothing; a new PIN clears the count, and a try
+// compared with a PIN block that changed since is refused.
+func testRacePINTries(t *testing.T, r replicas) {
+	ctx := context.Background()
+	c := newCard("acct-1")
+	block := []byte("0123456789abcdef")
+	must(t, r[0].CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
+	must(t, r[0].SetPIN(ctx, c.ID, block, 1, now, vault.Write{Audit: audit("card.pin", c.ID)}))
+	wins, blocked := race(t, 16, func(i int) error {
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), PINTry: &vault.PINTry{CardID: c.ID, PINBlock: block, Limit: 3}})
+	}, func(err error) bool { return errors.Is(err, vault.ErrPINBlocked) })
+	if wins != 3 || blocked != 13 {
+		t.Fatalf("%d tries counted and %d blocked, want 3 and 13", wins, blocked)
+	}
+	card, err := r[0].CardByID(ctx, c.ID)
+	must(t, err)
+	if trail, _ := r[0].AuditTrail(ctx, c.ID); card.PINTries != 3 || len(trail) != 5 {
+		t.Fatalf("%d tries and %d audit entries, want 3 and 5 (issue, PIN, three tries)", card.PINTries, len(trail))
+	}
+	newBlock := []byte("fedcba9876543210")
+	must(t, r[1].SetPIN(ctx, c.ID, newBlock, 1, now, vault.Write{Audit: audit("card.pin", c.ID)}))
+	err = r[0].Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), PINTry: &vault.PINTry{CardID: c.ID, PINBlock: block, Limit: 3}})
+	if !isConflict(err, "card_id") || errors.Is(err, vault.ErrPINBlocked) {
+		t.Fatalf("a try compared with the old PIN block: %v", err)
+	}
+	must(t, r[0].Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), PINTry: &vault.PINTry{CardID: c.ID, PINBlock: newBlock, Limit: 3}}))
+	card, err = r[0].CardByID(ctx, c.ID)
+	must(t, err)
+	if card.PINTries != 1 {
+		t.Fatalf("after a new PIN and one wrong try: %d tries, want 1", card.PINTries)
+	}
+	must(t, r[1].Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), PINTry: &vault.PINTry{CardID: c.ID, PINBlock: newBlock, Matched: true, Limit: 3}}))
+	if card, _ = r[0].CardByID(ctx, c.ID); card.PINTries != 0 {
+		t.Fatalf("a right PIN leaves %d tries, want 0", card.PINTries)
 	}
 }
 
