@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 	"github.com/cardvault/cardvault/internal/testsupport/openssltest"
+	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
 func mustHex(t *testing.T, s string) []byte {
