@@ -15,7 +15,7 @@ func TestServingHasOnlyTheRequestPath(t *testing.T) {
 	allowed := []string{
 		// vault.Keys
 		"Seal", "Open", "FingerprintPAN", "PANFingerprints", "RequestDigest",
-		"SetPINPublicKey", "SetPINVersions", "SetPINDecryptPKCS1", "SetPINDecryptOAEP", "PEKEncryptBlock", "PINDigits",
+		"SetPINPublicKey", "SetPINVersions", "SetPINDecryptPKCS1", "SetPINDecryptOAEP", "PEKEncryptBlock", "PINDigits", "ZonePINDigits",
 		// the audit chains' checkpoints
 		"AuditMAC", "AuditMACWithVersion",
 		// readiness, logs and metrics
@@ -28,7 +28,7 @@ func TestServingHasOnlyTheRequestPath(t *testing.T) {
 			t.Errorf("Serving has %s, which the request path does not need", name)
 		}
 	}
-	for _, admin := range []string{"Generate", "ImportSecret", "DestroyVersion", "SealWithVersion", "PEKDecryptBlock", "KCV", "SetKeyBackup", "Export", "Import", "Keys", "RestartUnderneath"} {
+	for _, admin := range []string{"Generate", "ImportSecret", "DestroyVersion", "SealWithVersion", "PEKDecryptBlock", "ZonePINDecryptBlock", "KCV", "SetKeyBackup", "Export", "Import", "Keys", "RestartUnderneath"} {
 		if _, ok := typ.MethodByName(admin); ok {
 			t.Errorf("Serving carries the ceremony operation %s", admin)
 		}

@@ -57,6 +57,11 @@ func newBenchStackOn(b testing.TB, store vault.Store) *benchStack {
 			b.Fatal(err)
 		}
 	}
+	zoneKey := make([]byte, 32)
+	rand.Read(zoneKey)
+	if err := m.ImportSecret(ctx, hsm.ZonePIN, 1, zoneKey); err != nil {
+		b.Fatal(err)
+	}
 	// A one-second window keeps the budget tables small while the
 	// benchmark reveals one card many times over.
 	budget := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerDevice: 1 << 30, PerCaller: 1 << 30}
@@ -64,7 +69,7 @@ func newBenchStackOn(b testing.TB, store vault.Store) *benchStack {
 	if err != nil {
 		b.Fatal(err)
 	}
-	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite, ScopePINWrite})
+	token, line, _ := NewToken("bench", []string{ScopeCardsWrite, ScopeCardsReveal, ScopeDevicesWrite, ScopePINWrite, ScopePINView, ScopeCardsVerify})
 	tokensFile := filepath.Join(b.TempDir(), "tokens")
 	os.WriteFile(tokensFile, []byte(line+"\n"), 0o600)
 	tokens, err := LoadTokens(tokensFile, nil)

@@ -77,7 +77,7 @@ func New() *Set {
 	}, []string{"store", "result"})
 	s.verified = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardvault_card_verifications_total",
-		Help: "Card verifications (POST /v1/cards/{id}/verification) by field (cvv, expiry) and answer (match, no_match): a surge of no_match is someone guessing.",
+		Help: "Card verifications by field (cvv, expiry: POST /v1/cards/{id}/verification; pin: POST /v1/cards/verify_pin) and answer (match, no_match; blocked for a PIN past its try limit): a surge of no_match or blocked is someone guessing.",
 	}, []string{"field", "answer"})
 	s.refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardvault_refusals_total",
@@ -167,11 +167,12 @@ func (s *Set) Vault() VaultObserver {
 			s.refusals.WithLabelValues(surface, rule)
 		}
 	}
-	for _, field := range []string{"cvv", "expiry"} {
+	for _, field := range []string{"cvv", "expiry", "pin"} {
 		for _, answer := range []string{vault.Match, vault.NoMatch} {
 			s.verified.WithLabelValues(field, answer)
 		}
 	}
+	s.verified.WithLabelValues("pin", vault.Blocked)
 	return VaultObserver{s}
 }
 

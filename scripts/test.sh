@@ -42,7 +42,7 @@ containers='^(TestPostgresContainerConformance|TestStackServesJikoAndSolaris|Tes
 # own, verbosely, so the log shows what it checked.
 browser='^TestBrowserRevealWithWebCrypto$'
 
-e2e='^(TestRotateRewrapRetire|TestRewrapResumesAfterCrash|TestAuditVerifyFindsTampering|TestSolarisSecureViewWithIndependentClients|TestSolarisSecureViewRefusals|TestSolarisDeviceBinding|TestJikoGuideFlowWithOpenSSL|TestJikoCardLifecycle|TestJikoPhysicalCardOrderAndPINWithOpenSSL|TestSolarisPINUpdateWithJWCrypto|TestSetPINRotationWithGrace|TestNativeImportAndLookup|TestPlannedCeremonies|TestPINViewWithOpenSSL|TestPINViewOnBoundDevice|TestCardVerification)$'
+e2e='^(TestRotateRewrapRetire|TestRewrapResumesAfterCrash|TestAuditVerifyFindsTampering|TestSolarisSecureViewWithIndependentClients|TestSolarisSecureViewRefusals|TestSolarisDeviceBinding|TestJikoGuideFlowWithOpenSSL|TestJikoCardLifecycle|TestJikoPhysicalCardOrderAndPINWithOpenSSL|TestSolarisPINUpdateWithJWCrypto|TestSetPINRotationWithGrace|TestNativeImportAndLookup|TestPlannedCeremonies|TestPINViewWithOpenSSL|TestPINViewOnBoundDevice|TestCardVerification|TestVerifyPINWithZoneKeyFromTR31)$'
 
 echo "== go test -race"
 go test -race -count=1 -timeout 30m -skip "$containers|$e2e|$browser" $(go list ./... | grep -v '/cmd/cardvault$')

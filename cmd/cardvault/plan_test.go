@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cardvault/cardvault/ceremonyplan"
+	"github.com/cardvault/cardvault/internal/testsupport/openssltest"
 	"github.com/cardvault/cardvault/internal/testsupport/testenv"
 )
 
@@ -192,6 +193,23 @@ func TestPlannedCeremonies(t *testing.T) {
 		"--component-file", componentForm(t, dir, "custodian-2", pek2, opensslKCV(t, pek2)))
 	if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "KCV "+opensslKCV(t, xorAll(pek1, pek2))) {
 		t.Fatalf("import-components from its plan: %v\n%s", err, out)
+	}
+	// A zone PIN key from a TR-31 block that openssl alone built, under a
+	// KBPK from two custodians' components.
+	kbpk1, kbpk2, zpk := randomKey(t), randomKey(t), randomKey(t)
+	values["ZONE_KEY_BLOCK"] = filepath.Join(dir, "zpk.tr31")
+	if err := os.WriteFile(values["ZONE_KEY_BLOCK"], []byte(openssltest.Block(t, xorAll(kbpk1, kbpk2), "D0000P0AD00N0000", zpk)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr31Plan := o.plan(t, dir, "import-tr31.yaml", values)
+	tr31Sigs := []string{o.sign(t, "carol", tr31Plan), o.sign(t, "alice", tr31Plan)}
+	args = append(append([]string{"ceremony", "run", tr31Plan}, approvals(tr31Sigs...)...), "--component-file", componentForm(t, dir, "kbpk-1", kbpk1, opensslKCV(t, kbpk1)),
+		"--component-file", componentForm(t, dir, "kbpk-2", kbpk2, opensslKCV(t, kbpk2)))
+	if out, err := v.run(t, args...); err != nil || !strings.Contains(out, "imported: zpk/v1  KCV "+opensslKCV(t, zpk)) {
+		t.Fatalf("import-tr31 from its plan: %v\n%s", err, out)
+	}
+	if out, err := replay(filepath.Join(values["TRANSCRIPTS"], "import-tr31-zpk.txt"), tr31Plan, tr31Sigs...); err != nil {
+		t.Errorf("replay of the import-tr31 transcript: %v\n%s", err, out)
 	}
 	if backup == "wrap" {
 		backupToAnotherToken(t, v, o, dir, values)
