@@ -63,7 +63,7 @@ if [ ! -s "$DEV/web-devices-token" ]; then
   (umask 077; "$DEV/bin/cardvault" token create --name web-devices --scopes devices:write > "$DEV/web-devices-token")
 fi
 if [ ! -s "$DEV/web-reveal-token" ]; then
-  (umask 077; "$DEV/bin/cardvault" token create --name web-reveal --scopes cards:reveal > "$DEV/web-reveal-token")
+  (umask 077; "$DEV/bin/cardvault" token create --name web-reveal --scopes cards:reveal,pin:view > "$DEV/web-reveal-token")
 fi
 if [ ! -s "$DEV/web-password" ]; then
   (umask 077; head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DEV/web-password")

@@ -254,8 +254,14 @@ func TestBrowserRevealWithWebCrypto(t *testing.T) {
 	jv := newServedVault(t, []string{"cards:write"})
 	const pan, cvv, name = "4000001234567899", "123", "ADA LOVELACE"
 	card := jv.importCard(t, "person-1", pan)
+	// The PIN is set with the Jiko guide's openssl flow before the
+	// browser binds: afterwards the device gate refuses that route.
+	const pin = "2468"
+	if st, body := runPINFlow(t, jv.as(t, "pin-setter", "pin:write"), "person-1", card, pin); st != "200" {
+		t.Fatalf("set PIN: %s %s", st, body)
+	}
 	binder := jv.as(t, "web-devices", "devices:write")
-	revealer := jv.as(t, "web-reveal", "cards:reveal")
+	revealer := jv.as(t, "web-reveal", "cards:reveal", "pin:view")
 	rec := newRecorder(t, jv.base)
 	const hide = 5
 	web := startWebReveal(t, rec.URL, binder.token, revealer.token, card, hide)
@@ -294,7 +300,28 @@ func TestBrowserRevealWithWebCrypto(t *testing.T) {
 	if again := a.reveal(t, frame); again != want {
 		t.Fatalf("second reveal shows %+v", again)
 	}
+	a.do(t, "hide the details", chromedp.Click(chromedp.CSS("#hide"), in), chromedp.WaitNotPresent(chromedp.CSS("#pan"), in))
+
+	// The PIN, viewed on the same bound device, is the one set; it hides
+	// like the details.
+	a.do(t, "show the PIN", chromedp.WaitVisible(chromedp.CSS("#show-pin"), in), chromedp.Click(chromedp.CSS("#show-pin"), in),
+		chromedp.WaitVisible(chromedp.CSS("#pin"), in), chromedp.WaitVisible(chromedp.CSS(`#status[data-state="pin-shown"]`)))
+	if got := a.text(t, frame, "#pin"); got != pin {
+		t.Fatalf("the component shows PIN %q, want the one set", got)
+	}
+	if status := a.text(t, nil, "#status"); !strings.Contains(status, fmt.Sprintf("It hides after %d s.", hide)) {
+		t.Errorf("host status %q after the PIN", status)
+	}
+	a.do(t, "the PIN hides", chromedp.WaitVisible(chromedp.CSS(`#status[data-state="hidden"]`)), chromedp.WaitNotPresent(chromedp.CSS("#pin"), in))
+	if strings.Contains(a.text(t, frame, "body"), pin) || strings.Contains(a.text(t, nil, "body"), pin) {
+		t.Error("after hiding, the page still shows the PIN")
+	}
 	checkBackendTraffic(t, rec.calls(), pan, cvv, name)
+	for _, c := range rec.calls() {
+		if bytes.Contains(c.request, []byte(`"`+pin+`"`)) || bytes.Contains(c.answer, []byte(`"`+pin+`"`)) {
+			t.Errorf("%s %s carries the PIN", c.method, c.path)
+		}
+	}
 	checkNothingStored(t, a, web.component, card)
 
 	// A second browser (a fresh profile) has no device key: it cannot

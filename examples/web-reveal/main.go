@@ -20,8 +20,9 @@
 // browser.
 //
 // It holds two vault tokens, as the threat model advises: one with
-// devices:write for binding, one with cards:reveal for reveals, so that
-// neither alone binds a device and reveals through it.
+// devices:write for binding, one with cards:reveal (and pin:view, for the
+// PIN display) for reveals, so that neither alone binds a device and
+// reveals through it.
 //
 //	CARDVAULT_URL=http://127.0.0.1:8080 \
 //	CARDVAULT_DEVICES_TOKEN_FILE=devices.token CARDVAULT_REVEAL_TOKEN_FILE=reveal.token \
@@ -109,7 +110,7 @@ func parseConfig(args []string) (*config, error) {
 	if c.devicesToken, err = secret("CARDVAULT_DEVICES_TOKEN", "a vault token with devices:write"); err != nil {
 		return nil, err
 	}
-	if c.revealToken, err = secret("CARDVAULT_REVEAL_TOKEN", "a vault token with cards:reveal"); err != nil {
+	if c.revealToken, err = secret("CARDVAULT_REVEAL_TOKEN", "a vault token with cards:reveal (and pin:view, for the PIN display)"); err != nil {
 		return nil, err
 	}
 	if c.devicesToken == c.revealToken {
@@ -261,7 +262,8 @@ func (b *backend) componentRoutes() http.Handler {
 	mux.Handle("GET /frame.css", staticFile("static/frame.css"))
 	mux.HandleFunc("POST /api/device", b.sameOrigin(b.signedIn(b.registerDevice)))
 	mux.HandleFunc("POST /api/device/verify", b.sameOrigin(b.signedIn(b.verifyDevice)))
-	mux.HandleFunc("POST /api/cards/{card}/reveal", b.sameOrigin(b.signedIn(b.reveal)))
+	mux.HandleFunc("POST /api/cards/{card}/reveal", b.sameOrigin(b.signedIn(b.viewOnDevice("reveal", "virtual_card_requests"))))
+	mux.HandleFunc("POST /api/cards/{card}/pin", b.sameOrigin(b.signedIn(b.viewOnDevice("show PIN", "pin_view_requests"))))
 	return mux
 }
 
@@ -361,10 +363,17 @@ func (b *backend) verifyDevice(w http.ResponseWriter, r *http.Request, _ *sessio
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// reveal asks the vault for a card's secure view to the browser's fresh
-// key, always as RSA-OAEP-256 with A256GCM (WebCrypto can do neither
-// RSA1_5 nor the Android OAEP variant), and passes the JWE on unread.
-func (b *backend) reveal(w http.ResponseWriter, r *http.Request, _ *session) {
+// viewOnDevice asks the vault for a card's secure view, or its PIN view,
+// to the browser's fresh key, always as RSA-OAEP-256 with A256GCM
+// (WebCrypto can do neither RSA1_5 nor the Android OAEP variant), and
+// passes the JWE on unread.
+func (b *backend) viewOnDevice(step, route string) func(http.ResponseWriter, *http.Request, *session) {
+	return func(w http.ResponseWriter, r *http.Request, _ *session) {
+		b.forwardView(w, r, step, route)
+	}
+}
+
+func (b *backend) forwardView(w http.ResponseWriter, r *http.Request, step, route string) {
 	card := r.PathValue("card")
 	if !idPattern.MatchString(card) {
 		writeError(w, http.StatusBadRequest, "card: want a card id")
@@ -381,12 +390,12 @@ func (b *backend) reveal(w http.ResponseWriter, r *http.Request, _ *session) {
 	var out struct {
 		Data string `json:"data"`
 	}
-	status, err := b.call(r.Context(), b.cfg.revealToken, "POST", "/v1/cards/"+card+"/virtual_card_requests", map[string]any{
+	status, err := b.call(r.Context(), b.cfg.revealToken, "POST", "/v1/cards/"+card+"/"+route, map[string]any{
 		"device_id": in.DeviceID, "signature": in.Signature, "jwk": in.JWK,
 		"jwe": map[string]string{"alg": "RSA_OAEP_256", "enc": "A256GCM"}, "device_data": deviceData,
 	}, http.StatusOK, &out)
 	if err != nil {
-		b.fail(w, "reveal", status, err)
+		b.fail(w, step, status, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"data": out.Data})

@@ -154,6 +154,24 @@ export const signedString = (jwk) => Object.keys(jwk).sort().map((k) => `${k}:${
 // reveal fetches a card's details to a fresh key and decrypts them here.
 // It returns {pan, cvc, expiresAt, name}; the caller shows and drops them.
 export async function reveal(cardId, { bits = 2048 } = {}) {
+  const d = await viewOnDevice(`/api/cards/${encodeURIComponent(cardId)}/reveal`, bits);
+  return { pan: d.pan, cvc: d.cvc, expiresAt: d.expires_at, name: d.line_1 };
+}
+
+// revealPIN fetches a card's PIN the same way and returns its digits; the
+// caller shows and drops them.
+export async function revealPIN(cardId, { bits = 2048 } = {}) {
+  const d = await viewOnDevice(`/api/cards/${encodeURIComponent(cardId)}/pin`, bits);
+  if (typeof d.pin !== 'string' || !/^[0-9]{4,12}$/.test(d.pin)) {
+    throw new RevealError('malformed-pin');
+  }
+  return d.pin;
+}
+
+// viewOnDevice asks the backend's route for a view to a fresh key the
+// bound device signs, and decrypts the answer here. It returns the
+// plaintext's members; the decrypted bytes are cleared.
+async function viewOnDevice(path, bits) {
   const device = await boundDevice();
   if (!device) {
     throw new RevealError('not-bound');
@@ -161,15 +179,14 @@ export async function reveal(cardId, { bits = 2048 } = {}) {
   const pair = await revealKey(bits);
   const pub = await crypto.subtle.exportKey('jwk', pair.publicKey);
   const jwk = { kty: 'RSA', n: pub.n, e: pub.e, kid: crypto.randomUUID(), use: 'enc', alg: 'RS256' };
-  const { data } = await api(`/api/cards/${encodeURIComponent(cardId)}/reveal`, {
+  const { data } = await api(path, {
     device_id: device.id,
     signature: await sign(device.keys.privateKey, signedString(jwk)),
     jwk,
   });
   const plain = await decryptJWE(data, pair.privateKey);
   try {
-    const d = JSON.parse(new TextDecoder().decode(plain));
-    return { pan: d.pan, cvc: d.cvc, expiresAt: d.expires_at, name: d.line_1 };
+    return JSON.parse(new TextDecoder().decode(plain));
   } finally {
     plain.fill(0);
   }

@@ -8,6 +8,7 @@ const words = {
   'not-bound': 'This browser is not a bound device yet.',
   bound: 'This browser is a bound device.',
   revealed: 'Card details shown.',
+  'pin-shown': 'PIN shown.',
   hidden: 'Card details hidden.',
   error: 'The card details could not be shown.',
 };
@@ -21,5 +22,6 @@ window.addEventListener('message', (event) => {
     return;
   }
   status.dataset.state = state;
-  status.textContent = words[state] + (state === 'revealed' ? ` They hide after ${hidesAfterSeconds} s.` : '');
+  const shownFor = { revealed: ' They hide', 'pin-shown': ' It hides' }[state];
+  status.textContent = words[state] + (shownFor ? `${shownFor} after ${hidesAfterSeconds} s.` : '');
 });

@@ -1,7 +1,7 @@
 // The reveal component's page, framed by the issuer's page from another
 // origin so that the host page's scripts cannot read what it shows. It
 // tells the host only its state, never card data.
-import { bindDevice, boundDevice, reveal, RevealError, useSession } from '/cardvault-reveal.js';
+import { bindDevice, boundDevice, reveal, revealPIN, RevealError, useSession } from '/cardvault-reveal.js';
 
 // The host page puts the session's ticket in the fragment, which no
 // request carries; it leaves the address bar at once.
@@ -16,6 +16,7 @@ const $ = (id) => document.getElementById(id);
 
 let hideTimer = 0;
 let shownPAN = null; // kept only while shown, for the copy button
+let shown = false; // whether card details or the PIN are on the page
 let copied = false; // whether this page put the number on the clipboard
 
 // tell posts the component's state to the host page, if the host named
@@ -57,7 +58,29 @@ function masked() {
 function setBound(bound) {
   $('bind').hidden = bound;
   $('show').hidden = !bound;
+  $('show-pin').hidden = !bound;
   $('hide').hidden = true;
+}
+
+// showing puts content on the card face and starts the hide timer; the
+// host page hears the state.
+function showing(content, state) {
+  shown = true;
+  $('details').replaceChildren(...content);
+  $('show').hidden = true;
+  $('show-pin').hidden = true;
+  $('hide').hidden = false;
+  message(`Hides after ${hideAfter} s.`);
+  clearTimeout(hideTimer);
+  hideTimer = setTimeout(hide, hideAfter * 1000);
+  tell(state, { hidesAfterSeconds: hideAfter });
+}
+
+// showPIN shows the card's PIN like the details, and hides it with them.
+function showPIN(pin) {
+  const box = element('div', 'pan');
+  box.append(element('span', 'label', 'PIN'), element('span', '', pin, 'pin'));
+  showing([box], 'pin-shown');
 }
 
 function show(d) {
@@ -74,19 +97,14 @@ function show(d) {
   pan.append(element('span', '', groupPAN(d.pan), 'pan'), copy);
   const row = element('div', 'row');
   row.append(field('Expires', expiry(d.expiresAt), 'expiry'), field('CVV', d.cvc, 'cvv'), field('Name', d.name, 'name'));
-  $('details').replaceChildren(pan, row);
-  $('show').hidden = true;
-  $('hide').hidden = false;
-  message(`Hides after ${hideAfter} s.`);
-  clearTimeout(hideTimer);
-  hideTimer = setTimeout(hide, hideAfter * 1000);
-  tell('revealed', { hidesAfterSeconds: hideAfter });
+  showing([pan, row], 'revealed');
 }
 
 // hide removes the details from the DOM and drops the last reference
 // this page holds to them.
 function hide() {
   clearTimeout(hideTimer);
+  shown = false;
   shownPAN = null;
   if (copied) {
     // The number leaves the clipboard with the details, if nothing else
@@ -107,7 +125,7 @@ function fail(doing, err) {
   const code = err instanceof RevealError ? err.code : 'failed';
   const status = err instanceof RevealError && err.status ? err.status : 0;
   let text = `Something went wrong while ${doing} (${code}${status ? ' ' + status : ''}). Try again later.`;
-  if (doing === 'showing the card' && status === 404) {
+  if (doing !== 'setting up this browser' && status === 404) {
     text = 'This card cannot be shown here: it is not yours, or it no longer exists.';
   } else if (status === 429) {
     text = 'This card has been shown too often for now. Try again later.';
@@ -138,11 +156,22 @@ $('show').addEventListener('click', async () => {
   }
 });
 
+$('show-pin').addEventListener('click', async () => {
+  $('show-pin').disabled = true;
+  try {
+    showPIN(await revealPIN(card));
+  } catch (err) {
+    fail('showing the PIN', err);
+  } finally {
+    $('show-pin').disabled = false;
+  }
+});
+
 $('hide').addEventListener('click', hide);
 
 // A page the cardholder leaves hides what it showed.
 document.addEventListener('visibilitychange', () => {
-  if (document.hidden && shownPAN !== null) hide();
+  if (document.hidden && shown) hide();
 });
 
 (async () => {
