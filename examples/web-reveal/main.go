@@ -3,7 +3,7 @@
 //
 // It serves two origins. The demo origin serves the issuer's page, which
 // embeds the component in an iframe. The component origin serves the
-// component and the three calls it makes, which this backend forwards to
+// component and the four calls it makes, which this backend forwards to
 // the vault with its own API token, as a real backend would. The browser
 // never sees the vault token, and this backend never sees card data: the
 // vault encrypts the details to a key that only the browser holds, and
