@@ -175,6 +175,16 @@ func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 // applyWrite inserts a change's companions: the burnt key, the idempotent
 // result and the audit entry.
 func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.Write) error {
+	if w.PINTry != nil {
+		// First: its UPDATE takes the card row's write lock before the
+		// recheck share-locks that row. Taken the other way round, two
+		// verifications on one card each hold a share lock, and each
+		// waits for the other to upgrade (PostgreSQL: deadlock detected,
+		// a 503; TestVerifyPINAcrossReplicasOnPostgres).
+		if err := s.countPINTry(ctx, tx, w.PINTry); err != nil {
+			return err
+		}
+	}
 	if w.Reveal != nil {
 		if err := s.recheckReveal(ctx, tx, w.Reveal); err != nil {
 			return err
@@ -215,11 +225,6 @@ func (s *Store) applyWrite(ctx context.Context, tx *txn, cardID string, w vault.
 	}
 	if w.Order != nil {
 		if err := s.moveOrder(ctx, tx, w.Order); err != nil {
-			return err
-		}
-	}
-	if w.PINTry != nil {
-		if err := s.countPINTry(ctx, tx, w.PINTry); err != nil {
 			return err
 		}
 	}

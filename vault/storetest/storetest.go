@@ -410,7 +410,8 @@ func testRaceUsedKey(t *testing.T, r replicas) {
 
 // testRacePINTries verifies 16 wrong PINs at once on one card across the
 // replicas: exactly the limit of them count, the rest find the card
-// blocked and write nothing; a new PIN clears the count, and a try
+// blocked and write nothing (without a deadlock between the card row's
+// locks on PostgreSQL); a new PIN clears the count, and a try
 // compared with a PIN block that changed since is refused.
 func testRacePINTries(t *testing.T, r replicas) {
 	ctx := context.Background()
@@ -419,7 +420,11 @@ func testRacePINTries(t *testing.T, r replicas) {
 	must(t, r[0].CreateCard(ctx, c, vault.Write{Audit: audit("card.issue", c.ID)}))
 	must(t, r[0].SetPIN(ctx, c.ID, block, 1, now, vault.Write{Audit: audit("card.pin", c.ID)}))
 	wins, blocked := race(t, 16, func(i int) error {
-		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), PINTry: &vault.PINTry{CardID: c.ID, PINBlock: block, Limit: 3}})
+		// As the service writes it: the card rechecked, a verification
+		// slot counted, the try counted.
+		return r.pick(i).Commit(ctx, vault.Write{Audit: audit("card.verify_pin", c.ID), Reveal: &vault.RevealCheck{CardID: c.ID, Field: "card_id"},
+			Slot:   &vault.Slot{Kind: vault.BudgetVerify, CardID: c.ID, Caller: "auth-host", At: now, Budget: vault.Budget{Window: time.Hour, PerCard: 100, PerCaller: 100}},
+			PINTry: &vault.PINTry{CardID: c.ID, PINBlock: block, Limit: 3}})
 	}, func(err error) bool { return errors.Is(err, vault.ErrPINBlocked) })
 	if wins != 3 || blocked != 13 {
 		t.Fatalf("%d tries counted and %d blocked, want 3 and 13", wins, blocked)
