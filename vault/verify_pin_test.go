@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cardvault/cardvault/hsm"
 	"github.com/cardvault/cardvault/internal/testsupport/openssltest"
@@ -21,7 +22,8 @@ func TestVerifyPIN(t *testing.T) {
 	testenv.RequireCommand(t, "openssl")
 	ctx := context.Background()
 	m, store, _ := newKeyedStore(t, make([]byte, 32))
-	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, PINTryLimit: 3})
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, PINTryLimit: 3,
+		Verifications: vault.Budget{Window: time.Hour, PerCard: 100, PerCaller: 100}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +92,28 @@ func TestVerifyPIN(t *testing.T) {
 	if got, err := verify(openssltest.Format4PINBlock(t, zpk, "2468", pan)); err != nil || got != vault.Match {
 		t.Errorf("a new PIN unblocks the card: %q %v", got, err)
 	}
+	// A zone key rotation: version 2 becomes the active one; a block still
+	// under version 1 names it.
+	zpk2 := make([]byte, 32)
+	rand.Read(zpk2)
+	if err := m.ImportSecret(ctx, hsm.ZonePIN, 2, zpk2); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		key     []byte
+		version uint32
+		want    string
+	}{
+		{"a block under version 1, named", zpk, 1, vault.Match},
+		{"a block under version 2, the active one", zpk2, 0, vault.Match},
+		{"a block under version 1, unnamed", zpk, 0, vault.NoMatch},
+	} {
+		v, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: openssltest.Format4PINBlock(t, c.key, "2468", pan), ZoneKeyVersion: c.version})
+		if err != nil || v.PIN != c.want {
+			t.Errorf("%s: %v %v, want %s", c.name, v, err, c.want)
+		}
+	}
 	if _, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: make([]byte, 15)}); vault.KindOf(err) != vault.KindInvalid {
 		t.Errorf("a 15-byte block: %v", err)
 	}
@@ -103,14 +127,14 @@ func TestVerifyPIN(t *testing.T) {
 			answers[e.Detail["pin"]]++
 		}
 		for _, v := range e.Detail {
-			for _, secret := range []string{"1357", "1358", "2468", hex.EncodeToString(zpk)} {
+			for _, secret := range []string{"1357", "1358", "2468", hex.EncodeToString(zpk), hex.EncodeToString(zpk2)} {
 				if strings.Contains(v, secret) {
 					t.Errorf("audit entry %s holds a PIN or the key: %v", e.Action, e.Detail)
 				}
 			}
 		}
 	}
-	if answers[vault.Match] != 3 || answers[vault.NoMatch] != 5 || answers[vault.Blocked] != 2 {
+	if answers[vault.Match] != 5 || answers[vault.NoMatch] != 6 || answers[vault.Blocked] != 2 {
 		t.Errorf("audited answers %v", answers)
 	}
 }
