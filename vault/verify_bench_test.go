@@ -19,17 +19,7 @@ import (
 // -bench VerifyCard -count 5 and compare the sub-benchmarks' ns/op.
 func BenchmarkVerifyCard(b *testing.B) {
 	ctx := context.Background()
-	m, store, _ := newKeyedStore(b, make([]byte, 32))
-	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerCaller: 1 << 30}
-	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Verifications: unlimited})
-	if err != nil {
-		b.Fatal(err)
-	}
-	card, err := svc.Import(ctx, vault.Caller{Name: "processor"}, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte("4111111111111111"),
-		CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2035}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, svc, card := newVerifyBench(b)
 	host := vault.Caller{Name: "auth-host"}
 	for _, c := range []struct {
 		name, cvv, want string
@@ -55,18 +45,8 @@ func BenchmarkVerifyCard(b *testing.B) {
 func BenchmarkVerifyPIN(b *testing.B) {
 	testenv.RequireCommand(b, "openssl")
 	ctx := context.Background()
-	m, store, _ := newKeyedStore(b, make([]byte, 32))
-	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerCaller: 1 << 30}
-	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Verifications: unlimited})
-	if err != nil {
-		b.Fatal(err)
-	}
-	const pan = "4111111111111111"
+	m, svc, card := newVerifyBench(b)
 	processor := vault.Caller{Name: "processor"}
-	card, err := svc.Import(ctx, processor, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte(pan), CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2035}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	key, err := svc.SetPINKey(ctx)
 	if err != nil {
 		b.Fatal(err)
@@ -86,9 +66,9 @@ func BenchmarkVerifyPIN(b *testing.B) {
 		block      []byte
 		total      time.Duration
 	}{
-		{"no_match", vault.NoMatch, openssltest.Format4PINBlock(b, zpk, "1358", pan), 0},
-		{"garbage", vault.NoMatch, openssltest.Format4PINBlock(b, other, "1357", pan), 0},
-		{"match", vault.Match, openssltest.Format4PINBlock(b, zpk, "1357", pan), 0},
+		{"no_match", vault.NoMatch, openssltest.Format4PINBlock(b, zpk, "1358", benchPAN), 0},
+		{"garbage", vault.NoMatch, openssltest.Format4PINBlock(b, other, "1357", benchPAN), 0},
+		{"match", vault.Match, openssltest.Format4PINBlock(b, zpk, "1357", benchPAN), 0},
 	}
 	host := vault.Caller{Name: "auth-host"}
 	n := 0
@@ -106,4 +86,25 @@ func BenchmarkVerifyPIN(b *testing.B) {
 	for _, k := range kinds {
 		b.ReportMetric(float64(k.total.Nanoseconds())/float64(n), k.name+"-ns/op")
 	}
+}
+
+// benchPAN is the verification benchmarks' card's PAN.
+const benchPAN = "4111111111111111"
+
+// newVerifyBench is a token with every key but the zone key, a service
+// whose verification budget never runs out, and one imported card.
+func newVerifyBench(b *testing.B) (*hsm.Module, *vault.Service, *vault.Card) {
+	b.Helper()
+	m, store, _ := newKeyedStore(b, make([]byte, 32))
+	unlimited := vault.Budget{Window: time.Second, PerCard: 1 << 30, PerCaller: 1 << 30}
+	svc, err := vault.NewService(m, store, vault.Config{BIN: "400000", ExpiryYears: 3, Verifications: unlimited})
+	if err != nil {
+		b.Fatal(err)
+	}
+	card, err := svc.Import(context.Background(), vault.Caller{Name: "processor"}, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte(benchPAN),
+		CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2035}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m, svc, card
 }

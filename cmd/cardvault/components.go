@@ -156,12 +156,19 @@ func (ic *ceremonyImportComponentsCmd) run(in *invocation) error {
 	t.printf("purpose:  %s (%s), %d components\n", p, p.Kind(), len(custodians))
 	t.printf("backup:   %s\n\n", backupMeaning[keyBackup])
 	printCustodians(t, custodians)
-	kcv, err := c.importVersion(ctx, p, previous+1, key)
+	return c.concludeImport(ctx, t, "combined", p, previous+1, key)
+}
+
+// concludeImport imports a key as a purpose's version (importVersion),
+// says so in the transcript, and saves it: how says where the key came
+// from ("combined" from components, "imported" from a key block).
+func (c *ceremony) concludeImport(ctx context.Context, t *transcript, how string, p hsm.Purpose, version uint32, key []byte) error {
+	kcv, err := c.importVersion(ctx, p, version, key)
 	if err != nil {
 		return err
 	}
-	t.printf("\ncombined: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, previous+1), kcv)
-	t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
+	t.printf("\n%s: %s  KCV %s  imported, verified, recorded, active\n", how, hsm.Label(p, version), kcv)
+	t.printf("\nresult: %s active\n", hsm.Label(p, version))
 	return t.save(ctx)
 }
 

@@ -124,8 +124,5 @@ func TestPINViewOnBoundDevice(t *testing.T) {
 
 func (jv *jikoVault) pinView(t *testing.T, r *secureViewReq) response {
 	t.Helper()
-	return jv.post(t, jv.base+"/v1/cards/"+r.card+"/pin_view_requests", map[string]any{
-		"device_id": r.device.id, "signature": r.sig, "jwk": r.jwk,
-		"jwe": map[string]string{"alg": r.alg, "enc": r.enc}, "device_data": "Web;go-test",
-	}, nil)
+	return jv.viewOnDevice(t, "pin_view_requests", r)
 }

@@ -259,7 +259,14 @@ func request(t *testing.T, card string, d *testDevice) *secureViewReq {
 
 func (jv *jikoVault) secureView(t *testing.T, r *secureViewReq) response {
 	t.Helper()
-	return jv.post(t, jv.base+"/v1/cards/"+r.card+"/virtual_card_requests", map[string]any{
+	return jv.viewOnDevice(t, "virtual_card_requests", r)
+}
+
+// viewOnDevice posts a device-signed view request to the card's route:
+// virtual_card_requests or pin_view_requests.
+func (jv *jikoVault) viewOnDevice(t *testing.T, route string, r *secureViewReq) response {
+	t.Helper()
+	return jv.post(t, jv.base+"/v1/cards/"+r.card+"/"+route, map[string]any{
 		"device_id": r.device.id, "signature": r.sig, "jwk": r.jwk,
 		"jwe": map[string]string{"alg": r.alg, "enc": r.enc}, "device_data": "Web;go-test",
 	}, nil)

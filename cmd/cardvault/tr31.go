@@ -80,12 +80,6 @@ func (it *ceremonyImportTR31Cmd) run(in *invocation) error {
 			h.Usage, h.Algorithm, h.ModeOfUse, h.KeyVersion, h.Exportability, len(h.Optional))
 		t.printf("kbpk:     KCV %s, formed from the components above, authenticated the block\n", kbpkKCV)
 		t.printf("backup:   %s\n", backupMeaning[keyBackup])
-		kcv, err := c.importVersion(ctx, p, previous+1, key)
-		if err != nil {
-			return err
-		}
-		t.printf("\nimported: %s  KCV %s  imported, verified, recorded, active\n", hsm.Label(p, previous+1), kcv)
-		t.printf("\nresult: %s active\n", hsm.Label(p, previous+1))
-		return t.save(ctx)
+		return c.concludeImport(ctx, t, "imported", p, previous+1, key)
 	})
 }
