@@ -34,6 +34,9 @@ func Seed(ctx context.Context, n, workers int, issue func(ctx context.Context, i
 	var next, done atomic.Int64
 	var firstErr error
 	var once sync.Once
+	// Workers report progress from their goroutines; the writer is the
+	// caller's and need not be safe for concurrent use.
+	var progressMu sync.Mutex
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -51,7 +54,9 @@ func Seed(ctx context.Context, n, workers int, issue func(ctx context.Context, i
 					return
 				}
 				if d := done.Add(1); n >= 10 && d%int64(n/10) == 0 {
+					progressMu.Lock()
 					say(progress, "seeded %d of %d cards (%.0f/s)", d, n, float64(d)/time.Since(start).Seconds())
+					progressMu.Unlock()
 				}
 			}
 		}()
