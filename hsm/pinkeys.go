@@ -130,5 +130,8 @@ func (m *Module) ZonePINDigits(ctx context.Context, version uint32, block, pan [
 		return nil, 0, err
 	}
 	pin, err := vault.DecipherPINBlock(block, pan, func(b []byte) ([]byte, error) { return m.ecb(ctx, ZonePIN, version, b, false) })
+	if errors.Is(err, ErrKeyNotFound) {
+		return nil, version, vault.Invalid("zone_key_version", "the token holds no usable zone PIN key of that version")
+	}
 	return pin, version, err
 }

@@ -135,6 +135,12 @@ func pinAcceptable(pin [4]byte) int {
 	return ok &^ up &^ down &^ triple
 }
 
+// errNotFormat4 is a block that deciphers to no well-formed format 4 PIN
+// field: to every client the one crypto failure (ErrCrypto's kind and
+// words), and to PIN verification a wrong PIN, which a failure of the
+// token itself is not.
+var errNotFormat4 = &Error{Kind: KindCrypto, Msg: ErrCrypto.Msg}
+
 // plainPINField undoes a format 4 PIN block with decrypt (one AES block
 // under the PEK, in the token): decrypt undoes the second encipherment,
 // the PAN field comes off, decrypt again yields the plain-text PIN field,
@@ -155,7 +161,7 @@ func plainPINField(block, pan []byte, decrypt func([]byte) ([]byte, error)) ([]b
 	}
 	if len(field) != pinBlockSize || field[0]>>4 != 4 {
 		clear(field)
-		return nil, ErrCrypto
+		return nil, errNotFormat4
 	}
 	return field, nil
 }
@@ -174,7 +180,7 @@ func DecipherPINBlock(block, pan []byte, decrypt func([]byte) ([]byte, error)) (
 	defer clear(field)
 	pin, err := pinDigits(field)
 	if err != nil {
-		return nil, ErrCrypto
+		return nil, errNotFormat4
 	}
 	return pin, nil
 }

@@ -113,9 +113,10 @@ func (s *Service) comparePINs(ctx context.Context, card *Card, in VerifyPINReque
 	}
 	defer clear(want)
 	got, version, err := s.keys.ZonePINDigits(ctx, in.ZoneKeyVersion, in.PINBlock, rec.PAN)
-	if KindOf(err) == KindCrypto {
+	if errors.Is(err, errNotFormat4) {
 		// Not a format 4 PIN for this PAN under this zone key: a wrong
-		// PIN, compared as one so the work is the same.
+		// PIN, compared as one so the work is the same. Any other
+		// failure is the token's, and spends no try.
 		got, err = nil, nil
 	}
 	if err != nil {

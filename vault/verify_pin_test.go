@@ -138,3 +138,69 @@ func TestVerifyPIN(t *testing.T) {
 		t.Errorf("audited answers %v", answers)
 	}
 }
+
+// zoneTokenFails is a token whose zone key operations fail as a token
+// refusing the key would (CKR_KEY_FUNCTION_NOT_PERMITTED and the like
+// come back as ErrCrypto), while every other operation is the real one.
+type zoneTokenFails struct{ vault.Keys }
+
+func (zoneTokenFails) ZonePINDigits(context.Context, uint32, []byte, []byte) ([]byte, uint32, error) {
+	return nil, 1, vault.ErrCrypto
+}
+
+// A token that fails is not a wrong PIN: it must not spend the
+// cardholder's tries, or a broken zone key would block every card it
+// touched.
+func TestVerifyPINTokenFailureIsNotAWrongPIN(t *testing.T) {
+	testenv.RequireCommand(t, "openssl")
+	ctx := context.Background()
+	m, store, _ := newKeyedStore(t, make([]byte, 32))
+	cfg := vault.Config{BIN: "400000", ExpiryYears: 3, PINTryLimit: 3}
+	svc, err := vault.NewService(m, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken, err := vault.NewService(zoneTokenFails{m}, store, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	processor, host := vault.Caller{Name: "processor"}, vault.Caller{Name: "auth-host"}
+	const pan = "4111111111111111"
+	card, err := svc.Import(ctx, processor, vault.ImportRequest{OwnerID: "acct-1", PAN: []byte(pan), CVV: []byte("123"), ExpiryMonth: 12, ExpiryYear: 2035}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := svc.SetPINKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357"))
+	if err := svc.SetPINJiko(ctx, processor, "acct-1", card.ID, ct); err != nil {
+		t.Fatal(err)
+	}
+	zpk := make([]byte, 32)
+	rand.Read(zpk)
+	if err := m.ImportSecret(ctx, hsm.ZonePIN, 1, zpk); err != nil {
+		t.Fatal(err)
+	}
+	right := openssltest.Format4PINBlock(t, zpk, "1357", pan)
+	for range 4 {
+		if v, err := broken.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: right}); err == nil {
+			t.Fatalf("a failing token answered %q", v.PIN)
+		}
+	}
+	if v, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: right}); err != nil || v.PIN != vault.Match {
+		t.Fatalf("after 4 token failures the right PIN answers %v %v, want match", v, err)
+	}
+	// A zone key version the token does not hold names the field, and
+	// spends no try either.
+	for range 4 {
+		_, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: right, ZoneKeyVersion: 9})
+		if vault.KindOf(err) != vault.KindInvalid || !strings.Contains(err.Error(), "zone_key_version") {
+			t.Fatalf("zone key version 9: %v, want a refusal naming zone_key_version", err)
+		}
+	}
+	if v, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: right}); err != nil || v.PIN != vault.Match {
+		t.Fatalf("after 4 unknown versions the right PIN answers %v %v, want match", v, err)
+	}
+}
