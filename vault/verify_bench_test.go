@@ -3,7 +3,6 @@ package vault_test
 import (
 	"context"
 	"crypto/rand"
-	"crypto/rsa"
 	"testing"
 	"time"
 
@@ -48,15 +47,7 @@ func BenchmarkVerifyPIN(b *testing.B) {
 	testenv.RequireCommand(b, "openssl")
 	ctx := context.Background()
 	m, svc, card := newVerifyBench(b)
-	processor := vault.Caller{Name: "processor"}
-	key, err := svc.SetPINKey(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357"))
-	if err := svc.SetPINJiko(ctx, processor, "acct-1", card.ID, ct); err != nil {
-		b.Fatal(err)
-	}
+	setJikoPIN(b, svc, card, "1357")
 	zpk, other := make([]byte, 32), make([]byte, 32)
 	rand.Read(zpk)
 	rand.Read(other)

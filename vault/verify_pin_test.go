@@ -33,17 +33,7 @@ func TestVerifyPIN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setPIN := func(pin string) {
-		t.Helper()
-		key, err := svc.SetPINKey(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte(pin))
-		if err := svc.SetPINJiko(ctx, processor, "acct-1", card.ID, ct); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setPIN := func(pin string) { setJikoPIN(t, svc, card, pin) }
 	zpk := make([]byte, 32)
 	rand.Read(zpk)
 	verify := func(block []byte) (string, error) {
@@ -170,14 +160,7 @@ func TestVerifyPINTokenFailureIsNotAWrongPIN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := svc.SetPINKey(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte("1357"))
-	if err := svc.SetPINJiko(ctx, processor, "acct-1", card.ID, ct); err != nil {
-		t.Fatal(err)
-	}
+	setJikoPIN(t, svc, card, "1357")
 	zpk := make([]byte, 32)
 	rand.Read(zpk)
 	if err := m.ImportSecret(ctx, hsm.ZonePIN, 1, zpk); err != nil {
@@ -202,5 +185,20 @@ func TestVerifyPINTokenFailureIsNotAWrongPIN(t *testing.T) {
 	}
 	if v, err := svc.VerifyPIN(ctx, host, vault.VerifyPINRequest{CardID: card.ID, PINBlock: right}); err != nil || v.PIN != vault.Match {
 		t.Fatalf("after 4 unknown versions the right PIN answers %v %v, want match", v, err)
+	}
+}
+
+// setJikoPIN sets a card's PIN as a Jiko client does: encrypted to the
+// published set_pin key with RSAES-PKCS1-v1_5.
+func setJikoPIN(t testing.TB, svc *vault.Service, card *vault.Card, pin string) {
+	t.Helper()
+	ctx := context.Background()
+	key, err := svc.SetPINKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := rsa.EncryptPKCS1v15(rand.Reader, key.Key, []byte(pin))
+	if err := svc.SetPINJiko(ctx, vault.Caller{Name: "processor"}, card.OwnerID, card.ID, ct); err != nil {
+		t.Fatal(err)
 	}
 }
